@@ -1,0 +1,545 @@
+//! The validated configuration snapshot every worker routes with, and the rules that turn the stored
+//! string maps (`RawConfig`) into it.
+//!
+//! A snapshot is immutable and shared as `Arc<Config>`; a change builds a whole new one. Building never
+//! half-succeeds: any bad value is an error naming the key and field, and the caller keeps the previous
+//! snapshot. Unknown fields are tolerated (listed in `warnings`) so configs written for the original
+//! proxy, or for a newer version of this one, keep working.
+
+pub mod raw;
+pub mod source;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::defaults::*;
+use crate::query::filter::Policy;
+use crate::upstream::{BackendState, Registry};
+use crate::write::route::Routes;
+pub use raw::{Fields, RawConfig};
+
+pub const NODE_FIELDS: &[&str] = &[
+    "listenaddr",
+    "db",
+    "zone",
+    "nexts",
+    "interval",
+    "idletimeout",
+    "writetracing",
+    "querytracing",
+    "username",
+    "password",
+    "querydeny",
+    "queryallow",
+];
+
+pub const BACKEND_FIELDS: &[&str] = &[
+    "url",
+    "db",
+    "zone",
+    "interval",
+    "timeout",
+    "timeoutquery",
+    "maxrowlimit",
+    "checkinterval",
+    "rewriteinterval",
+    "writeonly",
+    "gzip",
+    "maxdisk",
+    "username",
+    "password",
+];
+
+/// The catch-all keymap.
+pub const DEFAULT_KEY: &str = "_default_";
+
+#[derive(Debug)]
+pub struct Config {
+    pub raw: RawConfig,
+    pub node: Node,
+    /// Sorted by name; routes refer to backends by index in this list.
+    pub backends: Vec<Arc<Backend>>,
+    pub routes: Routes,
+    pub warnings: Vec<String>,
+    pub loaded_at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub listen_addr: SocketAddr,
+    /// As configured, to tell a change that needs a restart.
+    pub listen_raw: String,
+    /// Clients must use this database when set.
+    pub db: Option<String>,
+    pub zone: String,
+    /// Backends (indices) that get every line.
+    pub nexts: Vec<usize>,
+    /// Self-statistics period; `None` = off.
+    pub stats_interval: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub write_tracing: bool,
+    pub query_tracing: bool,
+    pub policy: Policy,
+    /// Credentials clients must present, when set.
+    pub auth: Option<Credentials>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Passwords never reach logs, not even debug ones.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ****)", self.username)
+    }
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub url: String,
+    pub addr: SocketAddr,
+    /// `Host` header value for requests to it.
+    pub host: String,
+    /// Database written to whatever the client said, when set.
+    pub db: Option<String>,
+    pub zone: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub timeout_query: Duration,
+    pub max_row_limit: usize,
+    pub check_interval: Duration,
+    pub rewrite_interval: Duration,
+    pub write_only: bool,
+    /// libdeflate level for batches, 0 = off.
+    pub gzip: u32,
+    pub max_disk: u64,
+    pub auth: Option<Credentials>,
+    /// Health, counters and disk use, shared by every snapshot that has this backend.
+    pub state: Arc<BackendState>,
+}
+
+impl Backend {
+    /// Two backends are the same (keep outbox, logs and connections across a reload) when name and url
+    /// are the same.
+    pub fn same_identity(&self, other: &Backend) -> bool {
+        self.name == other.name && self.url == other.url
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl Config {
+    /// Validates `raw` for node `node_name`. Backend states come from `registry`, so a backend that
+    /// survives a reload keeps its counters and health.
+    pub fn build(
+        raw: RawConfig,
+        node_name: &str,
+        registry: &Registry,
+    ) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for (name, fields) in &raw.backends {
+            warn_unknown(&mut warnings, &format!("b:{name}"), fields, BACKEND_FIELDS);
+            backends.push(Arc::new(build_backend(name, fields, registry)?));
+        }
+        if backends.len() > usize::from(u16::MAX) {
+            return err("too many backends");
+        }
+        let index_of = |what: &str, name: &str| -> Result<usize, ConfigError> {
+            let name = name.trim();
+            backends.iter().position(|b| b.name == name).ok_or_else(|| {
+                ConfigError(format!(
+                    "{what} names backend {name:?}, which has no b:{name} hash"
+                ))
+            })
+        };
+
+        let mut fields = raw.default_node.clone();
+        match raw.nodes.get(node_name) {
+            Some(own) => fields.extend(own.clone()),
+            None => warnings.push(format!(
+                "no n:{node_name} hash: node {node_name:?} uses default_node only"
+            )),
+        }
+        warn_unknown(
+            &mut warnings,
+            &format!("n:{node_name}"),
+            &fields,
+            NODE_FIELDS,
+        );
+        let what = format!("n:{node_name}");
+        let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let listen_raw = get("listenaddr").unwrap_or(DEFAULT_LISTEN_ADDR).to_string();
+        let listen_addr = resolve_listen(&listen_raw)
+            .map_err(|e| ConfigError(format!("{what}: listenaddr: {e}")))?;
+        let mut nexts = Vec::new();
+        for name in get("nexts")
+            .unwrap_or("")
+            .split(',')
+            .filter(|n| !n.trim().is_empty())
+        {
+            let i = index_of(&format!("{what} field nexts"), name)?;
+            if !nexts.contains(&i) {
+                nexts.push(i);
+            }
+        }
+        let stats = number(&what, "interval", get("interval"), DEFAULT_NODE_INTERVAL_S)?;
+        let policy = Policy::from_lists(get("querydeny"), get("queryallow"))
+            .map_err(|e| ConfigError(format!("{what}: {e}")))?;
+        let node = Node {
+            name: node_name.to_string(),
+            listen_addr,
+            listen_raw,
+            db: get("db").map(str::to_string),
+            zone: get("zone").unwrap_or("").to_string(),
+            nexts,
+            stats_interval: (stats > 0).then(|| Duration::from_secs(stats)),
+            idle_timeout: Duration::from_secs(number(
+                &what,
+                "idletimeout",
+                get("idletimeout"),
+                DEFAULT_IDLE_TIMEOUT_S,
+            )?),
+            write_tracing: flag(&what, "writetracing", get("writetracing"))?,
+            query_tracing: flag(&what, "querytracing", get("querytracing"))?,
+            policy,
+            auth: credentials(&what, get("username"), get("password"))?,
+        };
+
+        let mut keymaps = Vec::with_capacity(raw.keymaps.len());
+        for (measurement, names) in &raw.keymaps {
+            let what = format!("m:{measurement}");
+            if names.is_empty() {
+                return err(format!("{what} lists no backends"));
+            }
+            let mut set = Vec::with_capacity(names.len());
+            for name in names {
+                let i = index_of(&what, name)?;
+                if !set.contains(&i) {
+                    set.push(i);
+                }
+            }
+            keymaps.push((measurement.as_bytes(), set));
+        }
+        let routes = Routes::build(&keymaps, DEFAULT_KEY.as_bytes(), &node.nexts);
+
+        Ok(Config {
+            raw,
+            node,
+            backends,
+            routes,
+            warnings,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// A backend that left the config but still has data on disk: default settings, its old url.
+    pub fn retired_backend(
+        name: &str,
+        url: &str,
+        registry: &Registry,
+    ) -> Result<Backend, ConfigError> {
+        let fields: Fields = [("url".to_string(), url.to_string())].into_iter().collect();
+        build_backend(name, &fields, registry)
+    }
+
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+}
+
+fn warn_unknown(warnings: &mut Vec<String>, what: &str, fields: &Fields, known: &[&str]) {
+    for k in fields.keys() {
+        if !known.contains(&k.as_str()) {
+            warnings.push(format!("{what}: unknown field {k:?} ignored"));
+        }
+    }
+}
+
+fn number(what: &str, field: &str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ConfigError(format!(
+                "{what}: field {field} must be a whole number, not {s:?}"
+            ))
+        }),
+    }
+}
+
+fn flag(what: &str, field: &str, v: Option<&str>) -> Result<bool, ConfigError> {
+    match v {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(s) => err(format!("{what}: field {field} must be 0 or 1, not {s:?}")),
+    }
+}
+
+fn credentials(
+    what: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<Credentials>, ConfigError> {
+    match (user, password) {
+        (None, None) => Ok(None),
+        (Some(u), p) => Ok(Some(Credentials {
+            username: u.to_string(),
+            password: p.unwrap_or("").to_string(),
+        })),
+        (None, Some(_)) => err(format!("{what}: password is set but username is not")),
+    }
+}
+
+fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Backend, ConfigError> {
+    let what = format!("b:{name}");
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let url = get("url").ok_or_else(|| ConfigError(format!("{what}: field url is required")))?;
+    let (host, addr) =
+        parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
+    let ms = |field: &str, default: u64| {
+        number(&what, field, get(field), default).map(Duration::from_millis)
+    };
+    let gzip = number(&what, "gzip", get("gzip"), u64::from(DEFAULT_GZIP_LEVEL))?;
+    if gzip > 12 {
+        return err(format!(
+            "{what}: field gzip must be 0 (off) to 12, not {gzip}"
+        ));
+    }
+    let max_row_limit = number(
+        &what,
+        "maxrowlimit",
+        get("maxrowlimit"),
+        DEFAULT_MAX_ROW_LIMIT,
+    )?;
+    if max_row_limit == 0 {
+        return err(format!("{what}: field maxrowlimit must be at least 1"));
+    }
+    let check_interval =
+        ms("checkinterval", DEFAULT_CHECK_INTERVAL_MS)?.max(Duration::from_millis(10));
+    Ok(Backend {
+        name: name.to_string(),
+        url: url.to_string(),
+        addr,
+        host,
+        db: get("db").map(str::to_string),
+        zone: get("zone").unwrap_or("").to_string(),
+        interval: ms("interval", DEFAULT_BATCH_INTERVAL_MS)?,
+        timeout: ms("timeout", DEFAULT_WRITE_TIMEOUT_MS)?.max(Duration::from_millis(1)),
+        timeout_query: ms("timeoutquery", DEFAULT_QUERY_TIMEOUT_MS)?.max(Duration::from_millis(1)),
+        max_row_limit: usize::try_from(max_row_limit).unwrap_or(usize::MAX),
+        check_interval,
+        rewrite_interval: ms("rewriteinterval", DEFAULT_REWRITE_INTERVAL_MS)?
+            .max(FIRST_RETRY_BACKOFF),
+        write_only: flag(&what, "writeonly", get("writeonly"))?,
+        gzip: gzip as u32,
+        max_disk: number(&what, "maxdisk", get("maxdisk"), DEFAULT_MAX_DISK_BYTES)?,
+        auth: credentials(&what, get("username"), get("password"))?,
+        state: registry.state(name, url),
+    })
+}
+
+/// `http://host[:port][/]` → (Host header, resolved address). Resolution happens here, on the config
+/// thread, so workers never wait for DNS.
+pub fn parse_url(url: &str) -> Result<(String, SocketAddr), String> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(
+                "https is not supported; put a TLS terminator in front of the backend".into(),
+            );
+        }
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?}")),
+        None => return Err("must start with http://".into()),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if rest.len() > authority.len() + 1 {
+        return Err("a path after host:port is not supported".into());
+    }
+    if authority.is_empty() || authority.contains('@') {
+        return Err("missing host (credentials go in the username/password fields)".into());
+    }
+    let with_port = if has_port(authority) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{with_port} resolves to no address"))?;
+    Ok((authority.to_string(), addr))
+}
+
+fn has_port(authority: &str) -> bool {
+    match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']'),
+        None => false,
+    }
+}
+
+/// Go-style listen addresses: `:6666` means every interface.
+fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("cannot use {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawConfig {
+        RawConfig::from_json(
+            r#"{"DEFAULT_NODE": {"listenaddr": "127.0.0.1:7076", "interval": "0"},
+                "NODES": {"l1": {"db": "app", "nexts": "archive"}},
+                "BACKENDS": {
+                    "a": {"url": "http://127.0.0.1:8086", "zone": "z1"},
+                    "b": {"url": "http://localhost:8087/", "gzip": "0", "maxrowlimit": "5"},
+                    "archive": {"url": "http://127.0.0.1:9999", "writeonly": "1"}},
+                "KEYMAPS": {"cpu": ["a", "b"], "mem": ["b"], "_default_": ["a"]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn builds_a_full_config() {
+        let reg = Registry::default();
+        let c = Config::build(raw(), "l1", &reg).unwrap();
+        assert_eq!(c.node.listen_addr, "127.0.0.1:7076".parse().unwrap());
+        assert_eq!(c.node.db.as_deref(), Some("app"));
+        assert_eq!(c.node.stats_interval, None);
+        let names: Vec<_> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["a", "archive", "b"]);
+        assert_eq!(c.node.nexts, vec![1]);
+        let b = &c.backends[2];
+        assert_eq!(
+            (b.gzip, b.max_row_limit, b.host.as_str()),
+            (0, 5, "localhost:8087")
+        );
+        assert!(c.backends[1].write_only);
+        assert_eq!(
+            c.backends[0].timeout,
+            Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS)
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The same backend in a second snapshot shares its state.
+        let c2 = Config::build(raw(), "l1", &reg).unwrap();
+        assert!(Arc::ptr_eq(&c.backends[0].state, &c2.backends[0].state));
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_key_and_field() {
+        let reg = Registry::default();
+        let mut r = raw();
+        r.backends
+            .get_mut("a")
+            .unwrap()
+            .insert("timeout".into(), "soon".into());
+        let e = Config::build(r, "l1", &reg).unwrap_err().0;
+        assert!(
+            e.contains("b:a") && e.contains("timeout") && e.contains("soon"),
+            "{e}"
+        );
+
+        let mut r = raw();
+        r.keymaps.insert("disk".into(), vec!["nope".into()]);
+        let e = Config::build(r, "l1", &reg).unwrap_err().0;
+        assert!(e.contains("m:disk") && e.contains("nope"), "{e}");
+
+        let mut r = raw();
+        r.backends
+            .get_mut("a")
+            .unwrap()
+            .insert("url".into(), "ftp://x".into());
+        assert!(
+            Config::build(r, "l1", &reg)
+                .unwrap_err()
+                .0
+                .contains("scheme")
+        );
+
+        let mut r = raw();
+        r.nodes
+            .get_mut("l1")
+            .unwrap()
+            .insert("writetracing".into(), "yes".into());
+        assert!(
+            Config::build(r, "l1", &reg)
+                .unwrap_err()
+                .0
+                .contains("writetracing")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_node_are_warnings() {
+        let reg = Registry::default();
+        let mut r = raw();
+        r.backends
+            .get_mut("a")
+            .unwrap()
+            .insert("colour".into(), "blue".into());
+        let c = Config::build(r, "other", &reg).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("colour")));
+        assert!(c.warnings.iter().any(|w| w.contains("n:other")));
+        assert_eq!(c.node.db, None);
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:8086").unwrap().1,
+            "127.0.0.1:8086".parse().unwrap()
+        );
+        assert_eq!(
+            parse_url("http://[::1]:8086/").unwrap().1,
+            "[::1]:8086".parse().unwrap()
+        );
+        assert_eq!(parse_url("http://127.0.0.1").unwrap().1.port(), 80);
+        assert!(parse_url("http://127.0.0.1:8086/influx").is_err());
+        assert!(parse_url("https://127.0.0.1").is_err());
+        assert!(parse_url("127.0.0.1:8086").is_err());
+        assert!(parse_url("http://u:p@127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            resolve_listen(":6666").unwrap(),
+            "0.0.0.0:6666".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_listen("127.0.0.1:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert!(resolve_listen("nonsense").is_err());
+    }
+}

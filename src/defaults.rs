@@ -1,0 +1,64 @@
+//! Every default the proxy uses, in one place. The README's tables are written from this file: change a
+//! value here and there together.
+
+use std::time::Duration;
+
+// ---- command line ----
+pub const DEFAULT_REDIS: &str = "127.0.0.1:6379";
+pub const DEFAULT_NODE: &str = "l1";
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// InfluxDB's own `max-body-size`; applies to the decompressed body too.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25_000_000;
+/// Request bytes (heads, bodies, decompressed bodies) all workers together hold at once; a request that
+/// would go past it gets 503 instead of growing memory.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
+/// Client connections per worker; further accepts are closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Size of one outbox log segment file. A record larger than this gets a segment of its own size.
+pub const DEFAULT_SEGMENT_BYTES: usize = 8 << 20;
+/// How long SIGTERM waits for in-flight requests and outbox flushing before exiting.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Config polling period of the config thread.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5000;
+
+// ---- HTTP limits ----
+/// Largest request head (request line + headers).
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+pub const MAX_HEADERS: usize = 64;
+/// Largest upstream response head.
+pub const MAX_UPSTREAM_HEAD_BYTES: usize = 64 << 10;
+/// Largest error body read from a backend's answer to a write.
+pub const MAX_UPSTREAM_ERROR_BODY: usize = 64 << 10;
+/// Bytes read from a socket per read call.
+pub const READ_CHUNK: usize = 64 << 10;
+/// A client whose unread responses exceed this stops being read from until it catches up.
+pub const MAX_CLIENT_OUTPUT_BYTES: usize = 4 << 20;
+
+// ---- node fields (Redis `default_node` / `n:<node>`) ----
+pub const DEFAULT_LISTEN_ADDR: &str = ":6666";
+pub const DEFAULT_NODE_INTERVAL_S: u64 = 10;
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 10;
+
+// ---- backend fields (Redis `b:<backend>`) ----
+pub const DEFAULT_BATCH_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_QUERY_TIMEOUT_MS: u64 = 600_000;
+pub const DEFAULT_MAX_ROW_LIMIT: u64 = 10_000;
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_REWRITE_INTERVAL_MS: u64 = 10_000;
+/// libdeflate level for batches sent to a backend; 0 sends them uncompressed.
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+/// Disk the outbox logs of one backend may use, all workers together.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 4 << 30;
+/// A batch is sealed and sent once its payload reaches this many bytes, whatever `maxrowlimit` says.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 4 << 20;
+
+// ---- sending ----
+/// First pause after a failed send; doubles up to the backend's `rewriteinterval`.
+pub const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a worker looks at its timers (flush ages, retries, timeouts) when nothing else wakes it.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// What `X-Influxdb-Version` says. Clients only look at the leading `1.`.
+pub const INFLUXDB_VERSION: &str = concat!("1.6.7-influx-proxy-", env!("CARGO_PKG_VERSION"));

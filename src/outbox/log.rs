@@ -1,0 +1,557 @@
+//! An outbox log: the ordered sequence of segment files of one (worker, backend), appended to at the tail
+//! and acknowledged from the head.
+//!
+//! Invariants:
+//! * Records are sent and acknowledged strictly in order; the acknowledged position only moves forward,
+//!   one aligned store at a time, so it survives a crash wherever it happens.
+//! * The open record (the batch being filled) lives at the end of the tail segment. It is committed
+//!   after every request that appended to it, before that request is answered, and sealed when the
+//!   batch is full or old; only sealed records are sent.
+//! * At most the head and the tail segment are mapped; the ones in between are closed files, so a long
+//!   outage costs disk, not memory.
+//! * Segments recovered at start are read-only: new records always go to a fresh segment, so a torn tail
+//!   left by a crash is never appended after.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::segment::{self, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len};
+use crate::cli::SyncPolicy;
+use crate::upstream::BackendState;
+
+#[derive(Debug)]
+pub enum AppendError {
+    /// The backend's `maxdisk` is reached.
+    DiskFull,
+    /// Creating or mapping a segment failed (disk full, permissions...).
+    Io(io::Error),
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::DiskFull => f.write_str("outbox disk limit (maxdisk) reached"),
+            AppendError::Io(e) => write!(f, "outbox file error: {e}"),
+        }
+    }
+}
+
+/// The record being filled.
+#[derive(Debug)]
+pub struct OpenRecord {
+    /// Offset of the record in the tail segment.
+    start: usize,
+    target_len: usize,
+    /// Payload bytes appended so far.
+    len: usize,
+    /// Payload bytes covered by the commit word.
+    committed: usize,
+    /// Checksum of the target and the committed payload.
+    crc: crc32fast::Hasher,
+    pub lines: usize,
+    pub opened: Instant,
+}
+
+impl OpenRecord {
+    pub fn payload_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The oldest unacknowledged sealed record, as positions (no borrow), so the sender can hold it while
+/// the log keeps taking appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Front {
+    seq: u64,
+    off: usize,
+    target: (usize, usize),
+    payload: (usize, usize),
+    next: usize,
+}
+
+impl Front {
+    pub fn payload_len(&self) -> usize {
+        self.payload.1 - self.payload.0
+    }
+}
+
+/// What opening a log found on disk.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// Bytes cut: damaged ranges and torn tails.
+    pub cut_bytes: u64,
+    /// One line per problem, for the log.
+    pub problems: Vec<String>,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    next_seq: u64,
+    /// Own log of a worker (appends go here) or an adopted one (read only, deleted once drained).
+    writable: bool,
+    segment_bytes: usize,
+    open: Option<OpenRecord>,
+    pub max_disk: u64,
+    sync: SyncPolicy,
+    state: Arc<BackendState>,
+    /// Segments numbered from here on were created by this run; older ones were recovered and are
+    /// read-only.
+    first_fresh_seq: u64,
+    /// Sealed, unacknowledged records of this log.
+    pending_records: u64,
+    pending_bytes: u64,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering whatever a previous run left there.
+    pub fn open(
+        dir: &Path,
+        writable: bool,
+        segment_bytes: usize,
+        max_disk: u64,
+        sync: SyncPolicy,
+        state: Arc<BackendState>,
+    ) -> io::Result<(Log, Recovery)> {
+        std::fs::create_dir_all(dir)?;
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(seq) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_segment_file_name)
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            segments: VecDeque::new(),
+            next_seq: seqs.last().map_or(0, |s| s + 1),
+            writable,
+            segment_bytes: segment_bytes.max(HEADER_LEN + 4096),
+            open: None,
+            max_disk,
+            sync,
+            state,
+            first_fresh_seq: 0,
+            pending_records: 0,
+            pending_bytes: 0,
+        };
+        log.first_fresh_seq = log.next_seq;
+        let mut rec = Recovery::default();
+        for seq in seqs {
+            let path = dir.join(segment::segment_file_name(seq));
+            let mut seg = Segment::open(&path, seq)?;
+            match seg.header_ok() {
+                Ok(false) => {
+                    // Created but never written: an interrupted rotation.
+                    drop(seg);
+                    std::fs::remove_file(&path)?;
+                    continue;
+                }
+                Err(reason) => {
+                    rec.cut_bytes += seg.size as u64;
+                    rec.problems.push(format!(
+                        "{}: {reason}; moved aside as .damaged",
+                        path.display()
+                    ));
+                    drop(seg);
+                    std::fs::rename(&path, path.with_extension("log.damaged"))?;
+                    continue;
+                }
+                Ok(true) => {}
+            }
+            let report = segment::scan(&mut seg);
+            if !report.damage.is_empty() {
+                let copy = path.with_extension("log.damaged");
+                if !copy.exists() {
+                    let _ = std::fs::copy(&path, &copy);
+                }
+            }
+            for (off, len, reason) in &report.damage {
+                rec.cut_bytes += *len as u64;
+                rec.problems.push(format!(
+                    "{}: {reason}: {len} bytes at offset {off} skipped (intact records before and after are kept; \
+                     a copy of the file is in .damaged)",
+                    path.display()
+                ));
+            }
+            if report.torn_tail > 0 {
+                rec.cut_bytes += report.torn_tail as u64;
+                rec.problems.push(format!(
+                    "{}: cut a torn tail of {} bytes at offset {} (a write that never completed)",
+                    path.display(),
+                    report.torn_tail,
+                    seg.end
+                ));
+            }
+            if report.records == 0 {
+                drop(seg);
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            rec.segments += 1;
+            rec.records += report.records;
+            rec.payload_bytes += report.payload_bytes;
+            BackendState::add(&log.state.disk_bytes, seg.size as u64);
+            if !log.segments.is_empty() {
+                seg.unmap();
+            }
+            log.segments.push_back(seg);
+        }
+        log.pending_records = rec.records;
+        log.pending_bytes = rec.payload_bytes;
+        BackendState::add(&log.state.backlog_records, rec.records);
+        BackendState::add(&log.state.backlog_bytes, rec.payload_bytes);
+        BackendState::add(&log.state.counters.recovery_cut_bytes, rec.cut_bytes);
+        Ok((log, rec))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn open_record(&self) -> Option<&OpenRecord> {
+        self.open.as_ref()
+    }
+
+    /// Target bytes of the open record.
+    pub fn open_target(&self) -> Option<&[u8]> {
+        let open = self.open.as_ref()?;
+        let tail = self.segments.back()?;
+        let t = open.start + RECORD_HEADER;
+        tail.bytes().get(t..t + open.target_len)
+    }
+
+    /// Nothing sealed is waiting and nothing is open.
+    pub fn is_drained(&self) -> bool {
+        self.pending_records == 0 && self.open.is_none()
+    }
+
+    pub fn pending_records(&self) -> u64 {
+        self.pending_records
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Starts a new record for `target`, sealing the open one.
+    pub fn begin(&mut self, target: &[u8]) -> Result<(), AppendError> {
+        self.seal();
+        if !self.writable {
+            return Err(AppendError::Io(io::Error::other("log is read-only")));
+        }
+        let target = &target[..target.len().min(usize::from(u16::MAX))];
+        self.ensure_room(record_len(target.len(), 1), false)?;
+        let tail = self.segments.back_mut().ok_or(AppendError::DiskFull)?;
+        let start = tail.end;
+        let b = tail.bytes_mut();
+        b[start..start + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        b[start + 4..start + 6].copy_from_slice(&(target.len() as u16).to_le_bytes());
+        b[start + 6..start + 16].fill(0);
+        b[start + RECORD_HEADER..start + RECORD_HEADER + target.len()].copy_from_slice(target);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(target);
+        self.open = Some(OpenRecord {
+            start,
+            target_len: target.len(),
+            len: 0,
+            committed: 0,
+            crc,
+            lines: 0,
+            opened: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Appends one line (given as parts, e.g. text, timestamp, newline) to the open record. When the
+    /// segment is full the record is sealed and continued in a new segment.
+    #[inline]
+    pub fn append(&mut self, parts: &[&[u8]]) -> Result<(), AppendError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let Some(open) = &self.open else {
+            return Err(AppendError::Io(io::Error::other(
+                "append without an open record",
+            )));
+        };
+        let at = open.start + RECORD_HEADER + open.target_len + open.len;
+        let tail = match self.segments.back_mut() {
+            Some(t) if at + total + 8 <= t.size => t,
+            _ => return self.append_in_new_segment(parts, total),
+        };
+        let b = tail.bytes_mut();
+        let mut pos = at;
+        for p in parts {
+            b[pos..pos + p.len()].copy_from_slice(p);
+            pos += p.len();
+        }
+        if let Some(open) = &mut self.open {
+            open.len += total;
+            open.lines += 1;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn append_in_new_segment(&mut self, parts: &[&[u8]], total: usize) -> Result<(), AppendError> {
+        let target = self.open_target().map(<[u8]>::to_vec).unwrap_or_default();
+        self.seal();
+        // A line bigger than a whole segment gets a segment of its own size.
+        self.ensure_room(record_len(target.len(), total), true)?;
+        self.begin(&target)?;
+        self.append(parts)
+    }
+
+    /// Makes every appended byte part of the open record, durably for a crash of the process (and for
+    /// power loss with `--sync always`). Called before a request is answered.
+    pub fn commit(&mut self) {
+        let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
+            return;
+        };
+        if open.len == open.committed {
+            return;
+        }
+        let from = open.start + RECORD_HEADER + open.target_len + open.committed;
+        let to = open.start + RECORD_HEADER + open.target_len + open.len;
+        open.crc.update(&tail.bytes()[from..to]);
+        tail.store_commit(open.start, open.len, open.crc.clone().finalize());
+        open.committed = open.len;
+        if self.sync == SyncPolicy::Always {
+            self.sync_open(from, to);
+        }
+    }
+
+    fn sync_open(&self, from: usize, to: usize) {
+        if let (Some(open), Some(tail)) = (&self.open, self.segments.back())
+            && let Err(e) = tail.sync_range(open.start, to.max(from))
+        {
+            log::error!("msync of {} failed: {e}", tail.path.display());
+        }
+    }
+
+    /// Commits and closes the open record; it becomes sendable.
+    pub fn seal(&mut self) {
+        self.commit();
+        let Some(open) = self.open.take() else { return };
+        let Some(tail) = self.segments.back_mut() else {
+            return;
+        };
+        if open.committed == 0 {
+            // Begun but empty: erase the header so the tail ends cleanly.
+            let end = open.start + RECORD_HEADER + open.target_len;
+            tail.bytes_mut()[open.start..end].fill(0);
+            return;
+        }
+        let len = record_len(open.target_len, open.committed);
+        // Bytes appended but never committed (a request that failed half way) are dropped with the
+        // padding: zero them, so recovery never mistakes them for a torn write.
+        let dirty_end = open.start + RECORD_HEADER + open.target_len + open.len;
+        let end = open.start + len;
+        if dirty_end > end {
+            tail.bytes_mut()[end..dirty_end].fill(0);
+        }
+        tail.end = end;
+        if self.sync != SyncPolicy::Never
+            && let Err(e) = tail.sync_range(open.start, tail.end)
+        {
+            log::error!("msync of {} failed: {e}", tail.path.display());
+        }
+        self.pending_records += 1;
+        self.pending_bytes += open.committed as u64;
+        BackendState::add(&self.state.backlog_records, 1);
+        BackendState::add(&self.state.backlog_bytes, open.committed as u64);
+    }
+
+    /// Drops appended bytes that were not committed (the request appending them failed).
+    pub fn rollback(&mut self) {
+        if let Some(open) = &mut self.open {
+            open.len = open.committed;
+        }
+    }
+
+    /// Makes sure the tail has `need` free bytes, creating a segment if not.
+    fn ensure_room(&mut self, need: usize, exact: bool) -> Result<(), AppendError> {
+        if let Some(tail) = self.segments.back()
+            && self.writable_tail()
+            && tail.end + need <= tail.size
+        {
+            return Ok(());
+        }
+        let size = if exact {
+            (HEADER_LEN + need).max(self.segment_bytes)
+        } else {
+            self.segment_bytes.max(HEADER_LEN + need)
+        };
+        let used = self
+            .state
+            .disk_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !self.segments.is_empty() && used + size as u64 > self.max_disk {
+            return Err(AppendError::DiskFull);
+        }
+        let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;
+        self.next_seq += 1;
+        if self.sync != SyncPolicy::Never {
+            sync_dir(&self.dir);
+        }
+        BackendState::add(&self.state.disk_bytes, size as u64);
+        if self.segments.len() >= 2
+            && let Some(old_tail) = self.segments.back_mut()
+        {
+            old_tail.unmap();
+        }
+        self.segments.push_back(seg);
+        Ok(())
+    }
+
+    /// The last segment takes appends: it was created by this run (recovered ones never do).
+    fn writable_tail(&self) -> bool {
+        self.writable
+            && self
+                .segments
+                .back()
+                .is_some_and(|s| s.seq >= self.first_fresh_seq)
+    }
+
+    /// The head segment is also the segment appends go to, so it is not deleted when read to its end.
+    fn head_is_tail(&self) -> bool {
+        self.segments.len() == 1 && self.writable_tail()
+    }
+
+    /// The oldest sealed record not yet acknowledged.
+    pub fn front(&mut self) -> Option<Front> {
+        loop {
+            let only_segment = self.segments.len() == 1;
+            let open_start = self.open.as_ref().map(|o| o.start);
+            let seg = self.segments.front_mut()?;
+            if let Err(e) = seg.map() {
+                log::error!("cannot map {}: {e}", seg.path.display());
+                return None;
+            }
+            let limit = match open_start {
+                Some(start) if only_segment => start,
+                _ => seg.end,
+            };
+            let (off, slot) = seg.slot_at(seg.read);
+            if off < limit {
+                match slot {
+                    Slot::Record {
+                        target,
+                        payload,
+                        next,
+                    } => {
+                        return Some(Front {
+                            seq: seg.seq,
+                            off,
+                            target,
+                            payload,
+                            next,
+                        });
+                    }
+                    Slot::End | Slot::Damaged(_) => {
+                        // Only possible if the file changed under us: skip the rest of the segment.
+                        log::error!(
+                            "{}: unreadable record at offset {off}; skipping to the end",
+                            seg.path.display()
+                        );
+                        seg.read = limit;
+                        seg.store_acked(limit);
+                        continue;
+                    }
+                }
+            }
+            if self.head_is_tail() {
+                return None;
+            }
+            self.pop_head();
+        }
+    }
+
+    /// Target and payload bytes of `front`.
+    pub fn record(&self, front: &Front) -> (&[u8], &[u8]) {
+        match self.segments.front() {
+            Some(seg) if seg.seq == front.seq => {
+                let b = seg.bytes();
+                (
+                    b.get(front.target.0..front.target.1).unwrap_or(&[]),
+                    b.get(front.payload.0..front.payload.1).unwrap_or(&[]),
+                )
+            }
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Acknowledges `front` (which must still be the front).
+    pub fn ack(&mut self, front: &Front) {
+        let Some(seg) = self.segments.front_mut() else {
+            return;
+        };
+        if seg.seq != front.seq || seg.slot_at(seg.read).0 != front.off {
+            log::error!(
+                "acknowledgement for a record that is not the front of {}",
+                self.dir.display()
+            );
+            return;
+        }
+        seg.store_acked(front.next);
+        seg.release_acked();
+        let bytes = front.payload_len() as u64;
+        self.pending_records = self.pending_records.saturating_sub(1);
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        BackendState::sub(&self.state.backlog_records, 1);
+        BackendState::sub(&self.state.backlog_bytes, bytes);
+        let exhausted = front.next >= seg.end;
+        if exhausted && !self.head_is_tail() {
+            self.pop_head();
+        }
+    }
+
+    /// Deletes the head segment (fully acknowledged).
+    fn pop_head(&mut self) {
+        if let Some(seg) = self.segments.pop_front() {
+            BackendState::sub(&self.state.disk_bytes, seg.size as u64);
+            let path = seg.path.clone();
+            drop(seg);
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("cannot delete acknowledged segment {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Removes the directory of a drained, read-only log.
+    pub fn remove_if_drained(&mut self) -> bool {
+        if self.writable || !self.segments.is_empty() {
+            return false;
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        true
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.seal();
+        for seg in &self.segments {
+            BackendState::sub(&self.state.disk_bytes, seg.size as u64);
+        }
+        BackendState::sub(&self.state.backlog_records, self.pending_records);
+        BackendState::sub(&self.state.backlog_bytes, self.pending_bytes);
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

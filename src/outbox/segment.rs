@@ -1,0 +1,458 @@
+//! One segment file of an outbox log: a fixed-size, preallocated, memory-mapped file of framed records.
+//!
+//! ```text
+//! segment: [header 64 B][record][record]...[zeros]
+//! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
+//! record:  magic u32 | target_len u16 | 0 u16 | commit u64 | target | payload | zero pad to 8
+//!          commit = crc32(target ++ payload) << 32 | payload_len
+//! ```
+//!
+//! Crash safety rests on two single, aligned 8-byte stores: `commit` makes a record's bytes (up to
+//! `payload_len`) valid, `acked` moves the acknowledged position. Payload bytes are always stored before
+//! the commit that covers them (release ordering), so a process killed at any instruction leaves either
+//! the old or the new commit word, each consistent with the bytes it covers. The mapping is `MAP_SHARED`:
+//! stores land in the page cache and survive the process. Power loss is what `--sync` is for.
+//!
+//! Files are preallocated with `posix_fallocate`, so a full disk shows up as an error when a segment is
+//! created, never as SIGBUS on a store into a sparse page.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapMut, MmapOptions, UncheckedAdvice};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"IFXPSEG1";
+pub const HEADER_LEN: usize = 64;
+const ACKED_AT: usize = 16;
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"RECD");
+pub const RECORD_HEADER: usize = 16;
+const COMMIT_AT: usize = 8;
+const PAGE: usize = 4096;
+
+pub fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Bytes a record with this target and payload occupies.
+pub fn record_len(target_len: usize, payload_len: usize) -> usize {
+    align8(RECORD_HEADER + target_len + payload_len)
+}
+
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016x}.log")
+}
+
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".log")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// What is at an offset of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A valid record: target and payload byte ranges, and where the next record starts.
+    Record {
+        target: (usize, usize),
+        payload: (usize, usize),
+        next: usize,
+    },
+    /// Zeros, or a record header with nothing committed: the end of the records.
+    End,
+    /// Bytes that are not a valid record.
+    Damaged(&'static str),
+}
+
+/// Reads the slot at `off` of a segment's bytes.
+pub fn read_slot(buf: &[u8], off: usize) -> Slot {
+    let Some(header) = buf.get(off..off + RECORD_HEADER) else {
+        return Slot::End;
+    };
+    let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let target_len = usize::from(u16::from_le_bytes([header[4], header[5]]));
+    let commit = u64::from_le_bytes(header[8..16].try_into().unwrap_or([0; 8]));
+    if magic == 0 {
+        return if header.iter().all(|&b| b == 0) {
+            Slot::End
+        } else {
+            Slot::Damaged("bad record header")
+        };
+    }
+    if magic != RECORD_MAGIC || header[6] != 0 || header[7] != 0 {
+        return Slot::Damaged("bad record header");
+    }
+    let payload_len = (commit & 0xffff_ffff) as usize;
+    if payload_len == 0 {
+        // A record was begun but no request finished appending to it.
+        return Slot::End;
+    }
+    let target = off + RECORD_HEADER;
+    let payload = target + target_len;
+    let end = payload + payload_len;
+    let Some(bytes) = buf.get(target..end) else {
+        return Slot::Damaged("record runs past the end of the file");
+    };
+    if crc32fast::hash(bytes) != (commit >> 32) as u32 {
+        return Slot::Damaged("checksum mismatch");
+    }
+    Slot::Record {
+        target: (target, payload),
+        payload: (payload, end),
+        next: align8(end),
+    }
+}
+
+pub struct Segment {
+    pub seq: u64,
+    pub path: PathBuf,
+    file: File,
+    map: Option<MmapMut>,
+    /// File size.
+    pub size: usize,
+    /// End of the records (the append position of the tail).
+    pub end: usize,
+    /// Next record to send; mirrors the header's `acked`.
+    pub read: usize,
+    /// Damaged byte ranges found by recovery, skipped when reading.
+    pub holes: Vec<(usize, usize)>,
+    /// Start of the pages already given back to the kernel (see [`Segment::release_acked`]).
+    released: usize,
+}
+
+impl Segment {
+    /// Creates, preallocates and maps a new segment.
+    pub fn create(dir: &Path, seq: u64, size: usize) -> io::Result<Segment> {
+        let path = dir.join(segment_file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let prealloc = || -> io::Result<MmapMut> {
+            // SAFETY: plain syscall on an fd we own.
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            // SAFETY: the file is ours (created above, lives in our locked data dir) and is never
+            // truncated while mapped.
+            unsafe { MmapOptions::new().len(size).map_mut(&file) }
+        };
+        let mut map = match prealloc() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        map[8..16].copy_from_slice(&seq.to_le_bytes());
+        map[ACKED_AT..ACKED_AT + 8].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
+        let now = crate::upstream::unix_ms(std::time::SystemTime::now());
+        map[24..32].copy_from_slice(&now.to_le_bytes());
+        // The magic goes last: a header with a magic is complete.
+        map[..8].copy_from_slice(SEGMENT_MAGIC);
+        Ok(Segment {
+            seq,
+            path,
+            file,
+            map: Some(map),
+            size,
+            end: HEADER_LEN,
+            read: HEADER_LEN,
+            holes: Vec::new(),
+            released: HEADER_LEN,
+        })
+    }
+
+    /// Opens an existing segment for recovery (mapped).
+    pub fn open(path: &Path, seq: u64) -> io::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let size = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::other("segment too large"))?;
+        let mut seg = Segment {
+            seq,
+            path: path.to_path_buf(),
+            file,
+            map: None,
+            size,
+            end: HEADER_LEN,
+            read: HEADER_LEN,
+            holes: Vec::new(),
+            released: HEADER_LEN,
+        };
+        seg.map()?;
+        Ok(seg)
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+
+    pub fn map(&mut self) -> io::Result<()> {
+        if self.map.is_none() && self.size > 0 {
+            // SAFETY: see `create`.
+            self.map = Some(unsafe { MmapOptions::new().len(self.size).map_mut(&self.file)? });
+            self.released = HEADER_LEN;
+        }
+        Ok(())
+    }
+
+    /// Drops the mapping of a segment that is neither being read nor appended to.
+    pub fn unmap(&mut self) {
+        self.map = None;
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.map.as_deref_mut().unwrap_or(&mut [])
+    }
+
+    fn word(&self, at: usize) -> Option<&AtomicU64> {
+        let map = self.map.as_ref()?;
+        if at % 8 != 0 || at + 8 > map.len() {
+            return None;
+        }
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned and `at` is a multiple of 8);
+        // only this thread touches the mapping, the atomic is for the single-store guarantee.
+        Some(unsafe { AtomicU64::from_ptr(map.as_ptr().add(at) as *mut u64) })
+    }
+
+    /// The header's checks: magic and sequence number. `Ok(false)`: an all-zero header (a segment whose
+    /// creation was interrupted; it never held records).
+    pub fn header_ok(&self) -> Result<bool, &'static str> {
+        let b = self.bytes();
+        let Some(h) = b.get(..HEADER_LEN) else {
+            return if b.iter().all(|&x| x == 0) {
+                Ok(false)
+            } else {
+                Err("file shorter than a header")
+            };
+        };
+        if h.iter().all(|&x| x == 0) {
+            return Ok(false);
+        }
+        if &h[..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic");
+        }
+        if h[8..16] != self.seq.to_le_bytes() {
+            return Err("sequence number does not match the file name");
+        }
+        Ok(true)
+    }
+
+    pub fn stored_acked(&self) -> usize {
+        self.word(ACKED_AT)
+            .map_or(HEADER_LEN, |w| w.load(Ordering::Acquire) as usize)
+    }
+
+    /// Moves the acknowledged position; one aligned store.
+    pub fn store_acked(&mut self, off: usize) {
+        self.read = off;
+        if let Some(w) = self.word(ACKED_AT) {
+            w.store(off as u64, Ordering::Release);
+        }
+    }
+
+    /// Publishes `payload_len` bytes of the record at `off` with their checksum; one aligned store.
+    pub fn store_commit(&mut self, off: usize, payload_len: usize, crc: u32) {
+        if let Some(w) = self.word(off + COMMIT_AT) {
+            w.store(u64::from(crc) << 32 | payload_len as u64, Ordering::Release);
+        }
+    }
+
+    /// Gives acknowledged pages back to the kernel: they stay in the file and the page cache, but no
+    /// longer count in this process's resident memory.
+    pub fn release_acked(&mut self) {
+        let upto = self.read / PAGE * PAGE;
+        if upto > self.released
+            && let Some(map) = &self.map
+        {
+            // SAFETY: MADV_DONTNEED on a shared file mapping only drops our page-table entries; the
+            // data is re-read from the file if touched again. No Rust reference into the range is live.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    self.released,
+                    upto - self.released,
+                )
+            };
+            self.released = upto;
+        }
+    }
+
+    /// Forces `[from, to)` to disk (msync), for `--sync`.
+    pub fn sync_range(&self, from: usize, to: usize) -> io::Result<()> {
+        match &self.map {
+            Some(map) if to > from => map.flush_range(from, to - from),
+            _ => Ok(()),
+        }
+    }
+
+    /// The slot at `off`, skipping recovery holes.
+    pub fn slot_at(&self, mut off: usize) -> (usize, Slot) {
+        for &(start, end) in &self.holes {
+            if off == start {
+                off = end;
+            }
+        }
+        if off >= self.end {
+            return (off, Slot::End);
+        }
+        (off, read_slot(self.bytes(), off))
+    }
+}
+
+/// What recovery found in one segment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// (offset, length, reason) of every damaged range between valid records.
+    pub damage: Vec<(usize, usize, &'static str)>,
+    /// Bytes after the last valid record that are not zeros: a write that was under way when the
+    /// process stopped (never acknowledged to its client), or damage at the very end.
+    pub torn_tail: usize,
+}
+
+/// Finds the records of a recovered segment from its acknowledged position on, and sets `end`, `read`
+/// and `holes`. A damaged record is skipped by searching for the next valid one, so one flipped byte
+/// costs one record, not the rest of the segment.
+pub fn scan(seg: &mut Segment) -> ScanReport {
+    let mut report = ScanReport::default();
+    let len = seg.size;
+    let mut acked = seg.stored_acked();
+    if acked < HEADER_LEN || acked > len || acked % 8 != 0 {
+        report.damage.push((
+            ACKED_AT,
+            8,
+            "bad acknowledged position; resending the whole segment",
+        ));
+        acked = HEADER_LEN;
+    }
+    let buf = seg.bytes();
+    let mut off = acked;
+    let mut holes = Vec::new();
+    loop {
+        let slot = read_slot(buf, off);
+        if let Slot::Record { payload, next, .. } = slot {
+            report.records += 1;
+            report.payload_bytes += (payload.1 - payload.0) as u64;
+            off = next;
+            continue;
+        }
+        if let Slot::Damaged(reason) = slot
+            && let Some(q) = (off + 8..len)
+                .step_by(8)
+                .find(|&q| matches!(read_slot(buf, q), Slot::Record { .. }))
+        {
+            report.damage.push((off, q - off, reason));
+            holes.push((off, q));
+            off = q;
+            continue;
+        }
+        let last_nonzero = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        report.torn_tail = last_nonzero.saturating_sub(off);
+        break;
+    }
+    seg.end = off;
+    seg.read = acked;
+    seg.holes = holes;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn write_record(seg: &mut Segment, off: usize, target: &[u8], payload: &[u8]) -> usize {
+        let b = seg.bytes_mut();
+        b[off..off + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        b[off + 4..off + 6].copy_from_slice(&(target.len() as u16).to_le_bytes());
+        let t = off + RECORD_HEADER;
+        b[t..t + target.len()].copy_from_slice(target);
+        b[t + target.len()..t + target.len() + payload.len()].copy_from_slice(payload);
+        let mut h = crc32fast::Hasher::new();
+        h.update(target);
+        h.update(payload);
+        seg.store_commit(off, payload.len(), h.finalize());
+        off + record_len(target.len(), payload.len())
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(segment_file_name(0x2a), "000000000000002a.log");
+        assert_eq!(parse_segment_file_name("000000000000002a.log"), Some(42));
+        assert_eq!(parse_segment_file_name("2a.log"), None);
+        assert_eq!(
+            parse_segment_file_name("000000000000002a.log.damaged"),
+            None
+        );
+    }
+
+    #[test]
+    fn records_survive_reopen_and_damage_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("ifxp-seg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut seg = Segment::create(&dir, 7, 1 << 16).unwrap();
+        let mut off = HEADER_LEN;
+        let mut starts = Vec::new();
+        for i in 0..5 {
+            starts.push(off);
+            off = write_record(&mut seg, off, b"db=x", format!("m v={i}\n").as_bytes());
+        }
+        // A begun record with nothing committed ends the list.
+        seg.bytes_mut()[off..off + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        seg.store_acked(starts[1]);
+        drop(seg);
+
+        let mut seg = Segment::open(&dir.join(segment_file_name(7)), 7).unwrap();
+        assert_eq!(seg.header_ok(), Ok(true));
+        let r = scan(&mut seg);
+        assert_eq!((r.records, r.damage.len(), r.torn_tail), (4, 0, 4));
+        assert_eq!(seg.read, starts[1]);
+
+        // Flip one payload byte of the third record: only that record is lost.
+        let flip = starts[2] + RECORD_HEADER + 5;
+        seg.bytes_mut()[flip] ^= 0x40;
+        let r = scan(&mut seg);
+        assert_eq!(r.records, 3);
+        assert_eq!(
+            r.damage,
+            vec![(starts[2], starts[3] - starts[2], "checksum mismatch")]
+        );
+        assert_eq!(seg.slot_at(starts[2]).0, starts[3]);
+
+        // Garbage after the last record is a torn tail.
+        seg.bytes_mut()[off + 100] = b'x';
+        let r = scan(&mut seg);
+        assert_eq!(r.torn_tail, 101);
+        assert_eq!(seg.end, off);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn slots_reject_lies() {
+        let mut buf = vec![0u8; 256];
+        assert_eq!(read_slot(&buf, 0), Slot::End);
+        assert_eq!(read_slot(&buf, 250), Slot::End);
+        buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        buf[8..16].copy_from_slice(&(1000u64).to_le_bytes());
+        assert_eq!(
+            read_slot(&buf, 0),
+            Slot::Damaged("record runs past the end of the file")
+        );
+        buf[8..16].copy_from_slice(&(10u64 | 1 << 40).to_le_bytes());
+        assert_eq!(read_slot(&buf, 0), Slot::Damaged("checksum mismatch"));
+        buf[0] = b'Z';
+        assert_eq!(read_slot(&buf, 0), Slot::Damaged("bad record header"));
+    }
+}

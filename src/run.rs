@@ -1,0 +1,209 @@
+//! Process life cycle: load the config, lock the data dir, bind one listener per worker, start workers,
+//! the health checker and the config poller, then wait for SIGTERM/SIGINT and stop gracefully.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+use crate::cli::Args;
+use crate::config::source::{self, Source};
+use crate::config::{Config, RawConfig};
+use crate::shared::{Settings, Shared};
+use crate::upstream::Registry;
+use crate::worker::{Message, Worker, WorkerSetup};
+
+/// A worker as the other threads see it: its mailbox and the waker that makes it read the mailbox.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub tx: Sender<Message>,
+    pub waker: Arc<Waker>,
+}
+
+impl WorkerHandle {
+    pub fn send(&self, msg: Message) {
+        if self.tx.send(msg).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let signals = block_signals()?;
+    let settings = Settings::from_args(&args);
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let _lock = lock_data_dir(&settings.data_dir)?;
+
+    let registry = Arc::new(Registry::default());
+    let source = Source::from_args(&args)?;
+    let (config, origin) = initial_config(&source, &args.node, &settings.data_dir, &registry)?;
+    for w in &config.warnings {
+        log::warn!("config: {w}");
+    }
+    let listen = config.node.listen_addr;
+    let shared = Arc::new(Shared::new(
+        settings.clone(),
+        registry,
+        config.clone(),
+        origin.clone(),
+    ));
+
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<(), String>>();
+    for id in 0..settings.threads {
+        let listener = crate::net::reuseport_listener(listen)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let setup = WorkerSetup::new(id, listener)
+            .map_err(|e| format!("cannot create worker poll: {e}"))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        handles.push(WorkerHandle {
+            tx,
+            waker: setup.waker.clone(),
+        });
+        let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || match Worker::new(setup, shared, rx, config) {
+                Ok(w) => {
+                    let _ = ready.send(Ok(()));
+                    w.run();
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("worker {id}: {e}")));
+                }
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        threads.push(thread);
+    }
+    for _ in 0..settings.threads {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.request_shutdown();
+                handles.iter().for_each(|h| drop(h.waker.wake()));
+                return Err(e);
+            }
+            Err(_) => return Err("a worker thread died while starting".into()),
+        }
+    }
+    log::info!(
+        "influx-proxy {} node {} listening on {listen} with {} workers; config from {origin}; data in {}",
+        env!("CARGO_PKG_VERSION"),
+        config.node.name,
+        settings.threads,
+        settings.data_dir.display()
+    );
+
+    let health = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || crate::upstream::health::run(shared))
+            .map_err(|e| format!("cannot start health thread: {e}"))?
+    };
+
+    let sig = wait_for_signal(&signals);
+    log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
+    shared.request_shutdown();
+    for h in &handles {
+        let _ = h.waker.wake();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = health.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The config to start with: the source's, or the cache of the last good one if the source is
+/// unreachable or invalid.
+fn initial_config(
+    source: &Source,
+    node: &str,
+    data_dir: &Path,
+    registry: &Registry,
+) -> Result<(Arc<Config>, String), String> {
+    let from_source = source.load().and_then(|raw| {
+        Config::build(raw, node, registry).map_err(|e| format!("invalid config: {e}"))
+    });
+    match from_source {
+        Ok(config) => {
+            if let Err(e) = source::save_cache(data_dir, &config.raw) {
+                log::warn!("cannot cache the config in {}: {e}", data_dir.display());
+            }
+            Ok((Arc::new(config), source.describe()))
+        }
+        Err(source_error) => {
+            let cached: Result<RawConfig, String> = source::load_cache(data_dir);
+            match cached
+                .and_then(|raw| Config::build(raw, node, registry).map_err(|e| e.to_string()))
+            {
+                Ok(config) => {
+                    log::warn!(
+                        "{source_error}; starting from the cached config (will keep trying the source)"
+                    );
+                    Ok((
+                        Arc::new(config),
+                        format!("cache {}", source::cache_path(data_dir).display()),
+                    ))
+                }
+                Err(cache_error) => Err(format!(
+                    "{source_error} (and no usable cached config: {cache_error})"
+                )),
+            }
+        }
+    }
+}
+
+/// One proxy per data dir: a second one would interleave the same logs.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join("LOCK");
+    let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "data dir {} is in use by another influx-proxy",
+            dir.display()
+        ));
+    }
+    Ok(file)
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and so in every thread started after), so they are
+/// only ever taken by `wait_for_signal`.
+fn block_signals() -> Result<libc::sigset_t, String> {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err("cannot block signals".into());
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is a valid, initialised signal set.
+        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
+            return match sig {
+                libc::SIGINT => "SIGINT",
+                _ => "SIGTERM",
+            };
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The health checker: one thread that pings every backend of the current config (`GET /ping`) every
+//! `checkinterval` ms and publishes up/down in the backend's `BackendState`. Workers read that flag to
+//! decide whether to send writes and where to send queries; they wake on their own tick, so nothing has
+//! to be signalled.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Backend;
+use crate::shared::Shared;
+
+/// A ping never waits longer than this, so one hung backend cannot delay the others' checks much.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One `GET /ping`; `Err` says why the backend is not healthy.
+pub fn ping(backend: &Backend) -> Result<(), String> {
+    let timeout = backend
+        .timeout
+        .min(PING_TIMEOUT)
+        .min(backend.check_interval.max(Duration::from_millis(200)));
+    let mut stream =
+        TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET /ping HTTP/1.1\r\nHost: {}\r\nUser-Agent: influx-proxy\r\nConnection: close\r\n\r\n",
+        backend.host
+    );
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(Some(head)) = crate::http::client::parse_response_head(&buf) {
+            return match head.status {
+                200..=299 => Ok(()),
+                s => Err(format!("/ping answered HTTP {s}")),
+            };
+        }
+        if buf.len() > 16 << 10 {
+            return Err("/ping answer too large".into());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("connection closed before an answer to /ping".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// Runs until shutdown.
+pub fn run(shared: Arc<Shared>) {
+    let mut next: HashMap<(String, String), Instant> = HashMap::new();
+    while !shared.shutting_down() {
+        let config = shared.config_status(|s| s.current.clone());
+        let now = Instant::now();
+        for backend in &config.backends {
+            let key = (backend.name.clone(), backend.url.clone());
+            if next.get(&key).is_some_and(|t| *t > now) {
+                continue;
+            }
+            next.insert(key, now + backend.check_interval);
+            check(backend);
+        }
+        next.retain(|(name, url), _| {
+            config
+                .backends
+                .iter()
+                .any(|b| &b.name == name && &b.url == url)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check(backend: &Arc<Backend>) {
+    let state = &backend.state;
+    match ping(backend) {
+        Ok(()) => {
+            if state.set_up(true, None) {
+                log::info!("backend {} ({}) is up again", backend.name, backend.url);
+            }
+        }
+        Err(e) => {
+            let msg = format!("health check: {e}");
+            if state.set_up(false, Some(&msg)) {
+                log::warn!(
+                    "backend {} ({}) is down: {e}; writes wait on disk",
+                    backend.name,
+                    backend.url
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! A worker: one thread, one `mio::Poll`, its own `SO_REUSEPORT` listener, its client connections, its
+//! outboxes (one per backend) and their upstream connections. Workers share nothing on the request path;
+//! they meet only in atomics (`Shared`, `BackendState`) touched once per request or batch.
+//!
+//! Tokens: 0 is the listener, 1 the waker (config changes, shutdown); every other token is a slab index
+//! + 2, naming a client connection, an outbox's upstream connection, or a query's upstream connection.
+
+pub mod client;
+pub mod slab;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::config::{Backend, Config};
+use crate::defaults::TICK;
+use crate::http::params::Params;
+use crate::http::request::Method;
+use crate::http::response::{Response, write_error};
+use crate::outbox::{LogOptions, Outbox};
+use crate::shared::Shared;
+use crate::upstream::BackendState;
+use crate::write;
+use client::{Client, Next, Request};
+use slab::Slab;
+
+const LISTENER: Token = Token(0);
+pub const WAKER: Token = Token(1);
+const FIRST_SLOT: usize = 2;
+
+/// What a worker is told from outside.
+pub enum Message {
+    Config(Arc<Config>),
+}
+
+/// What a token names.
+enum Slot {
+    Client(Box<Client>),
+    Outbox(usize),
+}
+
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    inbox: Receiver<Message>,
+    config: Arc<Config>,
+    slots: Slab<Slot>,
+    clients: usize,
+    outboxes: Slab<Outbox>,
+    /// Config backend index → outbox id.
+    outbox_of: Vec<usize>,
+    log_opts: LogOptions,
+    scratch: write::Scratch,
+    request_seq: u64,
+    next_sweep: Instant,
+    stop_deadline: Option<Instant>,
+}
+
+/// Everything a worker thread needs, made on the main thread so the waker exists before it starts.
+pub struct WorkerSetup {
+    pub id: usize,
+    pub poll: Poll,
+    pub waker: Arc<Waker>,
+    pub listener: TcpListener,
+}
+
+impl WorkerSetup {
+    pub fn new(id: usize, listener: TcpListener) -> std::io::Result<WorkerSetup> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(WorkerSetup {
+            id,
+            poll,
+            waker,
+            listener,
+        })
+    }
+}
+
+fn token_of(slot: usize) -> Token {
+    Token(slot + FIRST_SLOT)
+}
+
+impl Worker {
+    /// Opens this worker's outboxes (recovering their logs) for `config` and for backends that only
+    /// have data left on disk.
+    pub fn new(
+        setup: WorkerSetup,
+        shared: Arc<Shared>,
+        inbox: Receiver<Message>,
+        config: Arc<Config>,
+    ) -> std::io::Result<Worker> {
+        let WorkerSetup {
+            id, poll, listener, ..
+        } = setup;
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let s = &shared.settings;
+        let log_opts = LogOptions {
+            data_dir: s.data_dir.clone(),
+            worker: id,
+            threads: s.threads,
+            segment_bytes: s.segment_bytes,
+            sync: s.sync,
+        };
+        let mut w = Worker {
+            id,
+            poll,
+            listener: Some(listener),
+            shared: shared.clone(),
+            inbox,
+            config: config.clone(),
+            slots: Slab::default(),
+            clients: 0,
+            outboxes: Slab::default(),
+            outbox_of: Vec::new(),
+            log_opts,
+            scratch: write::Scratch::default(),
+            request_seq: 0,
+            next_sweep: Instant::now(),
+            stop_deadline: None,
+        };
+        w.apply_config(config)?;
+        // Data of backends that left the config while we were down is still delivered.
+        for (name, url) in crate::outbox::stored_backends(&w.log_opts.data_dir) {
+            if w.config
+                .backends
+                .iter()
+                .any(|b| b.name == name && b.url == url)
+            {
+                continue;
+            }
+            match Config::retired_backend(&name, &url, &shared.registry) {
+                Ok(b) => {
+                    if let Some(oid) = w.open_outbox(Arc::new(b))
+                        && let Some(o) = w.outboxes.get_mut(oid)
+                    {
+                        o.retired = true;
+                    }
+                }
+                Err(e) => {
+                    log::error!("cannot deliver stored data of removed backend {name} ({url}): {e}")
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Opens (or reuses) outboxes for every backend of `config`; outboxes of removed backends are
+    /// retired: they take no new lines and are dropped once drained.
+    fn apply_config(&mut self, config: Arc<Config>) -> std::io::Result<()> {
+        let mut outbox_of = Vec::with_capacity(config.backends.len());
+        for backend in &config.backends {
+            let existing = self
+                .outboxes
+                .iter()
+                .find(|(_, o)| o.backend.same_identity(backend))
+                .map(|(i, _)| i);
+            let oid = match existing {
+                Some(oid) => {
+                    if let Some(o) = self.outboxes.get_mut(oid) {
+                        o.update(backend.clone());
+                    }
+                    oid
+                }
+                None => match self.open_outbox(backend.clone()) {
+                    Some(oid) => oid,
+                    None => usize::MAX,
+                },
+            };
+            outbox_of.push(oid);
+        }
+        for (oid, o) in self.outboxes.iter_mut() {
+            if !outbox_of.contains(&oid) && !o.retired {
+                o.retired = true;
+                log::info!(
+                    "backend {} ({}) left the config: delivering what it still has",
+                    o.backend.name,
+                    o.backend.url
+                );
+            }
+        }
+        self.outbox_of = outbox_of;
+        self.config = config;
+        Ok(())
+    }
+
+    fn open_outbox(&mut self, backend: Arc<Backend>) -> Option<usize> {
+        let slot = self.slots.insert(Slot::Outbox(self.outboxes.vacant()));
+        match Outbox::open(backend.clone(), token_of(slot), &self.log_opts) {
+            Ok((outbox, recovery)) => {
+                if recovery.records > 0 {
+                    log::info!(
+                        "backend {}: worker {} recovered {} batches ({} bytes) from {} segments",
+                        backend.name,
+                        self.id,
+                        recovery.records,
+                        recovery.payload_bytes,
+                        recovery.segments
+                    );
+                }
+                for p in &recovery.problems {
+                    log::warn!("backend {}: {p}", backend.name);
+                }
+                Some(self.outboxes.insert(outbox))
+            }
+            Err(e) => {
+                self.slots.remove(slot);
+                log::error!(
+                    "backend {}: cannot open outbox logs: {e}; its lines will be refused",
+                    backend.name
+                );
+                None
+            }
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.id);
+                    return;
+                }
+            }
+            for event in events.iter() {
+                let token = event.token();
+                let outcome = catch_unwind(AssertUnwindSafe(|| self.on_event(token)));
+                if outcome.is_err() {
+                    log::error!(
+                        "worker {}: bug: panic while handling token {}; connection dropped",
+                        self.id,
+                        token.0
+                    );
+                    self.drop_slot(token);
+                }
+            }
+            let now = Instant::now();
+            if catch_unwind(AssertUnwindSafe(|| self.tick(now))).is_err() {
+                log::error!("worker {}: bug: panic in timers", self.id);
+            }
+            if self.shared.shutting_down() && self.stop_step(now) {
+                break;
+            }
+        }
+        log::debug!("worker {} stopped", self.id);
+    }
+
+    fn on_event(&mut self, token: Token) {
+        match token {
+            LISTENER => self.accept(),
+            WAKER => self.read_inbox(),
+            Token(t) => match self.slots.get(t - FIRST_SLOT) {
+                Some(Slot::Client(_)) => self.client_ready(t - FIRST_SLOT),
+                Some(Slot::Outbox(oid)) => {
+                    let oid = *oid;
+                    if let Some(o) = self.outboxes.get_mut(oid) {
+                        o.on_event(Instant::now(), self.poll.registry());
+                    }
+                }
+                None => {}
+            },
+        }
+    }
+
+    fn drop_slot(&mut self, token: Token) {
+        let Some(i) = token.0.checked_sub(FIRST_SLOT) else {
+            return;
+        };
+        if let Some(Slot::Client(_)) = self.slots.get(i) {
+            self.close_client(i);
+        }
+    }
+
+    fn read_inbox(&mut self) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                Message::Config(config) => {
+                    if let Err(e) = self.apply_config(config) {
+                        log::error!("worker {}: applying the new config failed: {e}", self.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.clients >= self.shared.settings.max_connections {
+                        BackendState::add(&self.shared.stats.connections_refused, 1);
+                        drop(stream);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let slot = self.slots.vacant();
+                    let mut client = Box::new(Client::new(stream, peer, token_of(slot)));
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut client.stream, token_of(slot), Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.slots.insert(Slot::Client(client));
+                    self.clients += 1;
+                    BackendState::add(&self.shared.stats.connections_accepted, 1);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: try again on the next readiness.
+                    log::warn!("worker {}: accept failed: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn client_mut(&mut self, i: usize) -> Option<&mut Client> {
+        match self.slots.get_mut(i) {
+            Some(Slot::Client(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn close_client(&mut self, i: usize) {
+        if let Some(Slot::Client(mut c)) = self.slots.remove(i) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.shared.release(c.reserved);
+            self.clients -= 1;
+        }
+    }
+
+    /// Readiness on a client: write what is pending, read, answer every complete request.
+    fn client_ready(&mut self, i: usize) {
+        let max_body = self.shared.settings.max_body_bytes;
+        let Some(c) = self.client_mut(i) else { return };
+        if !c.flush() {
+            return self.close_client(i);
+        }
+        let mut open = true;
+        if !c.closing && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
+            let limit = c.read_limit();
+            open = c.read(limit);
+        }
+        let shared = self.shared.clone();
+        loop {
+            let Some(c) = self.client_mut(i) else { return };
+            if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES
+            {
+                break;
+            }
+            match c.next_request(max_body, |n| shared.reserve(n)) {
+                Next::Wait => break,
+                Next::Close => break,
+                Next::Request(req) => self.handle(i, req),
+            }
+        }
+        let registry = self.poll.registry();
+        let Some(Slot::Client(c)) = self.slots.get_mut(i) else {
+            return;
+        };
+        if !c.flush() || (c.closing && c.pending_output() == 0) {
+            return self.close_client(i);
+        }
+        if !open {
+            // Peer half-closed: finish what is pending, then close.
+            if c.pending_output() == 0 && !c.busy {
+                return self.close_client(i);
+            }
+            c.closing = true;
+        }
+        c.update_interest(registry);
+    }
+
+    /// Answers one complete request.
+    fn handle(&mut self, i: usize, req: Request) {
+        let Some(c) = self.client_mut(i) else { return };
+        let mut rbuf = std::mem::take(&mut c.rbuf);
+        let body: &[u8] = match &req.decoded {
+            Some(b) => b,
+            None => &rbuf[..req.len.min(rbuf.len())],
+        };
+        self.dispatch(i, &req, body);
+        let shared = self.shared.clone();
+        if let Some(c) = self.client_mut(i) {
+            // Anything the client sent after this request is still in rbuf, after the body.
+            rbuf.drain(..req.len.min(rbuf.len()));
+            c.rbuf = rbuf;
+            c.consumed(0);
+            shared.release(c.reserved);
+            c.reserved = 0;
+            if !req.head.keep_alive {
+                c.closing = true;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize, req: &Request, body: &[u8]) {
+        let head = &req.head;
+        let mut out = Vec::new();
+        let close = !head.keep_alive || self.shared.shutting_down();
+        let params = Params::parse(&head.query);
+        match head.path.trim_end_matches('/') {
+            "/ping" => match head.method {
+                Method::Get | Method::Head => {
+                    if params
+                        .get("verbose")
+                        .is_some_and(|v| v == "true" || v == "1")
+                    {
+                        let body = format!(
+                            "{{\"version\":\"{}\"}}\n",
+                            crate::defaults::INFLUXDB_VERSION
+                        );
+                        Response {
+                            close,
+                            head_only: head.method == Method::Head,
+                            ..Response::json(200, body.as_bytes())
+                        }
+                        .write_to(&mut out);
+                    } else {
+                        Response {
+                            close,
+                            content_type: Some("application/json"),
+                            ..Response::new(204)
+                        }
+                        .write_to(&mut out);
+                    }
+                }
+                _ => method_not_allowed(&mut out, "GET, HEAD", close),
+            },
+            "/write" => match head.method {
+                Method::Post => self.write(i, head, &params, body, close, &mut out),
+                _ => method_not_allowed(&mut out, "OPTIONS, POST", close),
+            },
+            _ => {
+                Response {
+                    close,
+                    content_type: Some("text/plain; charset=utf-8"),
+                    ..Response::new(404)
+                }
+                .with_body(b"404 page not found\n", &mut out);
+            }
+        }
+        if let Some(c) = self.client_mut(i) {
+            c.wbuf.extend_from_slice(&out);
+        }
+    }
+
+    fn write(
+        &mut self,
+        i: usize,
+        head: &crate::http::request::Head,
+        params: &Params,
+        raw: &[u8],
+        close: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let stats = &self.shared.stats;
+        BackendState::add(&stats.write_requests, 1);
+        let config = self.config.clone();
+        let wp = match write::params(&config, params) {
+            Ok(p) => p,
+            Err(r) => return respond(out, &r, close, stats),
+        };
+        let mut inflated = std::mem::take(&mut self.scratch.inflated);
+        let body: &[u8] = if head.gzip_body {
+            match self.scratch.gunzip.decompress(
+                raw,
+                self.shared.settings.max_body_bytes,
+                &mut inflated,
+            ) {
+                Ok(()) => &inflated,
+                Err(e) => {
+                    let status = if e == write::gunzip::GunzipError::TooLarge {
+                        413
+                    } else {
+                        400
+                    };
+                    let r = write::WriteResult {
+                        status,
+                        error: Some(e.to_string()),
+                        lines: 0,
+                    };
+                    self.scratch.inflated = inflated;
+                    return respond(out, &r, close, stats);
+                }
+            }
+        } else {
+            raw
+        };
+        if config.node.write_tracing {
+            let peer = self
+                .client_mut(i)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default();
+            let shown = &body[..body.len().min(64 << 10)];
+            log::info!(
+                "write from {peer}: db={} rp={} precision={} ({} bytes): {}",
+                wp.db,
+                wp.rp.unwrap_or(""),
+                wp.precision.unwrap_or(""),
+                body.len(),
+                String::from_utf8_lossy(shown)
+            );
+        }
+        self.request_seq += 1;
+        let result = write::store(
+            &config,
+            &wp,
+            body,
+            self.request_seq,
+            &mut self.outboxes,
+            &self.outbox_of,
+            &mut self.scratch,
+            &self.shared.stats,
+        );
+        if inflated.capacity() > 4 << 20 {
+            inflated = Vec::new();
+        }
+        self.scratch.inflated = inflated;
+        respond(out, &result, close, &self.shared.stats);
+    }
+
+    /// Timers: outbox flush ages, retries and timeouts; idle clients once a second.
+    fn tick(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        for (_, o) in self.outboxes.iter_mut() {
+            o.tick(now, registry);
+        }
+        let drained: Vec<usize> = self
+            .outboxes
+            .iter()
+            .filter(|(_, o)| o.retired && o.is_drained())
+            .map(|(i, _)| i)
+            .collect();
+        for oid in drained {
+            if let Some(o) = self.outboxes.remove(oid) {
+                log::info!(
+                    "backend {} ({}): all its data delivered; outbox closed",
+                    o.backend.name,
+                    o.backend.url
+                );
+                let slot = o.token.0 - FIRST_SLOT;
+                drop(o);
+                self.slots.remove(slot);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            let idle = self.config.node.idle_timeout;
+            let stopping = self.shared.shutting_down();
+            let expired: Vec<usize> = self
+                .slots
+                .iter()
+                .filter_map(|(i, s)| match s {
+                    Slot::Client(c)
+                        if !c.busy
+                            && (now.duration_since(c.last_active) > idle
+                                || stopping && c.is_idle()) =>
+                    {
+                        Some(i)
+                    }
+                    _ => None,
+                })
+                .collect();
+            for i in expired {
+                self.close_client(i);
+            }
+        }
+    }
+
+    /// One step of a graceful stop; true when the worker may exit.
+    fn stop_step(&mut self, now: Instant) -> bool {
+        let deadline = *self
+            .stop_deadline
+            .get_or_insert_with(|| now + self.shared.settings.shutdown_timeout);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+            for (_, o) in self.outboxes.iter_mut() {
+                o.seal_open();
+            }
+            self.next_sweep = now;
+        }
+        let idle_clients: Vec<usize> = self
+            .slots
+            .iter()
+            .filter_map(|(i, s)| match s {
+                Slot::Client(c) if c.is_idle() => Some(i),
+                _ => None,
+            })
+            .collect();
+        for i in idle_clients {
+            self.close_client(i);
+        }
+        for (_, o) in self.outboxes.iter_mut() {
+            o.seal_open();
+        }
+        let settled = self.outboxes.iter().all(|(_, o)| o.settled(now));
+        if (self.clients == 0 && settled) || now >= deadline {
+            let left: u64 = self.outboxes.iter().map(|(_, o)| o.pending_records()).sum();
+            if left > 0 {
+                log::info!(
+                    "worker {}: {left} batches stay in the outbox logs for the next start",
+                    self.id
+                );
+            }
+            return true;
+        }
+        false
+    }
+}
+
+fn respond(out: &mut Vec<u8>, r: &write::WriteResult, close: bool, stats: &crate::ops::ProxyStats) {
+    match &r.error {
+        None => Response {
+            close,
+            content_type: Some("application/json"),
+            ..Response::new(r.status)
+        }
+        .write_to(out),
+        Some(msg) => {
+            let counter = if r.status >= 500 {
+                &stats.server_errors
+            } else {
+                &stats.client_errors
+            };
+            BackendState::add(counter, 1);
+            write_error(out, r.status, msg, close);
+        }
+    }
+}
+
+fn method_not_allowed(out: &mut Vec<u8>, allow: &str, close: bool) {
+    Response {
+        close,
+        content_type: Some("text/plain; charset=utf-8"),
+        headers: &[("Allow", allow), ("X-Content-Type-Options", "nosniff")],
+        ..Response::new(405)
+    }
+    .with_body(b"Method Not Allowed\n", out);
+}

@@ -1,0 +1,206 @@
+//! Gzip request bodies, decompressed in one shot by libdeflate with a hard bound on the output size, so
+//! a gzip bomb costs at most the bound (answered 413), never the machine's memory.
+//!
+//! Bodies made of several gzip members (concatenated files, as `gzip -c a b` makes, and as Go's reader
+//! accepts) are decompressed member after member; the safe `libdeflater` wrapper would silently stop after
+//! the first one, which is why this module calls libdeflate's `_ex` entry point directly.
+
+use std::fmt;
+
+use libdeflate_sys::{
+    libdeflate_alloc_decompressor, libdeflate_decompressor, libdeflate_free_decompressor,
+    libdeflate_gzip_decompress_ex, libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE,
+    libdeflate_result_LIBDEFLATE_SUCCESS,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GunzipError {
+    /// Not gzip, or corrupt: 400.
+    Invalid,
+    /// The decompressed body passes the limit: 413.
+    TooLarge,
+}
+
+impl fmt::Display for GunzipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GunzipError::Invalid => "gzip: invalid header or corrupt data",
+            GunzipError::TooLarge => "request entity too large",
+        })
+    }
+}
+
+/// One libdeflate decompressor (about 30 KB of tables); a worker keeps one and reuses it.
+pub struct Gunzip {
+    raw: *mut libdeflate_decompressor,
+}
+
+// SAFETY: the decompressor is plain memory owned by this value; libdeflate keeps no thread-local state.
+unsafe impl Send for Gunzip {}
+
+impl Default for Gunzip {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gunzip {
+    pub fn new() -> Self {
+        // SAFETY: no preconditions; a null result (out of memory) is checked where it is used.
+        Gunzip {
+            raw: unsafe { libdeflate_alloc_decompressor() },
+        }
+    }
+
+    /// Decompresses every gzip member of `input` into `out` (cleared first), never letting `out` grow
+    /// past `limit` bytes.
+    pub fn decompress(
+        &mut self,
+        input: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GunzipError> {
+        out.clear();
+        if self.raw.is_null() {
+            return Err(GunzipError::Invalid);
+        }
+        let mut consumed = 0;
+        while consumed < input.len() {
+            let member = &input[consumed..];
+            // The trailer of the last member holds its size mod 2^32: a good first guess.
+            let hint = member
+                .len()
+                .checked_sub(4)
+                .and_then(|i| member.get(i..))
+                .and_then(|t| t.try_into().ok())
+                .map_or(0, |t: [u8; 4]| u32::from_le_bytes(t) as usize);
+            let mut room = hint.max(member.len() * 4).max(4096).min(limit - out.len());
+            loop {
+                let start = out.len();
+                out.resize(start + room, 0);
+                let (mut used_in, mut used_out) = (0usize, 0usize);
+                // SAFETY: the pointers and lengths describe live, correctly sized buffers; libdeflate
+                // writes at most `room` bytes after `start` and reports how many it read and wrote.
+                let result = unsafe {
+                    libdeflate_gzip_decompress_ex(
+                        self.raw,
+                        member.as_ptr().cast(),
+                        member.len(),
+                        out.as_mut_ptr().add(start).cast(),
+                        room,
+                        &mut used_in,
+                        &mut used_out,
+                    )
+                };
+                if result == libdeflate_result_LIBDEFLATE_SUCCESS {
+                    out.truncate(start + used_out);
+                    consumed += used_in.max(1);
+                    break;
+                }
+                out.truncate(start);
+                if result != libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE {
+                    return Err(GunzipError::Invalid);
+                }
+                let max_room = limit - start;
+                if room >= max_room {
+                    return Err(GunzipError::TooLarge);
+                }
+                room = room.saturating_mul(4).min(max_room);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Gunzip {
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: allocated by libdeflate_alloc_decompressor and freed exactly once.
+            unsafe { libdeflate_free_decompressor(self.raw) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libdeflater::{CompressionLvl, Compressor};
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut c = Compressor::new(CompressionLvl::new(6).unwrap());
+        let mut out = vec![0; c.gzip_compress_bound(data.len())];
+        let n = c.gzip_compress(data, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let data = b"cpu v=1 1\n".repeat(1000);
+        let mut out = Vec::new();
+        Gunzip::new()
+            .decompress(&gzip(&data), 1 << 20, &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn several_members_are_all_read() {
+        let mut body = gzip(b"a v=1\n");
+        body.extend(gzip(b"b v=2\n"));
+        body.extend(gzip(&b"c v=3\n".repeat(5000)));
+        let mut out = Vec::new();
+        Gunzip::new().decompress(&body, 1 << 20, &mut out).unwrap();
+        let mut want = b"a v=1\nb v=2\n".to_vec();
+        want.extend(b"c v=3\n".repeat(5000));
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 50 << 20]);
+        assert!(bomb.len() < 100 << 10);
+        let mut out = Vec::new();
+        assert_eq!(
+            Gunzip::new().decompress(&bomb, 1 << 20, &mut out),
+            Err(GunzipError::TooLarge)
+        );
+        assert!(out.capacity() <= 2 << 20, "allocated {}", out.capacity());
+    }
+
+    #[test]
+    fn a_lying_trailer_still_works() {
+        let data = b"x v=1\n".repeat(20_000);
+        let mut body = gzip(&data);
+        let n = body.len();
+        body[n - 4..].copy_from_slice(&1u32.to_le_bytes());
+        let mut out = Vec::new();
+        // The size in the trailer is checked by libdeflate: a wrong one is corrupt data.
+        assert_eq!(
+            Gunzip::new().decompress(&body, 1 << 20, &mut out),
+            Err(GunzipError::Invalid)
+        );
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        let mut out = Vec::new();
+        for bad in [
+            &b""[..],
+            b"not gzip at all",
+            &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3],
+        ] {
+            let r = Gunzip::new().decompress(bad, 1 << 20, &mut out);
+            assert!(
+                bad.is_empty() && r.is_ok() || r == Err(GunzipError::Invalid),
+                "{bad:?}"
+            );
+        }
+        let mut truncated = gzip(b"hello world");
+        truncated.truncate(truncated.len() - 3);
+        assert_eq!(
+            Gunzip::new().decompress(&truncated, 1 << 20, &mut out),
+            Err(GunzipError::Invalid)
+        );
+    }
+}

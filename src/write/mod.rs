@@ -1,0 +1,339 @@
+//! `/write`: parameters → body (gunzip, bounded) → lines → route → outboxes → answer.
+//!
+//! The client is answered only after every line sits, committed, in the outbox logs of its backends; a
+//! 204 therefore means "on this machine's disk, in the page cache at least". Per line the work is: find
+//! the line's end and measurement (`lineproto`), look the measurement up (`route`, cached for runs of
+//! the same measurement), and copy the line into each backend's open batch. Nothing on that path
+//! allocates or takes a lock.
+//!
+//! Answers, as InfluxDB gives them: 204; 400 with `unable to parse` for lines that are not line
+//! protocol (the good lines are still written: `partial write`); 400 `partial write` also names
+//! measurements that no keymap routes (those lines are dropped and counted); 503 when some line could
+//! not be stored on any of its backends (outbox disk limit): the client should retry.
+
+pub mod gunzip;
+pub mod lineproto;
+pub mod route;
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::http::params::{Params, encode_into};
+use crate::outbox::{AppendError, Outbox};
+use crate::upstream::BackendState;
+use lineproto::Lines;
+use route::RouteId;
+
+/// Per-worker scratch space, reused across requests so the per-line path does not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    pub gunzip: gunzip::Gunzip,
+    pub inflated: Vec<u8>,
+    measurement: Vec<u8>,
+    last_measurement: Vec<u8>,
+    /// Lines and bytes per config backend index, for this request.
+    lines: Vec<u64>,
+    bytes: Vec<u64>,
+    targets: Vec<Option<String>>,
+    /// Unroutable measurement names already logged by this worker (bounded).
+    logged_unrouted: std::collections::HashSet<Vec<u8>>,
+}
+
+/// How a write request ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    pub status: u16,
+    pub error: Option<String>,
+    /// Lines stored in at least one outbox.
+    pub lines: u64,
+}
+
+impl WriteResult {
+    fn error(status: u16, msg: impl Into<String>) -> Self {
+        WriteResult {
+            status,
+            error: Some(msg.into()),
+            lines: 0,
+        }
+    }
+}
+
+/// The parts of a request that decide where its lines go.
+pub struct WriteParams<'a> {
+    pub db: &'a str,
+    pub rp: Option<&'a str>,
+    pub precision: Option<&'a str>,
+}
+
+/// Checks `db` against the node's and returns the request's parameters, or the error answer.
+pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, WriteResult> {
+    let db = match (p.non_empty("db"), config.node.db.as_deref()) {
+        (Some(db), Some(node_db)) if db != node_db => {
+            return Err(WriteResult::error(
+                404,
+                format!("database not found: \"{db}\""),
+            ));
+        }
+        (Some(db), _) => db,
+        (None, Some(node_db)) => node_db,
+        (None, None) => return Err(WriteResult::error(400, "database is required")),
+    };
+    Ok(WriteParams {
+        db,
+        rp: p.non_empty("rp"),
+        precision: p.non_empty("precision"),
+    })
+}
+
+/// The receive time in the request's precision, as InfluxDB would stamp a point without a timestamp.
+pub fn now_in_precision(precision: Option<&str>, now: SystemTime) -> i128 {
+    let ns = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let unit: i128 = match precision.unwrap_or("ns") {
+        "u" | "us" | "µ" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => 1,
+    };
+    ns / unit
+}
+
+/// `db=..&rp=..&precision=..`: the query string of the batch sent to a backend.
+fn target(db: &str, p: &WriteParams) -> String {
+    let mut s = String::from("db=");
+    encode_into(&mut s, db);
+    if let Some(rp) = p.rp {
+        s.push_str("&rp=");
+        encode_into(&mut s, rp);
+    }
+    if let Some(precision) = p.precision {
+        s.push_str("&precision=");
+        encode_into(&mut s, precision);
+    }
+    s
+}
+
+/// Routes and stores the lines of `body`. `outbox_of[i]` is the outbox of config backend `i`.
+pub fn store(
+    config: &Config,
+    p: &WriteParams,
+    body: &[u8],
+    request: u64,
+    outboxes: &mut crate::worker::slab::Slab<Outbox>,
+    outbox_of: &[usize],
+    scratch: &mut Scratch,
+    stats: &crate::ops::ProxyStats,
+) -> WriteResult {
+    let n = config.backends.len();
+    let Scratch {
+        measurement,
+        last_measurement,
+        lines,
+        bytes,
+        targets,
+        logged_unrouted,
+        ..
+    } = scratch;
+    lines.clear();
+    lines.resize(n, 0);
+    bytes.clear();
+    bytes.resize(n, 0);
+    targets.clear();
+    targets.resize(n, None);
+    last_measurement.clear();
+
+    let mut ts = String::with_capacity(24);
+    let _ = write!(ts, " {}", now_in_precision(p.precision, SystemTime::now()));
+    let ts = ts.as_bytes();
+
+    let mut last_route: Option<RouteId> = None;
+    let mut stored = 0u64;
+    let mut refused = 0u64;
+    let mut disk_errors: Vec<String> = Vec::new();
+    let mut parse_errors: Vec<String> = Vec::new();
+    let mut unparsable = 0u64;
+    let mut unrouted: Vec<(String, u64)> = Vec::new();
+
+    for line in Lines::new(body) {
+        let line = match line {
+            Ok(l) => l,
+            Err(bad) => {
+                unparsable += 1;
+                if parse_errors.len() < 10 {
+                    let text = String::from_utf8_lossy(&bad.text[..bad.text.len().min(256)]);
+                    parse_errors.push(format!("unable to parse '{text}': {}", bad.error));
+                }
+                continue;
+            }
+        };
+        let m = line.measurement(measurement);
+        let route = if !last_measurement.is_empty() && *last_measurement == m {
+            last_route
+        } else {
+            last_measurement.clear();
+            last_measurement.extend_from_slice(m);
+            last_route = config.routes.lookup(m);
+            last_route
+        };
+        let Some(route) = route else {
+            note_unrouted(&mut unrouted, logged_unrouted, m);
+            continue;
+        };
+        let parts: [&[u8]; 3] = [line.text, if line.has_timestamp { b"" } else { ts }, b"\n"];
+        let size = (line.text.len() + parts[1].len() + 1) as u64;
+        let mut taken = false;
+        for &b in config.routes.backends(route) {
+            let b = usize::from(b);
+            let Some(outbox) = outbox_of.get(b).and_then(|&o| outboxes.get_mut(o)) else {
+                continue;
+            };
+            if outbox.current_request() != request {
+                let t = targets[b].get_or_insert_with(|| {
+                    target(config.backends[b].db.as_deref().unwrap_or(p.db), p)
+                });
+                outbox.enter_request(request, t.as_bytes());
+            }
+            match outbox.append_line(&parts) {
+                Ok(()) => {
+                    taken = true;
+                    lines[b] += 1;
+                    bytes[b] += size;
+                }
+                Err(e) => {
+                    BackendState::add(&config.backends[b].state.counters.dropped_disk, 1);
+                    if disk_errors.len() < 4 {
+                        let msg = format!("backend {}: {e}", config.backends[b].name);
+                        if !disk_errors.contains(&msg) {
+                            if matches!(e, AppendError::Io(_)) {
+                                log::error!("{msg}");
+                            }
+                            disk_errors.push(msg);
+                        }
+                    }
+                }
+            }
+        }
+        if taken {
+            stored += 1;
+        } else {
+            refused += 1;
+        }
+    }
+
+    for (b, backend) in config.backends.iter().enumerate() {
+        if let Some(outbox) = outbox_of.get(b).and_then(|&o| outboxes.get_mut(o))
+            && outbox.current_request() == request
+        {
+            outbox.finish_request(lines[b], bytes[b]);
+        }
+        let _ = backend;
+    }
+
+    let unrouted_lines: u64 = unrouted.iter().map(|(_, n)| n).sum();
+    BackendState::add(&stats.write_lines, stored);
+    BackendState::add(&stats.write_bytes, body.len() as u64);
+    BackendState::add(&stats.lines_unparsable, unparsable);
+    BackendState::add(&stats.lines_unrouted, unrouted_lines);
+    BackendState::add(&stats.lines_refused, refused);
+
+    if refused > 0 {
+        return WriteResult {
+            status: 503,
+            error: Some(format!(
+                "{refused} points could not be stored by the proxy ({}); retry later",
+                disk_errors.join("; ")
+            )),
+            lines: stored,
+        };
+    }
+    let mut problems = parse_errors;
+    if unparsable > problems.len() as u64 {
+        problems.push(format!(
+            "... and {} more unparsable lines",
+            unparsable - problems.len() as u64
+        ));
+    }
+    for (name, n) in unrouted.iter().take(10) {
+        problems.push(format!(
+            "measurement \"{name}\" has no backend ({n} points)"
+        ));
+    }
+    if problems.is_empty() {
+        return WriteResult {
+            status: 204,
+            error: None,
+            lines: stored,
+        };
+    }
+    let joined = problems.join("\n");
+    let msg = if stored > 0 {
+        format!("partial write: {joined} dropped={}", unrouted_lines)
+    } else {
+        joined
+    };
+    WriteResult {
+        status: 400,
+        error: Some(msg),
+        lines: stored,
+    }
+}
+
+fn note_unrouted(
+    unrouted: &mut Vec<(String, u64)>,
+    logged: &mut std::collections::HashSet<Vec<u8>>,
+    m: &[u8],
+) {
+    let name = String::from_utf8_lossy(m);
+    if let Some((_, count)) = unrouted.iter_mut().find(|(n, _)| *n == name) {
+        *count += 1;
+    } else if unrouted.len() < 100 {
+        unrouted.push((name.into_owned(), 1));
+    }
+    if logged.len() < 10_000 && logged.insert(m.to_vec()) {
+        log::warn!(
+            "measurement {:?} matches no keymap and there is no m:_default_: its lines are dropped (logged once)",
+            String::from_utf8_lossy(m)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_units() {
+        let t = UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_123_456_789_012);
+        assert_eq!(now_in_precision(None, t), 1_700_000_123_456_789_012);
+        assert_eq!(now_in_precision(Some("ns"), t), 1_700_000_123_456_789_012);
+        assert_eq!(now_in_precision(Some("u"), t), 1_700_000_123_456_789);
+        assert_eq!(now_in_precision(Some("ms"), t), 1_700_000_123_456);
+        assert_eq!(now_in_precision(Some("s"), t), 1_700_000_123);
+        assert_eq!(now_in_precision(Some("m"), t), 28_333_335);
+        assert_eq!(now_in_precision(Some("h"), t), 472_222);
+        assert_eq!(
+            now_in_precision(Some("weird"), t),
+            1_700_000_123_456_789_012
+        );
+    }
+
+    #[test]
+    fn targets_are_encoded() {
+        let p = WriteParams {
+            db: "my db",
+            rp: Some("a&b"),
+            precision: Some("s"),
+        };
+        assert_eq!(target("my db", &p), "db=my%20db&rp=a%26b&precision=s");
+        let p = WriteParams {
+            db: "x",
+            rp: None,
+            precision: None,
+        };
+        assert_eq!(target("y", &p), "db=y");
+    }
+}
