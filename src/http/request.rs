@@ -37,6 +37,8 @@ pub struct Head {
     pub query: String,
     /// HTTP/1.0 clients get `Connection: close` unless they asked for keep-alive.
     pub keep_alive: bool,
+    /// The client speaks HTTP/1.0 (no chunked responses).
+    pub http10: bool,
     pub content_length: Option<u64>,
     pub chunked: bool,
     pub expect_continue: bool,
@@ -122,6 +124,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         path: path.to_string(),
         query: query.to_string(),
         keep_alive: !http10,
+        http10,
         content_length: None,
         chunked: false,
         expect_continue: false,

@@ -30,16 +30,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use libdeflater::{CompressionLvl, Compressor};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 use crate::cli::SyncPolicy;
 use crate::config::Backend;
 use crate::defaults::{
     DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK,
 };
-use crate::http::client::{BodyReader, ResponseHead, parse_response_head};
 use crate::upstream::BackendState;
-use crate::upstream::conn::Conn;
+use crate::upstream::conn::{Conn, Exchange};
 pub use log::{AppendError, Recovery};
 use log::{Front, Log};
 
@@ -128,8 +127,7 @@ struct InFlight {
     lines: u64,
     bytes: u64,
     deadline: Instant,
-    head: Option<ResponseHead>,
-    body: Option<BodyReader>,
+    ex: Exchange,
     answer: Vec<u8>,
     /// The connection had served earlier requests (see `Conn::exchanges`).
     reused: bool,
@@ -579,8 +577,7 @@ impl Outbox {
             lines,
             bytes: front.payload_len() as u64,
             deadline: now + backend.timeout,
-            head: None,
-            body: None,
+            ex: Exchange::default(),
             answer: Vec::new(),
             reused,
         });
@@ -594,68 +591,38 @@ impl Outbox {
         };
         let Some(f) = self.inflight.as_mut() else {
             // Idle keep-alive connection: anything readable is the backend closing it (or junk).
-            let mut probe = Vec::new();
-            std::mem::swap(&mut probe, &mut conn.inbuf);
-            if !matches!(conn.fill(READ_CHUNK), Ok(false)) || !conn.inbuf.is_empty() {
+            if !matches!(conn.fill(READ_CHUNK), Ok(fill) if !fill.closed && fill.read == 0) {
                 self.drop_conn(registry);
             }
             return;
         };
-        if !conn.request_sent() {
-            match conn.flush() {
-                Ok(true) => {
-                    conn.out = Vec::new();
-                    conn.set_interest(registry, Interest::READABLE);
+        // An answer to a write is small; a backend streaming more than a few MB is not answering a
+        // write, and the send timeout will deal with it. The bound keeps this event handler short.
+        let mut step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, registry);
+        for _ in 0..64 {
+            match step {
+                Ok(d) if !d.done && !d.blocked => {
+                    f.answer.truncate(MAX_UPSTREAM_ERROR_BODY);
+                    step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, registry);
                 }
-                Ok(false) => return,
-                Err(e) => return self.fail(now, registry, e),
+                _ => break,
             }
-        }
-        let closed = match conn.fill(usize::MAX) {
-            Ok(closed) => closed,
-            Err(e) => return self.fail(now, registry, e),
-        };
-        if f.head.is_none() {
-            match parse_response_head(&conn.inbuf) {
-                Ok(Some(head)) => {
-                    conn.inbuf.drain(..head.len);
-                    f.body = Some(BodyReader::new(&head, false));
-                    f.head = Some(head);
-                }
-                Ok(None) if closed => {
-                    return self.fail(now, registry, "connection closed before an answer".into());
-                }
-                Ok(None) => return,
-                Err(e) => return self.fail(now, registry, e.to_string()),
-            }
-        }
-        let Some(body) = f.body.as_mut() else { return };
-        match body.read(&conn.inbuf, &mut f.answer) {
-            Ok(n) => {
-                conn.inbuf.drain(..n);
-            }
-            Err(e) => return self.fail(now, registry, e.to_string()),
         }
         f.answer.truncate(MAX_UPSTREAM_ERROR_BODY);
-        if closed && !body.is_done() && body.eof().is_err() {
-            return self.fail(now, registry, "connection closed mid-answer".into());
+        match step {
+            Ok(d) if !d.done => {}
+            Ok(_) => {
+                let Some(f) = self.inflight.take() else {
+                    return;
+                };
+                if !f.ex.reusable {
+                    self.drop_conn(registry);
+                }
+                let status = f.ex.status();
+                self.handle_answer(now, registry, f, status);
+            }
+            Err(e) => self.fail(now, registry, e),
         }
-        if !body.is_done() {
-            return;
-        }
-        let Some(f) = self.inflight.take() else {
-            return;
-        };
-        let head = f.head.as_ref();
-        let keep = head.is_some_and(|h| !h.close) && !closed && conn.inbuf.is_empty();
-        conn.exchanges += 1;
-        if keep {
-            conn.set_interest(registry, Interest::READABLE);
-        } else {
-            self.drop_conn(registry);
-        }
-        let status = head.map_or(0, |h| h.status);
-        self.handle_answer(now, registry, f, status);
     }
 
     fn handle_answer(&mut self, now: Instant, registry: &Registry, f: InFlight, status: u16) {
@@ -739,7 +706,7 @@ impl Outbox {
         let Some(f) = self.inflight.take() else {
             return;
         };
-        if f.reused && f.head.is_none() {
+        if f.reused && f.ex.head.is_none() {
             // Probably a keep-alive connection the backend closed while idle: retry once, fresh.
             self.start_send(now, registry, f.source, f.front);
             if let Some(nf) = &mut self.inflight {

@@ -1,5 +1,223 @@
-//! `/query`: InfluxQL statements classified and filtered (`influxql`, `filter`), then planned onto
-//! backends and answered by relaying or merging.
+//! `/query`: InfluxQL in, one InfluxDB-shaped answer out.
+//!
+//! The flow: read `q` and the parameters (URL, or form body on POST) → split `q` into statements and
+//! classify each (`influxql`) → judge each against the node's policy (`filter`; one refused statement
+//! refuses the query, so `SELECT ...; DROP ...` cannot slip through) → plan each onto backends (`plan`)
+//! → if one backend can answer everything, relay its answer as a stream (`exec::Relay`: chunked and
+//! gzip answers included, never buffered whole); otherwise send each statement (or run of statements)
+//! to its backend(s) and merge the answers (`exec::Gather`, `merge`) with the right `statement_id`s.
 
+pub mod exec;
 pub mod filter;
 pub mod influxql;
+pub mod merge;
+pub mod plan;
+
+use crate::config::Config;
+use crate::http::params::Params;
+use crate::http::request::{Head, Method};
+use exec::{RequestSpec, Unit};
+use influxql::Source;
+use plan::{Plan, Planned};
+
+/// What to do with a query request.
+pub enum Prepared {
+    /// Answer at once with this error.
+    Error(u16, String),
+    /// Forward unchanged to one of these backends (in order) and stream the answer.
+    Relay {
+        candidates: Vec<usize>,
+        spec: RequestSpec,
+    },
+    /// Send these sub-requests and merge their answers.
+    Gather {
+        parts: Vec<(Vec<usize>, RequestSpec)>,
+        units: Vec<Unit>,
+        pretty: bool,
+    },
+}
+
+/// Parameters the proxy sets itself for sub-requests whose answers it merges.
+const MERGE_DROPS: &[&str] = &["chunked", "chunk_size", "pretty", "q"];
+
+pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
+    let mut params = Params::parse(&head.query);
+    if head.method == Method::Post && !body.is_empty() {
+        params.extend_from(body);
+    }
+    let Some(q) = params.non_empty("q").map(str::to_string) else {
+        return Prepared::Error(400, "missing required parameter \"q\"".into());
+    };
+    if let Some(node_db) = &config.node.db {
+        match params.non_empty("db") {
+            Some(db) if db != node_db => {
+                return Prepared::Error(404, format!("database not found: \"{db}\""));
+            }
+            Some(_) => {}
+            None => {
+                params.0.retain(|(k, _)| k != "db");
+                params.0.push(("db".into(), node_db.clone()));
+            }
+        }
+    }
+
+    let mut planned = Vec::new();
+    for text in influxql::split_statements(&q) {
+        let statement = match influxql::classify(text) {
+            Ok(s) => s,
+            Err(e) => return Prepared::Error(400, format!("error parsing query: {e}")),
+        };
+        if let Err(refusal) = config.node.policy.check(&statement, text) {
+            return Prepared::Error(400, refusal.to_string());
+        }
+        if let Some(node_db) = &config.node.db
+            && let Some(other) = foreign_db(&statement, node_db)
+        {
+            return Prepared::Error(404, format!("database not found: \"{other}\""));
+        }
+        match plan::plan(config, &statement) {
+            Ok(plan) => planned.push(Planned {
+                text,
+                statement,
+                plan,
+            }),
+            Err(e) => return Prepared::Error(400, e.0),
+        }
+    }
+    if planned.is_empty() {
+        return Prepared::Error(400, "error parsing query: empty query".into());
+    }
+
+    let forwarded: Vec<(String, String)> =
+        params.0.iter().filter(|(k, _)| k != "q").cloned().collect();
+    let spec = RequestSpec {
+        post: head.method == Method::Post,
+        params: forwarded.clone(),
+        q: q.clone(),
+        accept_encoding: head.accept_encoding.clone(),
+        authorization: head.authorization.clone(),
+    };
+    if let Some(candidates) = plan::single_backend(&planned) {
+        return Prepared::Relay { candidates, spec };
+    }
+
+    let merge_spec = |q: String| RequestSpec {
+        params: forwarded
+            .iter()
+            .filter(|(k, _)| !MERGE_DROPS.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+        q,
+        accept_encoding: None,
+        ..spec.clone()
+    };
+    let name = |b: &usize| config.backends.get(*b).map_or("?", |b| b.name.as_str());
+    let mut parts: Vec<(Vec<usize>, RequestSpec)> = Vec::new();
+    let mut units = Vec::new();
+    let mut i = 0;
+    while i < planned.len() {
+        match &planned[i].plan {
+            Plan::One(first) => {
+                // A run of statements one backend can answer together travels as one request.
+                let mut common = first.clone();
+                let mut end = i + 1;
+                while let Some(Plan::One(next)) = planned.get(end).map(|p| &p.plan) {
+                    let both: Vec<usize> = common
+                        .iter()
+                        .copied()
+                        .filter(|b| next.contains(b))
+                        .collect();
+                    if both.is_empty() {
+                        break;
+                    }
+                    common = both;
+                    end += 1;
+                }
+                let text = planned[i..end]
+                    .iter()
+                    .map(|p| p.text)
+                    .collect::<Vec<_>>()
+                    .join(";\n");
+                parts.push((common, merge_spec(text)));
+                units.push(Unit::Group {
+                    first: i,
+                    count: end - i,
+                    part: parts.len() - 1,
+                });
+                i = end;
+            }
+            Plan::Merge {
+                backends,
+                skipped,
+                kind,
+            } => {
+                let text = planned[i].backend_text();
+                let ids = push_each(&mut parts, backends, || merge_spec(text.clone()));
+                let warnings = skipped
+                    .iter()
+                    .map(|b| format!("backend {} is down: its answer is missing", name(b)))
+                    .collect();
+                units.push(Unit::Merge {
+                    id: i,
+                    kind: Some(*kind),
+                    parts: ids,
+                    warnings,
+                });
+                i += 1;
+            }
+            Plan::Broadcast { backends, skipped } => {
+                let text = planned[i].text.to_string();
+                let ids = push_each(&mut parts, backends, || merge_spec(text.clone()));
+                let warnings = skipped
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "backend {} is down: the statement was not applied there",
+                            name(b)
+                        )
+                    })
+                    .collect();
+                units.push(Unit::Merge {
+                    id: i,
+                    kind: None,
+                    parts: ids,
+                    warnings,
+                });
+                i += 1;
+            }
+        }
+    }
+    let pretty = params.get("pretty") == Some("true");
+    Prepared::Gather {
+        parts,
+        units,
+        pretty,
+    }
+}
+
+fn push_each(
+    parts: &mut Vec<(Vec<usize>, RequestSpec)>,
+    backends: &[usize],
+    spec: impl Fn() -> RequestSpec,
+) -> Vec<usize> {
+    backends
+        .iter()
+        .map(|&b| {
+            parts.push((vec![b], spec()));
+            parts.len() - 1
+        })
+        .collect()
+}
+
+/// A database the statement names other than the node's.
+fn foreign_db(statement: &influxql::Statement, node_db: &str) -> Option<String> {
+    if let Some(db) = statement.on_db.as_deref().filter(|db| *db != node_db) {
+        return Some(db.to_string());
+    }
+    statement.sources.iter().find_map(|s| {
+        let db = match s {
+            Source::Measurement { db, .. } | Source::Regex { db, .. } => db.as_deref(),
+        };
+        db.filter(|db| *db != node_db).map(str::to_string)
+    })
+}

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::http::client::{BodyReader, ResponseHead, parse_response_head};
 use crate::net::{SocketResult, read_into, write_from};
 
 pub struct Conn {
@@ -78,19 +79,141 @@ impl Conn {
         }
     }
 
-    /// Reads what has arrived (at most `max` bytes) into `inbuf`. `Ok(true)`: the backend closed.
-    pub fn fill(&mut self, max: usize) -> Result<bool, ConnError> {
+    /// Reads what has arrived (at most `max` bytes) into `inbuf`.
+    pub fn fill(&mut self, max: usize) -> Result<Fill, ConnError> {
         if !self.connected {
-            return Ok(false);
+            return Ok(Fill {
+                read: 0,
+                closed: false,
+                blocked: true,
+            });
         }
         match read_into(&mut self.stream, &mut self.inbuf, max) {
-            (_, SocketResult::Closed) => Ok(true),
+            (read, SocketResult::Closed) => Ok(Fill {
+                read,
+                closed: true,
+                blocked: false,
+            }),
             (_, SocketResult::Error(e)) => Err(format!("read: {e}")),
-            _ => Ok(false),
+            (read, SocketResult::WouldBlock) => Ok(Fill {
+                read,
+                closed: false,
+                blocked: true,
+            }),
+            (read, SocketResult::Continue) => Ok(Fill {
+                read,
+                closed: false,
+                blocked: false,
+            }),
         }
     }
 
     pub fn set_interest(&mut self, registry: &Registry, interest: Interest) {
         let _ = registry.reregister(&mut self.stream, self.token, interest);
+    }
+
+    /// Advances one request/response exchange: sends what is left of the request, then reads at most
+    /// `budget` bytes of the answer, decoding body bytes into `body`. The caller passes a small budget
+    /// (or 0) when it cannot take more output yet; the socket is then read again when it asks.
+    pub fn drive(
+        &mut self,
+        ex: &mut Exchange,
+        body: &mut Vec<u8>,
+        budget: usize,
+        registry: &Registry,
+    ) -> Result<Drive, ConnError> {
+        if !self.request_sent() {
+            if !self.flush()? {
+                return Ok(Drive {
+                    done: false,
+                    blocked: true,
+                });
+            }
+            self.out = Vec::new();
+            self.set_interest(registry, Interest::READABLE);
+        }
+        let fill = if budget > 0 {
+            self.fill(budget)?
+        } else {
+            Fill {
+                read: 0,
+                closed: false,
+                blocked: false,
+            }
+        };
+        if ex.reader.is_none() {
+            match parse_response_head(&self.inbuf).map_err(|e| e.to_string())? {
+                Some(head) => {
+                    self.inbuf.drain(..head.len);
+                    ex.reader = Some(BodyReader::new(&head, false));
+                    ex.head = Some(head);
+                }
+                None if fill.closed => return Err("connection closed before an answer".into()),
+                None => {
+                    return Ok(Drive {
+                        done: false,
+                        blocked: fill.blocked,
+                    });
+                }
+            }
+        }
+        let Some(reader) = ex.reader.as_mut() else {
+            return Ok(Drive {
+                done: false,
+                blocked: true,
+            });
+        };
+        let n = reader.read(&self.inbuf, body).map_err(|e| e.to_string())?;
+        self.inbuf.drain(..n);
+        if fill.closed && !reader.is_done() {
+            reader.eof().map_err(|e| e.to_string())?;
+        }
+        if reader.is_done() {
+            self.exchanges += 1;
+            ex.done = true;
+            ex.reusable =
+                !fill.closed && self.inbuf.is_empty() && ex.head.as_ref().is_some_and(|h| !h.close);
+            return Ok(Drive {
+                done: true,
+                blocked: false,
+            });
+        }
+        Ok(Drive {
+            done: false,
+            blocked: fill.blocked && self.inbuf.is_empty(),
+        })
+    }
+}
+
+/// What one `fill` did.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill {
+    pub read: usize,
+    pub closed: bool,
+    /// The socket has nothing more for now.
+    pub blocked: bool,
+}
+
+/// What one `drive` did.
+#[derive(Debug, Clone, Copy)]
+pub struct Drive {
+    pub done: bool,
+    /// Nothing more can happen until the socket is ready again.
+    pub blocked: bool,
+}
+
+/// The response side of one exchange.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    pub head: Option<ResponseHead>,
+    reader: Option<BodyReader>,
+    pub done: bool,
+    /// The connection may carry another request.
+    pub reusable: bool,
+}
+
+impl Exchange {
+    pub fn status(&self) -> u16 {
+        self.head.as_ref().map_or(0, |h| h.status)
     }
 }

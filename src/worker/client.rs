@@ -37,6 +37,8 @@ pub struct Client {
     pub closing: bool,
     /// A response is being produced elsewhere (query in flight): do not start the next request.
     pub busy: bool,
+    /// The query task producing that response.
+    pub task: Option<usize>,
     interest: Interest,
 }
 
@@ -82,6 +84,7 @@ impl Client {
             reserved: 0,
             closing: false,
             busy: false,
+            task: None,
             interest: Interest::READABLE,
         }
     }

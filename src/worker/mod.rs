@@ -22,10 +22,12 @@ use crate::http::params::Params;
 use crate::http::request::Method;
 use crate::http::response::{Response, write_error};
 use crate::outbox::{LogOptions, Outbox};
+use crate::query::{self, Prepared, exec};
 use crate::shared::Shared;
 use crate::upstream::BackendState;
 use crate::write;
 use client::{Client, Next, Request};
+use exec::{Task, TaskKind, TaskState};
 use slab::Slab;
 
 const LISTENER: Token = Token(0);
@@ -41,6 +43,8 @@ pub enum Message {
 enum Slot {
     Client(Box<Client>),
     Outbox(usize),
+    /// An upstream connection of a query task.
+    Query(usize),
 }
 
 pub struct Worker {
@@ -53,6 +57,7 @@ pub struct Worker {
     slots: Slab<Slot>,
     clients: usize,
     outboxes: Slab<Outbox>,
+    tasks: Slab<Task>,
     /// Config backend index → outbox id.
     outbox_of: Vec<usize>,
     log_opts: LogOptions,
@@ -120,6 +125,7 @@ impl Worker {
             slots: Slab::default(),
             clients: 0,
             outboxes: Slab::default(),
+            tasks: Slab::default(),
             outbox_of: Vec::new(),
             log_opts,
             scratch: write::Scratch::default(),
@@ -266,6 +272,10 @@ impl Worker {
                         o.on_event(Instant::now(), self.poll.registry());
                     }
                 }
+                Some(Slot::Query(task)) => {
+                    let task = *task;
+                    self.pump_task(task);
+                }
                 None => {}
             },
         }
@@ -338,10 +348,16 @@ impl Worker {
     }
 
     fn close_client(&mut self, i: usize) {
+        if !matches!(self.slots.get(i), Some(Slot::Client(_))) {
+            return;
+        }
         if let Some(Slot::Client(mut c)) = self.slots.remove(i) {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.release(c.reserved);
             self.clients -= 1;
+            if let Some(task) = c.task {
+                self.end_task(task);
+            }
         }
     }
 
@@ -352,6 +368,14 @@ impl Worker {
         if !c.flush() {
             return self.close_client(i);
         }
+        if let Some(task) = c.task {
+            // The client made room: the relay may read more from its backend.
+            self.pump_task(task);
+            if self.client_mut(i).is_none_or(|c| c.busy) {
+                return;
+            }
+        }
+        let Some(c) = self.client_mut(i) else { return };
         let mut open = true;
         if !c.closing && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
             let limit = c.read_limit();
@@ -447,6 +471,15 @@ impl Worker {
                 Method::Post => self.write(i, head, &params, body, close, &mut out),
                 _ => method_not_allowed(&mut out, "OPTIONS, POST", close),
             },
+            "/query" => match head.method {
+                Method::Get | Method::Post => {
+                    if let Some(c) = self.client_mut(i) {
+                        c.wbuf.extend_from_slice(&out);
+                    }
+                    return self.query(i, head, body, close);
+                }
+                _ => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
+            },
             _ => {
                 Response {
                     close,
@@ -536,8 +569,155 @@ impl Worker {
         respond(out, &result, close, &self.shared.stats);
     }
 
+    /// Starts answering a query: at once for errors, else by creating a task.
+    fn query(&mut self, i: usize, head: &crate::http::request::Head, body: &[u8], close: bool) {
+        BackendState::add(&self.shared.stats.query_requests, 1);
+        let config = self.config.clone();
+        let prepared = query::prepare(&config, head, body);
+        if config.node.query_tracing {
+            let peer = self
+                .client_mut(i)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default();
+            let params = Params::parse(&head.query);
+            let mut q = params.get("q").unwrap_or("").to_string();
+            if q.is_empty() {
+                q = Params::parse(&String::from_utf8_lossy(body))
+                    .get("q")
+                    .unwrap_or("")
+                    .to_string();
+            }
+            log::info!(
+                "query from {peer}: db={} q={q}",
+                params.get("db").unwrap_or("")
+            );
+        }
+        let now = Instant::now();
+        let task_id = self.tasks.vacant();
+        let new_attempt = |slots: &mut Slab<Slot>, candidates: Vec<usize>, spec| {
+            let slot = slots.insert(Slot::Query(task_id));
+            exec::Attempt::new(token_of(slot), candidates, spec)
+        };
+        let registry = self.poll.registry();
+        let kind = match prepared {
+            Prepared::Error(status, msg) => {
+                BackendState::add(&self.shared.stats.queries_refused, 1);
+                let counter = if status >= 500 {
+                    &self.shared.stats.server_errors
+                } else {
+                    &self.shared.stats.client_errors
+                };
+                BackendState::add(counter, 1);
+                if let Some(c) = self.client_mut(i) {
+                    write_error(&mut c.wbuf, status, &msg, close);
+                }
+                return;
+            }
+            Prepared::Relay { candidates, spec } => {
+                let mut attempt = new_attempt(&mut self.slots, candidates, spec);
+                attempt.start_next(&config, registry, now);
+                TaskKind::Relay(exec::Relay::new(attempt, close, head.http10))
+            }
+            Prepared::Gather {
+                parts,
+                units,
+                pretty,
+            } => {
+                let parts = parts
+                    .into_iter()
+                    .map(|(candidates, spec)| {
+                        let mut attempt = new_attempt(&mut self.slots, candidates, spec);
+                        let answer = (!attempt.start_next(&config, registry, now))
+                            .then(|| Err(attempt.failures.join("; ")));
+                        exec::Part { attempt, answer }
+                    })
+                    .collect();
+                TaskKind::Gather(exec::Gather {
+                    parts,
+                    units,
+                    pretty,
+                    close,
+                })
+            }
+        };
+        let task = self.tasks.insert(Task { client: i, kind });
+        if let Some(c) = self.client_mut(i) {
+            c.busy = true;
+            c.task = Some(task);
+        }
+        self.pump_task(task);
+    }
+
+    /// Moves a query task along; finishes it when its answer is complete.
+    fn pump_task(&mut self, task: usize) {
+        let now = Instant::now();
+        let Worker {
+            tasks,
+            slots,
+            config,
+            poll,
+            ..
+        } = self;
+        let Some(t) = tasks.get_mut(task) else { return };
+        let ci = t.client;
+        let Some(Slot::Client(client)) = slots.get_mut(ci) else {
+            self.end_task(task);
+            return;
+        };
+        let state = t.pump(client, config, poll.registry(), now);
+        let alive = client.flush();
+        match state {
+            TaskState::Running if alive => client.update_interest(poll.registry()),
+            TaskState::Running | TaskState::Broken => {
+                self.end_task(task);
+                self.close_client(ci);
+            }
+            TaskState::Done => {
+                self.end_task(task);
+                if !alive {
+                    return self.close_client(ci);
+                }
+                // Requests pipelined behind the query can go now.
+                self.client_ready(ci);
+            }
+        }
+    }
+
+    /// Removes a task and its upstream slots; frees its client for the next request.
+    fn end_task(&mut self, task: usize) {
+        let Some(mut t) = self.tasks.remove(task) else {
+            return;
+        };
+        let registry = self.poll.registry();
+        t.close(registry);
+        for a in t.attempts_mut() {
+            self.slots.remove(a.token.0 - FIRST_SLOT);
+        }
+        if let Some(Slot::Client(c)) = self.slots.get_mut(t.client) {
+            c.busy = false;
+            c.task = None;
+        }
+    }
+
     /// Timers: outbox flush ages, retries and timeouts; idle clients once a second.
     fn tick(&mut self, now: Instant) {
+        let timed: Vec<usize> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(id, t)| {
+                let late = t
+                    .attempts_mut()
+                    .iter()
+                    .any(|a| a.deadline().is_some_and(|d| now >= d));
+                late.then_some(id)
+            })
+            .collect();
+        for id in timed {
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.check_timeouts(&self.config, self.poll.registry(), now);
+            }
+            self.pump_task(id);
+        }
         let registry = self.poll.registry();
         for (_, o) in self.outboxes.iter_mut() {
             o.tick(now, registry);

@@ -1,0 +1,646 @@
+//! Running a planned query on the worker's poll: upstream exchanges with failover, the streaming relay
+//! of a single backend's answer, and the gathering of several answers for merging.
+//!
+//! A relay never holds more than about `MAX_CLIENT_OUTPUT_BYTES` of an answer: it reads from the
+//! backend only while the client's output buffer has room, and is resumed when the client drains. A
+//! gather buffers each sub-answer (they are parsed and merged), bounded by `MAX_GATHER_BYTES`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+use serde_json::{Value, json};
+
+use crate::config::{Backend, Config};
+use crate::defaults::{MAX_CLIENT_OUTPUT_BYTES, READ_CHUNK};
+use crate::http::params::encode_into;
+use crate::http::response::reason;
+use crate::query::merge::{self, PartAnswer};
+use crate::query::plan::MergeKind;
+use crate::upstream::BackendState;
+use crate::upstream::conn::{Conn, Exchange};
+use crate::worker::client::Client;
+
+/// Largest sub-answer a merge will buffer.
+pub const MAX_GATHER_BYTES: usize = 64 << 20;
+
+/// What to ask a backend, independent of which backend it is.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub post: bool,
+    /// Parameters other than `q`, as the client sent them (minus those the proxy consumes).
+    pub params: Vec<(String, String)>,
+    pub q: String,
+    pub accept_encoding: Option<String>,
+    /// The client's Authorization header, passed on unless the backend has its own credentials.
+    pub authorization: Option<String>,
+}
+
+impl RequestSpec {
+    fn build(&self, backend: &Backend, out: &mut Vec<u8>) {
+        let mut qs = String::new();
+        for (k, v) in &self.params {
+            if backend.auth.is_some() && (k == "u" || k == "p") {
+                continue;
+            }
+            if !qs.is_empty() {
+                qs.push('&');
+            }
+            encode_into(&mut qs, k);
+            qs.push('=');
+            encode_into(&mut qs, v);
+        }
+        let mut form = String::from("q=");
+        encode_into(&mut form, &self.q);
+        out.clear();
+        if self.post {
+            out.extend_from_slice(format!("POST /query?{qs} HTTP/1.1\r\n").as_bytes());
+        } else {
+            let sep = if qs.is_empty() { "" } else { "&" };
+            out.extend_from_slice(format!("GET /query?{qs}{sep}{form} HTTP/1.1\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes(),
+        );
+        if let Some(ae) = &self.accept_encoding {
+            out.extend_from_slice(format!("Accept-Encoding: {ae}\r\n").as_bytes());
+        }
+        match (&backend.auth, &self.authorization) {
+            (Some(c), _) => out.extend_from_slice(
+                format!(
+                    "Authorization: {}\r\n",
+                    crate::http::basic_auth(&c.username, &c.password)
+                )
+                .as_bytes(),
+            ),
+            (None, Some(a)) => out.extend_from_slice(format!("Authorization: {a}\r\n").as_bytes()),
+            (None, None) => {}
+        }
+        if self.post {
+            out.extend_from_slice(
+                format!(
+                    "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+                    form.len()
+                )
+                .as_bytes(),
+            );
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// One request to one of several equivalent backends, moving to the next on failure.
+pub struct Attempt {
+    pub token: Token,
+    candidates: VecDeque<usize>,
+    pub backend: Option<usize>,
+    conn: Option<Conn>,
+    ex: Exchange,
+    spec: RequestSpec,
+    deadline: Option<Instant>,
+    /// Decoded answer bytes not yet taken by the caller.
+    pub body: Vec<u8>,
+    pub failures: Vec<String>,
+    /// A failure noticed outside `drive` (timeout), reported by the next `drive`.
+    pending_error: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(token: Token, candidates: Vec<usize>, spec: RequestSpec) -> Attempt {
+        Attempt {
+            token,
+            candidates: candidates.into(),
+            backend: None,
+            conn: None,
+            ex: Exchange::default(),
+            spec,
+            deadline: None,
+            body: Vec::new(),
+            failures: Vec::new(),
+            pending_error: None,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.ex.status()
+    }
+
+    pub fn head(&self) -> Option<&crate::http::client::ResponseHead> {
+        self.ex.head.as_ref()
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Connects to the next candidate. `false` when none is left.
+    pub fn start_next(&mut self, config: &Config, registry: &Registry, now: Instant) -> bool {
+        self.close(registry);
+        while let Some(b) = self.candidates.pop_front() {
+            let Some(backend) = config.backends.get(b) else {
+                continue;
+            };
+            match Conn::connect(backend.addr, self.token, registry) {
+                Ok(mut conn) => {
+                    self.spec.build(backend, &mut conn.out);
+                    self.conn = Some(conn);
+                    self.backend = Some(b);
+                    self.ex = Exchange::default();
+                    self.body.clear();
+                    self.deadline = Some(now + backend.timeout_query);
+                    return true;
+                }
+                Err(e) => self.note_failure(backend, format!("connect: {e}")),
+            }
+        }
+        false
+    }
+
+    pub fn has_candidates(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    fn note_failure(&mut self, backend: &Backend, why: String) {
+        BackendState::add(&backend.state.counters.query_errors, 1);
+        log::warn!("query to backend {} failed: {why}", backend.name);
+        self.failures
+            .push(format!("backend {}: {why}", backend.name));
+    }
+
+    /// Records the failure of the current backend.
+    pub fn fail_current(&mut self, config: &Config, why: String, registry: &Registry) {
+        if let Some(backend) = self.backend.and_then(|b| config.backends.get(b)) {
+            self.note_failure(backend, why);
+        }
+        self.close(registry);
+    }
+
+    /// Moves the exchange forward, reading at most `budget` answer bytes into `body`.
+    pub fn drive(
+        &mut self,
+        budget: usize,
+        registry: &Registry,
+    ) -> Result<crate::upstream::conn::Drive, String> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry)?;
+        if self.ex.head.is_some() {
+            // The answer has started: the timeout now guards against a stalled stream only.
+            self.deadline = None;
+        }
+        Ok(d)
+    }
+
+    pub fn done(&self) -> bool {
+        self.ex.done
+    }
+
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut c) = self.conn.take() {
+            c.deregister(registry);
+        }
+    }
+}
+
+/// Where a task is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    /// The answer is complete in the client's output.
+    Done,
+    /// The answer cannot be completed; the client connection must be closed.
+    Broken,
+}
+
+/// Streams one backend's answer to the client.
+pub struct Relay {
+    pub attempt: Attempt,
+    head_sent: bool,
+    chunked_out: bool,
+    /// The client asked to close after this answer, or speaks HTTP/1.0.
+    close: bool,
+    http10: bool,
+}
+
+impl Relay {
+    pub fn new(attempt: Attempt, close: bool, http10: bool) -> Relay {
+        Relay {
+            attempt,
+            head_sent: false,
+            chunked_out: false,
+            close,
+            http10,
+        }
+    }
+
+    /// Moves the answer along as far as the client's room allows.
+    pub fn pump(
+        &mut self,
+        client: &mut Client,
+        config: &Config,
+        registry: &Registry,
+        now: Instant,
+    ) -> TaskState {
+        loop {
+            let room = MAX_CLIENT_OUTPUT_BYTES.saturating_sub(client.pending_output());
+            if room == 0 {
+                return TaskState::Running;
+            }
+            let step = self.attempt.drive(room.min(4 * READ_CHUNK), registry);
+            let step = match step {
+                Ok(d) => {
+                    if !self.head_sent && self.attempt.head().is_some() {
+                        let status = self.attempt.status();
+                        if status >= 500 && self.attempt.has_candidates() {
+                            self.attempt
+                                .fail_current(config, format!("HTTP {status}"), registry);
+                            if !self.attempt.start_next(config, registry, now) {
+                                return self.give_up(client);
+                            }
+                            continue;
+                        }
+                        self.send_head(client);
+                    }
+                    d
+                }
+                Err(e) => {
+                    if self.head_sent {
+                        self.attempt.fail_current(config, e, registry);
+                        return TaskState::Broken;
+                    }
+                    self.attempt.fail_current(config, e, registry);
+                    if self.attempt.start_next(config, registry, now) {
+                        continue;
+                    }
+                    return self.give_up(client);
+                }
+            };
+            if self.head_sent && !self.attempt.body.is_empty() {
+                let body = std::mem::take(&mut self.attempt.body);
+                if self.chunked_out {
+                    client
+                        .wbuf
+                        .extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    client.wbuf.extend_from_slice(&body);
+                    client.wbuf.extend_from_slice(b"\r\n");
+                } else {
+                    client.wbuf.extend_from_slice(&body);
+                }
+                self.attempt.body = body;
+                self.attempt.body.clear();
+            }
+            if step.done {
+                if self.chunked_out {
+                    client.wbuf.extend_from_slice(b"0\r\n\r\n");
+                }
+                if let Some(b) = self.attempt.backend.and_then(|b| config.backends.get(b)) {
+                    BackendState::add(&b.state.counters.queries, 1);
+                }
+                self.attempt.close(registry);
+                return TaskState::Done;
+            }
+            if step.blocked {
+                return TaskState::Running;
+            }
+        }
+    }
+
+    fn send_head(&mut self, client: &mut Client) {
+        let Some(head) = self.attempt.head() else {
+            return;
+        };
+        let out = &mut client.wbuf;
+        out.extend_from_slice(
+            format!("HTTP/1.1 {} {}\r\n", head.status, reason(head.status)).as_bytes(),
+        );
+        for (name, value) in &head.headers {
+            let hop = [
+                "connection",
+                "keep-alive",
+                "transfer-encoding",
+                "content-length",
+                "proxy-connection",
+            ];
+            if hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+                continue;
+            }
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let no_body = head.status == 204 || head.status == 304 || head.status < 200;
+        match head.content_length {
+            Some(n) if !head.chunked => {
+                out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            }
+            _ if no_body => {}
+            _ if self.http10 => self.close = true,
+            _ => {
+                self.chunked_out = true;
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+        }
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+            client.closing = true;
+        }
+        out.extend_from_slice(b"\r\n");
+        self.head_sent = true;
+    }
+
+    /// No backend could answer: a 503 naming what was tried.
+    fn give_up(&mut self, client: &mut Client) -> TaskState {
+        let msg = if self.attempt.failures.is_empty() {
+            "no backend available for this query".to_string()
+        } else {
+            format!(
+                "no backend could answer: {}",
+                self.attempt.failures.join("; ")
+            )
+        };
+        crate::http::response::write_error(&mut client.wbuf, 503, &msg, self.close);
+        if self.close {
+            client.closing = true;
+        }
+        TaskState::Done
+    }
+}
+
+/// One sub-request of a gather and its outcome.
+pub struct Part {
+    pub attempt: Attempt,
+    pub answer: Option<PartAnswer>,
+}
+
+/// How parts' answers become statement results.
+pub enum Unit {
+    /// Statements `first..first+count` sent together to one backend: its results, renumbered.
+    Group {
+        first: usize,
+        count: usize,
+        part: usize,
+    },
+    /// One statement answered by several parts, merged (`None`: broadcast semantics).
+    Merge {
+        id: usize,
+        kind: Option<MergeKind>,
+        parts: Vec<usize>,
+        warnings: Vec<String>,
+    },
+}
+
+/// Several sub-requests whose answers are merged into one response.
+pub struct Gather {
+    pub parts: Vec<Part>,
+    pub units: Vec<Unit>,
+    pub pretty: bool,
+    pub close: bool,
+}
+
+impl Gather {
+    pub fn pump(
+        &mut self,
+        client: &mut Client,
+        config: &Config,
+        registry: &Registry,
+        now: Instant,
+    ) -> TaskState {
+        for part in &mut self.parts {
+            if part.answer.is_some() {
+                continue;
+            }
+            part.answer = advance_part(&mut part.attempt, config, registry, now);
+        }
+        if self.parts.iter().any(|p| p.answer.is_none()) {
+            return TaskState::Running;
+        }
+        let body = self.assemble(config);
+        let close = self.close;
+        crate::http::response::Response {
+            close,
+            ..crate::http::response::Response::json(200, &body)
+        }
+        .write_to(&mut client.wbuf);
+        if close {
+            client.closing = true;
+        }
+        for part in &mut self.parts {
+            part.attempt.close(registry);
+        }
+        TaskState::Done
+    }
+
+    fn assemble(&mut self, config: &Config) -> Vec<u8> {
+        let name = |p: &Part| {
+            p.attempt
+                .backend
+                .and_then(|b| config.backends.get(b))
+                .map_or_else(|| "?".to_string(), |b| b.name.clone())
+        };
+        let mut results: Vec<(usize, Value)> = Vec::new();
+        for unit in &mut self.units {
+            match unit {
+                Unit::Group { first, count, part } => {
+                    let answers = statement_results(self.parts[*part].answer.take(), *count);
+                    for (k, r) in answers.into_iter().enumerate() {
+                        results.push((*first + k, r));
+                    }
+                }
+                Unit::Merge {
+                    id,
+                    kind,
+                    parts,
+                    warnings,
+                } => {
+                    let answers: Vec<(String, PartAnswer)> = parts
+                        .iter()
+                        .map(|&p| {
+                            let answer = self.parts[p]
+                                .answer
+                                .take()
+                                .unwrap_or_else(|| Err("no answer".into()));
+                            let first = answer.map(|v| statement_results(Some(Ok(v)), 1).remove(0));
+                            (name(&self.parts[p]), first)
+                        })
+                        .collect();
+                    results.push((*id, merge::merge(*kind, answers, std::mem::take(warnings))));
+                }
+            }
+        }
+        results.sort_by_key(|(id, _)| *id);
+        merge::assemble(
+            results
+                .into_iter()
+                .map(|(id, r)| merge::with_statement_id(r, id))
+                .collect(),
+            self.pretty,
+        )
+    }
+}
+
+/// Drives a part; `Some` once it has an answer (or has failed for good).
+fn advance_part(
+    a: &mut Attempt,
+    config: &Config,
+    registry: &Registry,
+    now: Instant,
+) -> Option<PartAnswer> {
+    loop {
+        match a.drive(4 * READ_CHUNK, registry) {
+            Ok(d) => {
+                if a.body.len() > MAX_GATHER_BYTES {
+                    a.close(registry);
+                    return Some(Err(
+                        "answer too large to merge; query these statements separately".into(),
+                    ));
+                }
+                if a.head().is_some() && a.status() >= 500 && a.has_candidates() {
+                    let status = a.status();
+                    a.fail_current(config, format!("HTTP {status}"), registry);
+                    if !a.start_next(config, registry, now) {
+                        return Some(Err(a.failures.join("; ")));
+                    }
+                    continue;
+                }
+                if d.done {
+                    if let Some(b) = a.backend.and_then(|b| config.backends.get(b)) {
+                        BackendState::add(&b.state.counters.queries, 1);
+                    }
+                    a.close(registry);
+                    return Some(parse_answer(a.status(), &a.body));
+                }
+                if d.blocked {
+                    return None;
+                }
+            }
+            Err(e) => {
+                a.fail_current(config, e, registry);
+                if !a.start_next(config, registry, now) {
+                    return Some(Err(a.failures.join("; ")));
+                }
+            }
+        }
+    }
+}
+
+/// A backend's whole answer: `{"results":[...]}` on 200, `{"error":..}` otherwise.
+fn parse_answer(status: u16, body: &[u8]) -> PartAnswer {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("HTTP {status}: unreadable answer: {e}"))?;
+    if status == 200 {
+        return Ok(value);
+    }
+    let msg = value
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("error")
+        .to_string();
+    Ok(json!({ "error": msg }))
+}
+
+/// The first `count` statement results of an answer (errors repeated for each statement).
+fn statement_results(answer: Option<PartAnswer>, count: usize) -> Vec<Value> {
+    let error = |e: String| vec![json!({ "error": e }); count];
+    match answer {
+        None => error("no answer".into()),
+        Some(Err(e)) => error(e),
+        Some(Ok(v)) => {
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                return error(e.to_string());
+            }
+            let mut results: Vec<Value> = v
+                .get("results")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            results.resize(count, json!({}));
+            results.truncate(count);
+            results
+        }
+    }
+}
+
+/// A query in flight for a client.
+pub struct Task {
+    pub client: usize,
+    pub kind: TaskKind,
+}
+
+pub enum TaskKind {
+    Relay(Relay),
+    Gather(Gather),
+}
+
+impl Task {
+    pub fn pump(
+        &mut self,
+        client: &mut Client,
+        config: &Config,
+        registry: &Registry,
+        now: Instant,
+    ) -> TaskState {
+        match &mut self.kind {
+            TaskKind::Relay(r) => r.pump(client, config, registry, now),
+            TaskKind::Gather(g) => g.pump(client, config, registry, now),
+        }
+    }
+
+    pub fn attempts_mut(&mut self) -> Vec<&mut Attempt> {
+        match &mut self.kind {
+            TaskKind::Relay(r) => vec![&mut r.attempt],
+            TaskKind::Gather(g) => g.parts.iter_mut().map(|p| &mut p.attempt).collect(),
+        }
+    }
+
+    /// A backend that has not started answering within its `timeoutquery`: fail it over.
+    pub fn check_timeouts(&mut self, config: &Config, registry: &Registry, now: Instant) {
+        for a in self.attempts_mut() {
+            if a.deadline().is_some_and(|d| now >= d) {
+                let ms = a
+                    .backend
+                    .and_then(|b| config.backends.get(b))
+                    .map_or(0, |b| b.timeout_query.as_millis());
+                a.pending_error = Some(format!("no answer within timeoutquery ({ms} ms)"));
+                a.deadline = None;
+                a.close(registry);
+            }
+        }
+    }
+
+    pub fn close(&mut self, registry: &Registry) {
+        for a in self.attempts_mut() {
+            a.close(registry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_results_pad_and_repeat_errors() {
+        let r = statement_results(Some(Ok(json!({"results": [{"statement_id": 0}]}))), 2);
+        assert_eq!(r, vec![json!({"statement_id": 0}), json!({})]);
+        let r = statement_results(Some(Err("down".into())), 2);
+        assert_eq!(r, vec![json!({"error": "down"}), json!({"error": "down"})]);
+        let r = statement_results(Some(Ok(json!({"error": "bad"}))), 1);
+        assert_eq!(r, vec![json!({"error": "bad"})]);
+    }
+
+    #[test]
+    fn answers_are_parsed() {
+        assert_eq!(
+            parse_answer(200, b"{\"results\":[]}").unwrap(),
+            json!({"results": []})
+        );
+        assert_eq!(
+            parse_answer(400, b"{\"error\":\"bad q\"}").unwrap(),
+            json!({"error": "bad q"})
+        );
+        assert!(parse_answer(200, b"garbage").is_err());
+    }
+}
