@@ -217,7 +217,7 @@ impl Segment {
 
     fn word(&self, at: usize) -> Option<&AtomicU64> {
         let map = self.map.as_ref()?;
-        if at % 8 != 0 || at + 8 > map.len() {
+        if !at.is_multiple_of(8) || at + 8 > map.len() {
             return None;
         }
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned and `at` is a multiple of 8);
@@ -329,7 +329,7 @@ pub fn scan(seg: &mut Segment) -> ScanReport {
     let mut report = ScanReport::default();
     let len = seg.size;
     let mut acked = seg.stored_acked();
-    if acked < HEADER_LEN || acked > len || acked % 8 != 0 {
+    if acked < HEADER_LEN || acked > len || !acked.is_multiple_of(8) {
         report.damage.push((
             ACKED_AT,
             8,

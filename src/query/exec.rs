@@ -570,7 +570,7 @@ pub struct Task {
 }
 
 pub enum TaskKind {
-    Relay(Relay),
+    Relay(Box<Relay>),
     Gather(Gather),
 }
 

@@ -7,6 +7,7 @@
 //! * `Series`: series matched by name and tags; the first backend's copy of a series wins (replicas
 //!   hold the same points), series sorted by name and tags as InfluxDB sorts them.
 //! * `Broadcast`: the first error if any backend failed, else the first answer.
+//!
 //! Backends that could not answer are named in a `messages` warning, as InfluxDB reports warnings.
 
 use std::cmp::Ordering;

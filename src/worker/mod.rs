@@ -231,11 +231,11 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    log::error!("worker {}: poll failed: {e}", self.id);
-                    return;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                log::error!("worker {}: poll failed: {e}", self.id);
+                return;
             }
             for event in events.iter() {
                 let token = event.token();
@@ -506,7 +506,7 @@ impl Worker {
         let stats = &self.shared.stats;
         BackendState::add(&stats.write_requests, 1);
         let config = self.config.clone();
-        let wp = match write::params(&config, params) {
+        let mut wp = match write::params(&config, params) {
             Ok(p) => p,
             Err(r) => return respond(out, &r, close, stats),
         };
@@ -552,11 +552,11 @@ impl Worker {
             );
         }
         self.request_seq += 1;
+        wp.request = self.request_seq;
         let result = write::store(
             &config,
             &wp,
             body,
-            self.request_seq,
             &mut self.outboxes,
             &self.outbox_of,
             &mut self.scratch,
@@ -616,7 +616,7 @@ impl Worker {
             Prepared::Relay { candidates, spec } => {
                 let mut attempt = new_attempt(&mut self.slots, candidates, spec);
                 attempt.start_next(&config, registry, now);
-                TaskKind::Relay(exec::Relay::new(attempt, close, head.http10))
+                TaskKind::Relay(Box::new(exec::Relay::new(attempt, close, head.http10)))
             }
             Prepared::Gather {
                 parts,

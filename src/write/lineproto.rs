@@ -268,7 +268,9 @@ fn skip_blanks(text: &[u8], mut i: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn lines(body: &str) -> Vec<Result<(String, String, bool), (String, LineError)>> {
+    type Parsed = Result<(String, String, bool), (String, LineError)>;
+
+    fn lines(body: &str) -> Vec<Parsed> {
         let mut scratch = Vec::new();
         Lines::new(body.as_bytes())
             .map(|r| match r {
@@ -282,7 +284,7 @@ mod tests {
             .collect()
     }
 
-    fn ok(text: &str, m: &str, ts: bool) -> Result<(String, String, bool), (String, LineError)> {
+    fn ok(text: &str, m: &str, ts: bool) -> Parsed {
         Ok((text.into(), m.into(), ts))
     }
 

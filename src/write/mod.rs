@@ -61,6 +61,8 @@ impl WriteResult {
 
 /// The parts of a request that decide where its lines go.
 pub struct WriteParams<'a> {
+    /// Number of the request on this worker: outboxes tell a request's first line by it.
+    pub request: u64,
     pub db: &'a str,
     pub rp: Option<&'a str>,
     pub precision: Option<&'a str>,
@@ -80,6 +82,7 @@ pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, 
         (None, None) => return Err(WriteResult::error(400, "database is required")),
     };
     Ok(WriteParams {
+        request: 0,
         db,
         rp: p.non_empty("rp"),
         precision: p.non_empty("precision"),
@@ -122,12 +125,12 @@ pub fn store(
     config: &Config,
     p: &WriteParams,
     body: &[u8],
-    request: u64,
     outboxes: &mut crate::worker::slab::Slab<Outbox>,
     outbox_of: &[usize],
     scratch: &mut Scratch,
     stats: &crate::ops::ProxyStats,
 ) -> WriteResult {
+    let request = p.request;
     let n = config.backends.len();
     let Scratch {
         measurement,
@@ -324,12 +327,14 @@ mod tests {
     #[test]
     fn targets_are_encoded() {
         let p = WriteParams {
+            request: 1,
             db: "my db",
             rp: Some("a&b"),
             precision: Some("s"),
         };
         assert_eq!(target("my db", &p), "db=my%20db&rp=a%26b&precision=s");
         let p = WriteParams {
+            request: 1,
             db: "x",
             rp: None,
             precision: None,

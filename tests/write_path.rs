@@ -1,0 +1,1010 @@
+//! The `/write` path end to end: clients talk to a real proxy configured through a real
+//! Redis, and every result is checked by querying the real `influxd` backends directly.
+//! Covers routing (exact, prefix, `_default_`, `nexts`, replication), body encodings
+//! (gzip, multi-member gzip, chunked, `Expect: 100-continue`), line-protocol corner
+//! cases, `precision` and `rp` passing, receive-time stamping, keep-alive and pipelining,
+//! InfluxDB-style error answers, and delivery across backend outages and bad batches.
+
+mod util;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use util::http::{self, HttpConn, Response};
+use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, Redis, free_port, wait_until};
+
+/// Every bounded wait for data to show up on a backend.
+const WAIT: Duration = Duration::from_secs(20);
+/// The database every test writes to, unless it tests node `db` handling.
+const DB: &str = "db";
+/// Backend fields that make batches, health checks and retries fast.
+const FAST: &[(&str, &str)] = &[
+    ("interval", "50"),
+    ("checkinterval", "100"),
+    ("rewriteinterval", "500"),
+];
+
+/// A proxy started on a config written to its own Redis. The proxy goes first on drop.
+struct Rig {
+    proxy: Proxy,
+    _redis: Redis,
+}
+
+impl Rig {
+    /// Writes `config` plus node `l1` (its `listenaddr`, self-statistics off, `node_extra`)
+    /// into a fresh Redis and starts the proxy with `args`.
+    fn start(config: ProxyConfig, node_extra: &[(&str, &str)], args: &[&str]) -> Rig {
+        let redis = Redis::start();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut node = vec![("listenaddr", listen.as_str()), ("interval", "0")];
+        node.extend_from_slice(node_extra);
+        config.node("l1", &node).write_to(&redis);
+        let mut builder = Proxy::builder(&redis, "l1", port);
+        for arg in args {
+            builder = builder.arg(*arg);
+        }
+        Rig {
+            proxy: builder.start(),
+            _redis: redis,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.proxy.addr()
+    }
+
+    /// POST /write?`query` with `body` and `headers` on a fresh connection.
+    fn write_with(&self, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let path = format!("/write?{query}");
+        http::request(&self.addr(), "POST", &path, headers, body)
+    }
+
+    fn write(&self, query: &str, body: &[u8]) -> Response {
+        self.write_with(query, &[], body)
+    }
+
+    /// POST /write?db=db, asserting 204.
+    fn write_ok(&self, body: &[u8]) {
+        let r = self.write(&format!("db={DB}"), body);
+        assert_eq!(r.status, 204, "write answered {}: {}", r.status, r.text());
+    }
+}
+
+/// `n` influxd instances, each with database `db`.
+fn influxds(n: usize) -> Vec<Influxd> {
+    (0..n)
+        .map(|_| {
+            let influxd = Influxd::start();
+            influxd.create_db(DB);
+            influxd
+        })
+        .collect()
+}
+
+/// Waits until `measurement` on `influxd` holds `want` points, then checks it holds no more.
+fn wait_count(influxd: &Influxd, db: &str, measurement: &str, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = influxd.count(db, measurement);
+        if got >= want {
+            assert_eq!(
+                got,
+                want,
+                "{measurement} on {}: more points than written",
+                influxd.addr()
+            );
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{measurement} on {}: {got} of {want} points after {WAIT:?}",
+                influxd.addr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Rows of `q` (epoch=ns) on database `db`.
+fn rows(influxd: &Influxd, q: &str) -> Vec<Vec<serde_json::Value>> {
+    influxd.values(DB, q)
+}
+
+fn times(rows: &[Vec<serde_json::Value>]) -> Vec<u64> {
+    rows.iter()
+        .map(|r| r[0].as_u64().unwrap_or_else(|| panic!("bad time in {r:?}")))
+        .collect()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_nanos() as u64
+}
+
+/// Runs an InfluxQL statement on `influxd` directly (POST /query), asserting success.
+fn influx_exec(influxd: &Influxd, q: &str) {
+    let path = format!("/query?{}", http::query_string(&[("q", q)]));
+    let r = http::request(&influxd.addr(), "POST", &path, &[], b"");
+    assert_eq!(r.status, 200, "{q}: {}", r.text());
+    assert!(
+        r.json()["results"][0]["error"].is_null(),
+        "{q}: {}",
+        r.text()
+    );
+}
+
+/// Asserts an InfluxDB-style JSON error answer: status, `{"error": ...}` containing
+/// `needle`, the same message in `X-Influxdb-Error`, and `X-Influxdb-Version`.
+fn assert_json_error(r: &Response, status: u16, needle: &str) -> String {
+    assert_eq!(r.status, status, "unexpected answer: {}", r.text());
+    let json = r.json();
+    let error = json["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no \"error\" string in {}", r.text()))
+        .to_string();
+    assert!(
+        error.contains(needle),
+        "error {error:?} does not contain {needle:?}"
+    );
+    let header = r
+        .header("X-Influxdb-Error")
+        .unwrap_or_else(|| panic!("{status} answer without X-Influxdb-Error: {r:?}"));
+    assert!(
+        header.contains(needle),
+        "X-Influxdb-Error {header:?} does not contain {needle:?}"
+    );
+    assert_version_header(r);
+    error
+}
+
+fn assert_version_header(r: &Response) {
+    let version = r
+        .header("X-Influxdb-Version")
+        .unwrap_or_else(|| panic!("{} answer without X-Influxdb-Version: {r:?}", r.status));
+    assert!(version.starts_with("1."), "X-Influxdb-Version {version:?}");
+}
+
+#[test]
+fn routing_exact_prefix_default_replication_and_nexts() {
+    let [a, b, c, n]: [Influxd; 4] = influxds(4).try_into().ok().expect("four influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .backend("c", &c.url(), FAST)
+        .backend("n", &n.url(), FAST)
+        .keymap("cpu", &["a"])
+        .keymap("cpu_lo", &["b"])
+        .keymap("mem", &["a", "b"])
+        .keymap("disk", &["c"])
+        .keymap("_default_", &["c"]);
+    let rig = Rig::start(config, &[("nexts", "n")], &[]);
+
+    // One request, so each backend's lines of it travel in one batch: once a backend has
+    // the lines meant for it, any misrouted line would have arrived with them.
+    rig.write_ok(
+        b"cpu,h=1 v=1 1000000000\n\
+          cpu_load,h=1 v=2 1000000000\n\
+          cpu_total,h=1 v=3 1000000000\n\
+          mem,h=1 v=4 1000000000\n\
+          disk,h=1 v=5 1000000000\n\
+          swap,h=1 v=6 1000000000\n",
+    );
+
+    let expected: [(&Influxd, &str, &[&str]); 4] = [
+        (&a, "a", &["cpu", "cpu_total", "mem"]),
+        (&b, "b", &["cpu_load", "mem"]),
+        (&c, "c", &["disk", "swap"]),
+        (
+            &n,
+            "n (nexts)",
+            &["cpu", "cpu_load", "cpu_total", "mem", "disk", "swap"],
+        ),
+    ];
+    for (influxd, _, present) in expected {
+        for m in present {
+            wait_count(influxd, DB, m, 1);
+        }
+    }
+    let all = ["cpu", "cpu_load", "cpu_total", "mem", "disk", "swap"];
+    for (influxd, name, present) in expected {
+        for m in all.iter().filter(|m| !present.contains(m)) {
+            assert_eq!(
+                influxd.count(DB, m),
+                0,
+                "measurement {m} must not reach backend {name}"
+            );
+        }
+    }
+    // The values arrived intact.
+    assert_eq!(
+        rows(&a, "SELECT v FROM cpu_total"),
+        [[serde_json::json!(1_000_000_000u64), serde_json::json!(3)]]
+    );
+    assert_eq!(
+        rows(&n, "SELECT v FROM swap"),
+        [[serde_json::json!(1_000_000_000u64), serde_json::json!(6)]]
+    );
+}
+
+#[test]
+fn gzip_bodies_single_and_multi_member() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+    let gz = [("Content-Encoding", "gzip")];
+    let query = format!("db={DB}");
+
+    let body = "gz,t=x v=1 1000\ngz,t=x v=2 2000\ngz,t=y v=3 3000\n";
+    let r = rig.write_with(&query, &gz, &http::gzip(body.as_bytes()));
+    assert_eq!(r.status, 204, "{}", r.text());
+    wait_count(&a, DB, "gz", 3);
+    let got = rows(&a, "SELECT v, t FROM gz");
+    assert_eq!(
+        got,
+        [
+            [
+                serde_json::json!(1000),
+                serde_json::json!(1),
+                serde_json::json!("x")
+            ],
+            [
+                serde_json::json!(2000),
+                serde_json::json!(2),
+                serde_json::json!("x")
+            ],
+            [
+                serde_json::json!(3000),
+                serde_json::json!(3),
+                serde_json::json!("y")
+            ],
+        ]
+    );
+
+    // Two gzip members back to back (as `gzip -c a b` makes): both must be read.
+    let mut two = http::gzip(b"gz2 v=1 1000\ngz2 v=2 2000\n");
+    two.extend_from_slice(&http::gzip(b"gz2 v=3 3000\ngz2 v=4 4000\n"));
+    let r = rig.write_with(&query, &gz, &two);
+    assert_eq!(r.status, 204, "{}", r.text());
+    wait_count(&a, DB, "gz2", 4);
+    assert_eq!(
+        times(&rows(&a, "SELECT v FROM gz2")),
+        [1000, 2000, 3000, 4000]
+    );
+}
+
+#[test]
+fn precision_seconds_and_milliseconds_stored_exactly() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let r = rig.write(
+        &format!("db={DB}&precision=s"),
+        b"prec_s v=1 1700000000\nprec_s v=2 1700000001\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = rig.write(
+        &format!("db={DB}&precision=ms"),
+        b"prec_ms v=1 1700000000123\nprec_ms v=2 1700000000124\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = rig.write(
+        &format!("db={DB}&precision=u"),
+        b"prec_u v=1 1700000000123456\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    wait_count(&a, DB, "prec_s", 2);
+    wait_count(&a, DB, "prec_ms", 2);
+    wait_count(&a, DB, "prec_u", 1);
+    assert_eq!(
+        times(&rows(&a, "SELECT v FROM prec_s")),
+        [1_700_000_000_000_000_000, 1_700_000_001_000_000_000]
+    );
+    assert_eq!(
+        times(&rows(&a, "SELECT v FROM prec_ms")),
+        [1_700_000_000_123_000_000, 1_700_000_000_124_000_000]
+    );
+    assert_eq!(
+        times(&rows(&a, "SELECT v FROM prec_u")),
+        [1_700_000_000_123_456_000]
+    );
+}
+
+#[test]
+fn retention_policy_reaches_both_backends() {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    for influxd in [&a, &b] {
+        influx_exec(
+            influxd,
+            "CREATE RETENTION POLICY \"short\" ON \"db\" DURATION 2h REPLICATION 1",
+        );
+    }
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("rpm", &["a", "b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    // Recent timestamps: the policy only keeps two hours.
+    let t = now_ns() / 1_000_000_000 * 1_000_000_000;
+    let body = format!("rpm,k=1 v=1 {t}\nrpm,k=2 v=2 {}\n", t + 1);
+    let r = rig.write(&format!("db={DB}&rp=short"), body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    for influxd in [&a, &b] {
+        let deadline = Instant::now() + WAIT;
+        let q = "SELECT v FROM \"db\".\"short\".\"rpm\"";
+        let mut got = rows(influxd, q);
+        while got.len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            got = rows(influxd, q);
+        }
+        assert_eq!(
+            got,
+            [
+                [serde_json::json!(t), serde_json::json!(1)],
+                [serde_json::json!(t + 1), serde_json::json!(2)]
+            ],
+            "rp \"short\" on {}",
+            influxd.addr()
+        );
+        let default_rp = rows(influxd, "SELECT v FROM \"db\".\"autogen\".\"rpm\"");
+        assert!(
+            default_rp.is_empty(),
+            "points written with rp=short landed in autogen on {}: {default_rp:?}",
+            influxd.addr()
+        );
+    }
+}
+
+#[test]
+fn points_without_timestamp_get_one_receive_time_on_every_replica() {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("nots", &["a", "b"])
+        .keymap("nots_s", &["a", "b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let before = now_ns();
+    rig.write_ok(b"nots,k=1 v=1\nnots,k=2 v=2\n");
+    let r = rig.write(&format!("db={DB}&precision=s"), b"nots_s v=1\n");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let after = now_ns();
+
+    for influxd in [&a, &b] {
+        wait_count(influxd, DB, "nots", 2);
+        wait_count(influxd, DB, "nots_s", 1);
+    }
+    let q = "SELECT v, k FROM nots";
+    let (ra, rb) = (rows(&a, q), rows(&b, q));
+    assert_eq!(ra, rb, "replicas disagree on points without timestamp");
+    let t = times(&ra);
+    assert_eq!(t[0], t[1], "two points of one request got different times");
+    let slack = 1_000_000_000;
+    assert!(
+        t[0] + slack >= before && t[0] <= after + slack,
+        "receive time {} not within [{before}, {after}]",
+        t[0]
+    );
+
+    let q = "SELECT v FROM nots_s";
+    let (sa, sb) = (times(&rows(&a, q)), times(&rows(&b, q)));
+    assert_eq!(sa, sb, "replicas disagree on a precision=s point");
+    assert_eq!(
+        sa[0] % 1_000_000_000,
+        0,
+        "precision=s stamp not whole seconds"
+    );
+    assert!(
+        sa[0] + slack >= before && sa[0] <= after + slack,
+        "precision=s receive time {} not within [{before}, {after}]",
+        sa[0]
+    );
+}
+
+#[test]
+fn string_field_with_newline_stored_intact_on_every_replica() {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("_default_", &["a", "b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    rig.write_ok(
+        b"log,h=x msg=\"line one\nline two\" 1000\n\
+          log,h=x msg=\"after\" 2000\n",
+    );
+    for influxd in [&a, &b] {
+        wait_count(influxd, DB, "log", 2);
+        assert_eq!(
+            rows(influxd, "SELECT msg FROM log"),
+            [
+                [
+                    serde_json::json!(1000),
+                    serde_json::json!("line one\nline two")
+                ],
+                [serde_json::json!(2000), serde_json::json!("after")]
+            ],
+            "on {}",
+            influxd.addr()
+        );
+    }
+}
+
+#[test]
+fn escaped_measurement_routed_by_unescaped_name() {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("my m,x", &["a"])
+        .keymap("_default_", &["b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    rig.write_ok(b"my\\ m\\,x,t=1 v=1 1000\nmarker v=1 1000\n");
+    wait_count(&b, DB, "marker", 1);
+    wait_count(&a, DB, "my m,x", 1);
+    assert_eq!(
+        b.count(DB, "my m,x"),
+        0,
+        "escaped measurement went to _default_"
+    );
+    assert_eq!(a.count(DB, "marker"), 0);
+    let measurements = rows(&a, "SHOW MEASUREMENTS");
+    assert_eq!(measurements, [[serde_json::json!("my m,x")]]);
+}
+
+#[test]
+fn comments_blank_lines_and_crlf() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let before = now_ns();
+    rig.write_ok(
+        b"# a comment\n\
+          \n\
+          \x20\x20\x20\n\
+          \t\n\
+          crlf,t=a v=1 1000\r\n\
+          # another comment\r\n\
+          \x20\x20# indented comment\n\
+          \r\n\
+          \x20\t\r\n\
+          crlf,t=b v=2,s=\"x\" 2000\r\n\
+          crlf,t=c v=3\r\n\
+          crlf,t=d v=4 4000\r\n\
+          crlf,t=e v=5\r\n\
+          crlf,t=f v=6 6000",
+    );
+    let after = now_ns();
+    wait_count(&a, DB, "crlf", 6);
+    assert_eq!(
+        rows(&a, "SHOW MEASUREMENTS"),
+        [[serde_json::json!("crlf")]],
+        "comments or blank lines became measurements"
+    );
+    let tags = influx_tag_values(&a, "crlf", "t");
+    assert_eq!(tags, ["a", "b", "c", "d", "e", "f"]);
+    let got = rows(
+        &a,
+        "SELECT v, t FROM crlf WHERE t = 'a' OR t = 'b' OR t = 'd'",
+    );
+    assert_eq!(
+        got,
+        [
+            [
+                serde_json::json!(1000),
+                serde_json::json!(1),
+                serde_json::json!("a")
+            ],
+            [
+                serde_json::json!(2000),
+                serde_json::json!(2),
+                serde_json::json!("b")
+            ],
+            [
+                serde_json::json!(4000),
+                serde_json::json!(4),
+                serde_json::json!("d")
+            ],
+        ]
+    );
+    assert_eq!(
+        rows(&a, "SELECT s FROM crlf WHERE t = 'b'"),
+        [[serde_json::json!(2000), serde_json::json!("x")]]
+    );
+    // The last line has no newline at all; the two without timestamp got receive time.
+    assert_eq!(
+        rows(&a, "SELECT v FROM crlf WHERE t = 'f'"),
+        [[serde_json::json!(6000), serde_json::json!(6)]]
+    );
+    for (tag, value) in [("c", serde_json::json!(3)), ("e", serde_json::json!(5))] {
+        let got = rows(&a, &format!("SELECT v FROM crlf WHERE t = '{tag}'"));
+        assert_eq!(got.len(), 1, "t={tag}: {got:?}");
+        assert_eq!(got[0][1], value, "t={tag}");
+        let t = got[0][0].as_u64().expect("time");
+        assert!(
+            t + 1_000_000_000 >= before && t <= after + 1_000_000_000,
+            "t={tag}: receive time {t} not within [{before}, {after}]"
+        );
+    }
+}
+
+/// Values of tag `key` in `measurement`, sorted.
+fn influx_tag_values(influxd: &Influxd, measurement: &str, key: &str) -> Vec<String> {
+    let q = format!("SHOW TAG VALUES FROM \"{measurement}\" WITH KEY = \"{key}\"");
+    let mut values: Vec<String> = rows(influxd, &q)
+        .iter()
+        .map(|r| r[1].as_str().expect("tag value").to_string())
+        .collect();
+    values.sort();
+    values
+}
+
+#[test]
+fn hundred_thousand_lines_in_one_request_on_two_replicas() {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("big", &["a", "b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    const N: u64 = 100_000;
+    let base = 1_600_000_000_000_000_000u64;
+    let mut body = String::with_capacity(N as usize * 40);
+    for i in 0..N {
+        body += &format!("big,host=h{} v={i}i {}\n", i % 7, base + i * 1000);
+    }
+    let r = rig.write(&format!("db={DB}"), body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    for influxd in [&a, &b] {
+        wait_count(influxd, DB, "big", N);
+        let sum = rows(influxd, "SELECT sum(v) FROM big");
+        assert_eq!(
+            sum[0][1],
+            serde_json::json!(N * (N - 1) / 2),
+            "on {}",
+            influxd.addr()
+        );
+    }
+}
+
+#[test]
+fn thousand_requests_on_one_keep_alive_connection() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let mut conn = HttpConn::connect(&rig.addr());
+    let path = format!("/write?db={DB}");
+    for i in 0..1000u64 {
+        let body = format!("ka,c=1 v={i}i {}\n", 1_000_000 + i);
+        conn.send("POST", &path, &[], body.as_bytes());
+        let r = conn.read_response();
+        assert_eq!(r.status, 204, "request {i}: {}", r.text());
+        assert_eq!(r.header("Connection"), None, "request {i} closes: {r:?}");
+    }
+    wait_count(&a, DB, "ka", 1000);
+}
+
+#[test]
+fn pipelined_requests_answered_in_order() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let mut raw = Vec::new();
+    for i in 0..20u64 {
+        let body = format!("pipe,r={i} v={i}i 1000\npipe,r={i} v={i}i 2000\n");
+        raw.extend_from_slice(
+            format!(
+                "POST /write?db={DB} HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    // A request of another kind in the middle: its answer must come at its place.
+    let ping = b"GET /ping?verbose=true HTTP/1.1\r\nHost: proxy\r\n\r\n";
+    let mid = raw.len() / 2;
+    let mut with_ping = raw[..mid].to_vec();
+    // `mid` may fall inside a request: put the ping after the request it cuts.
+    let cut = find_request_end(&raw, mid);
+    with_ping.extend_from_slice(&raw[mid..cut]);
+    with_ping.extend_from_slice(ping);
+    with_ping.extend_from_slice(&raw[cut..]);
+    let requests_before_ping = count_occurrences(&raw[..cut], b"POST ");
+
+    let mut conn = HttpConn::connect(&rig.addr());
+    conn.send_raw(&with_ping);
+    for i in 0..21 {
+        let r = conn.read_response();
+        if i == requests_before_ping {
+            assert_eq!(r.status, 200, "answer {i} should be the ping's: {r:?}");
+            assert!(r.text().contains("version"), "{}", r.text());
+        } else {
+            assert_eq!(r.status, 204, "answer {i}: {}", r.text());
+        }
+    }
+    wait_count(&a, DB, "pipe", 40);
+    assert_eq!(influx_tag_values(&a, "pipe", "r").len(), 20);
+}
+
+/// The end of the pipelined request that contains byte `at` (or `at` if a request starts there).
+fn find_request_end(raw: &[u8], at: usize) -> usize {
+    let mut pos = 0;
+    while pos < at {
+        let head_end = raw[pos..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| pos + i + 4)
+            .expect("request head");
+        let head = String::from_utf8_lossy(&raw[pos..head_end]);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Content-Length");
+        pos = head_end + len;
+    }
+    pos
+}
+
+fn count_occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[test]
+fn node_db_is_enforced() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    a.create_db("app");
+    a.create_db("other");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[("db", "app")], &[]);
+
+    let r = rig.write("db=other", b"nodedb v=1 1000\n");
+    let error = assert_json_error(&r, 404, "database not found");
+    assert_eq!(error, "database not found: \"other\"");
+
+    let r = rig.write("", b"nodedb v=2 2000\n");
+    assert_eq!(r.status, 204, "write without db: {}", r.text());
+    let r = rig.write("db=app", b"nodedb v=3 3000\n");
+    assert_eq!(r.status, 204, "write with db=app: {}", r.text());
+
+    wait_count(&a, "app", "nodedb", 2);
+    assert_eq!(
+        times(&a.values("app", "SELECT v FROM nodedb")),
+        [2000, 3000]
+    );
+    assert_eq!(a.count("other", "nodedb"), 0, "refused write was stored");
+    assert_eq!(a.count(DB, "nodedb"), 0);
+}
+
+#[test]
+fn error_answers_are_influxdb_style() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &["--max-body-bytes", "1000"]);
+    let query = format!("db={DB}");
+    let gz = [("Content-Encoding", "gzip")];
+
+    // Undecodable gzip.
+    let r = rig.write_with(&query, &gz, b"this is not gzip at all\n");
+    assert_json_error(&r, 400, "");
+
+    // Wrong method.
+    let r = http::request(&rig.addr(), "GET", &format!("/write?{query}"), &[], b"");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.text().trim(), "Method Not Allowed");
+    assert_version_header(&r);
+
+    // No db, and the node has none.
+    let r = rig.write("", b"nodb v=1 1000\n");
+    assert_json_error(&r, 400, "database is required");
+
+    // A plain body over --max-body-bytes.
+    let big = "toolarge,tag=aaaaaaaaaaaaaaaa v=1 1000\n".repeat(50);
+    assert!(big.len() > 1000);
+    let r = rig.write(&query, big.as_bytes());
+    assert_eq!(
+        r.status,
+        413,
+        "plain body of {} bytes: {}",
+        big.len(),
+        r.text()
+    );
+    assert_version_header(&r);
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert!(r.header("X-Influxdb-Error").is_some(), "{r:?}");
+
+    // A small gzip body that inflates past the limit.
+    let bomb = http::gzip(big.repeat(4).as_bytes());
+    assert!(bomb.len() < 1000, "gzip body of {} bytes", bomb.len());
+    let r = rig.write_with(&query, &gz, &bomb);
+    assert_eq!(
+        r.status,
+        413,
+        "gzip body of {} bytes inflating to {}: {}",
+        bomb.len(),
+        big.len() * 4,
+        r.text()
+    );
+    assert_version_header(&r);
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert!(r.header("X-Influxdb-Error").is_some(), "{r:?}");
+
+    // Unknown path.
+    let r = http::get(&rig.addr(), "/nope");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_version_header(&r);
+
+    // A body within the limit still works after all that, and nothing refused was stored.
+    rig.write_ok(b"fine v=1 1000\n");
+    wait_count(&a, DB, "fine", 1);
+    assert_eq!(a.count(DB, "toolarge"), 0);
+    assert_eq!(a.count(DB, "nodb"), 0);
+}
+
+#[test]
+fn expect_continue_and_chunked_bodies() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+    let path = format!("/write?db={DB}");
+
+    let mut conn = HttpConn::connect(&rig.addr());
+    let body = b"expect v=1 1000\nexpect v=2 2000\n";
+    let len = body.len().to_string();
+    // The head alone: the body follows only after the interim answer.
+    conn.send(
+        "POST",
+        &path,
+        &[("Expect", "100-continue"), ("Content-Length", &len)],
+        b"",
+    );
+    let interim = conn.read_response();
+    assert_eq!(interim.status, 100, "{interim:?}");
+    conn.send_raw(body);
+    let r = conn.read_response();
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    // Chunked, with chunk borders inside lines and inside a number.
+    let chunks: [&[u8]; 4] = [
+        b"chunk,t=a v=1 10",
+        b"00\nchunk,t=b v",
+        b"=2 2000\nchu",
+        b"nk,t=c v=3 3000\n",
+    ];
+    conn.send(
+        "POST",
+        &path,
+        &[("Transfer-Encoding", "chunked")],
+        &http::chunked(&chunks),
+    );
+    let r = conn.read_response();
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    wait_count(&a, DB, "expect", 2);
+    wait_count(&a, DB, "chunk", 3);
+    assert_eq!(times(&rows(&a, "SELECT v FROM expect")), [1000, 2000]);
+    assert_eq!(
+        rows(&a, "SELECT v, t FROM chunk"),
+        [
+            [
+                serde_json::json!(1000),
+                serde_json::json!(1),
+                serde_json::json!("a")
+            ],
+            [
+                serde_json::json!(2000),
+                serde_json::json!(2),
+                serde_json::json!("b")
+            ],
+            [
+                serde_json::json!(3000),
+                serde_json::json!(3),
+                serde_json::json!("c")
+            ],
+        ]
+    );
+}
+
+#[test]
+fn backend_down_for_a_while_gets_everything_after_it_returns() {
+    let [a, mut b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .keymap("_default_", &["a", "b"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    b.stop();
+    const REQUESTS: u64 = 50;
+    const LINES: u64 = 100;
+    let base = 1_600_000_000_000_000_000u64;
+    for r in 0..REQUESTS {
+        let mut body = String::new();
+        for l in 0..LINES {
+            let i = r * LINES + l;
+            body += &format!("outage,w=1 v={i}i {}\n", base + i);
+        }
+        let answer = rig.write(&format!("db={DB}"), body.as_bytes());
+        assert_eq!(
+            answer.status,
+            204,
+            "request {r} while b is down: {}",
+            answer.text()
+        );
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    wait_count(&a, DB, "outage", REQUESTS * LINES);
+    b.start_again();
+    wait_count(&b, DB, "outage", REQUESTS * LINES);
+    for influxd in [&a, &b] {
+        let sum = rows(influxd, "SELECT sum(v) FROM outage");
+        let n = REQUESTS * LINES;
+        assert_eq!(
+            sum[0][1],
+            serde_json::json!(n * (n - 1) / 2),
+            "on {}",
+            influxd.addr()
+        );
+    }
+}
+
+#[test]
+fn rejected_batch_does_not_block_later_data_fake_backend() {
+    let fake = FakeBackend::start();
+    let config = ProxyConfig::new()
+        .backend("f", &fake.url(), FAST)
+        .keymap("_default_", &["f"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    fake.set_write(Behavior::respond(
+        400,
+        r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"bad\" is type string, already exists as type float dropped=1"}"#,
+    ));
+    rig.write_ok(b"bad v=\"s\" 1000\n");
+    wait_until(WAIT, "the bad batch reaching the fake", || {
+        fake.write_lines().iter().any(|l| l == "bad v=\"s\" 1000")
+    });
+    fake.set_write(Behavior::Ok);
+    rig.write_ok(b"good v=1 2000\n");
+    rig.write_ok(b"good v=2 3000\n");
+    wait_until(WAIT, "the later batches reaching the fake", || {
+        let lines = fake.write_lines();
+        lines.iter().any(|l| l == "good v=1 2000") && lines.iter().any(|l| l == "good v=2 3000")
+    });
+    // Several retry periods (rewriteinterval 500 ms): a retried 400 batch would show again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = fake.write_lines();
+    let bad = lines.iter().filter(|l| *l == "bad v=\"s\" 1000").count();
+    assert!(
+        (1..=2).contains(&bad),
+        "the 400 batch was sent {bad} times: {lines:?}"
+    );
+    let good = lines.iter().filter(|l| l.starts_with("good ")).count();
+    assert_eq!(good, 2, "good lines sent more than once: {lines:?}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let again = fake
+        .write_lines()
+        .iter()
+        .filter(|l| *l == "bad v=\"s\" 1000")
+        .count();
+    assert_eq!(again, bad, "the 400 batch keeps being retried");
+}
+
+#[test]
+fn field_type_conflict_does_not_block_later_data_real_influxd() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    rig.write_ok(b"conf v=1 1000000000\n");
+    wait_count(&a, DB, "conf", 1);
+    // The proxy cannot know: it accepts, influxd refuses the batch with 400.
+    rig.write_ok(b"conf v=\"str\" 2000000000\n");
+    // Several batch intervals, so the conflicting batch goes out on its own.
+    std::thread::sleep(Duration::from_millis(300));
+    rig.write_ok(b"conf v=3 3000000000\nconf_after v=1 3000000000\n");
+    wait_count(&a, DB, "conf_after", 1);
+    wait_count(&a, DB, "conf", 2);
+    assert_eq!(
+        rows(&a, "SELECT v FROM conf"),
+        [
+            [serde_json::json!(1_000_000_000u64), serde_json::json!(1)],
+            [serde_json::json!(3_000_000_000u64), serde_json::json!(3)]
+        ]
+    );
+}
+
+#[test]
+fn unrouted_measurement_is_a_partial_write() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("cpu", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let r = rig.write(
+        &format!("db={DB}"),
+        b"cpu v=1 1000\nnowhere v=2 2000\ncpu v=3 3000\n",
+    );
+    let error = assert_json_error(&r, 400, "partial write");
+    assert!(
+        error.contains("nowhere"),
+        "error does not name it: {error:?}"
+    );
+    assert!(
+        !error.contains("cpu"),
+        "error names a routed measurement: {error:?}"
+    );
+    wait_count(&a, DB, "cpu", 2);
+    assert_eq!(times(&rows(&a, "SELECT v FROM cpu")), [1000, 3000]);
+    assert_eq!(a.count(DB, "nowhere"), 0);
+}
+
+#[test]
+fn ping_get_head_and_verbose() {
+    let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[], &[]);
+
+    let r = http::get(&rig.addr(), "/ping");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(r.body.is_empty());
+    assert_version_header(&r);
+
+    let mut conn = HttpConn::connect(&rig.addr());
+    conn.send("HEAD", "/ping", &[], b"");
+    let r = conn.read_response();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(r.body.is_empty());
+    assert_version_header(&r);
+    // The connection stays usable: the HEAD answer carried no stray body.
+    conn.send("GET", "/ping?verbose=true", &[], b"");
+    let r = conn.read_response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_version_header(&r);
+    let version = r.json()["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no version in {}", r.text()))
+        .to_string();
+    assert!(version.starts_with("1."), "{version}");
+    assert_eq!(Some(version.as_str()), r.header("X-Influxdb-Version"));
+
+    conn.send("HEAD", "/ping?verbose=true", &[], b"");
+    let r = conn.read_response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.is_empty());
+    conn.send("GET", "/ping", &[], b"");
+    assert_eq!(conn.read_response().status, 204);
+}
