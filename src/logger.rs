@@ -46,42 +46,27 @@ impl Log for Logger {
 
 /// Parses a filter spec; `Err` names the part it could not read.
 fn parse_spec(spec: &str) -> Result<Logger, String> {
-    let mut logger = Logger {
-        default: LevelFilter::Info,
-        modules: Vec::new(),
-    };
+    let mut logger = Logger { default: LevelFilter::Info, modules: Vec::new() };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('=') {
             None => logger.default = parse_level(part)?,
-            Some((module, level)) => logger
-                .modules
-                .push((module.trim().to_string(), parse_level(level)?)),
+            Some((module, level)) => logger.modules.push((module.trim().to_string(), parse_level(level)?)),
         }
     }
-    logger
-        .modules
-        .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    logger.modules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(logger)
 }
 
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.trim().parse().map_err(|_| {
-        format!("unknown log level {s:?} (use error, warn, info, debug, trace or off)")
-    })
+    s.trim().parse().map_err(|_| format!("unknown log level {s:?} (use error, warn, info, debug, trace or off)"))
 }
 
 /// Installs the logger. `flag` wins over the `RUST_LOG` environment variable.
 pub fn init(flag: Option<&str>) -> Result<(), String> {
     let env = std::env::var("RUST_LOG").ok();
-    let spec = flag
-        .or(env.as_deref())
-        .unwrap_or(crate::defaults::DEFAULT_LOG_LEVEL);
+    let spec = flag.or(env.as_deref()).unwrap_or(crate::defaults::DEFAULT_LOG_LEVEL);
     let logger = parse_spec(spec)?;
-    let max = logger
-        .modules
-        .iter()
-        .map(|(_, l)| *l)
-        .fold(logger.default, |a, b| a.max(b));
+    let max = logger.modules.iter().map(|(_, l)| *l).fold(logger.default, |a, b| a.max(b));
     log::set_boxed_logger(Box::new(logger)).map_err(|e| e.to_string())?;
     log::set_max_level(max);
     Ok(())

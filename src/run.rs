@@ -5,11 +5,13 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use mio::Waker;
 
 use crate::cli::Args;
+use crate::config::poller::Poller;
 use crate::config::source::{self, Source};
 use crate::config::{Config, RawConfig};
 use crate::shared::{Settings, Shared};
@@ -34,12 +36,8 @@ impl WorkerHandle {
 pub fn run(args: Args) -> Result<(), String> {
     let signals = block_signals()?;
     let settings = Settings::from_args(&args);
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-        format!(
-            "cannot create data dir {}: {e}",
-            settings.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
     let _lock = lock_data_dir(&settings.data_dir)?;
 
     let registry = Arc::new(Registry::default());
@@ -49,26 +47,17 @@ pub fn run(args: Args) -> Result<(), String> {
         log::warn!("config: {w}");
     }
     let listen = config.node.listen_addr;
-    let shared = Arc::new(Shared::new(
-        settings.clone(),
-        registry,
-        config.clone(),
-        origin.clone(),
-    ));
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::new(settings.clone(), registry, config.clone(), origin.clone(), reload_tx));
 
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<(), String>>();
     for id in 0..settings.threads {
-        let listener = crate::net::reuseport_listener(listen)
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let setup = WorkerSetup::new(id, listener)
-            .map_err(|e| format!("cannot create worker poll: {e}"))?;
+        let listener = crate::net::reuseport_listener(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let setup = WorkerSetup::new(id, listener).map_err(|e| format!("cannot create worker poll: {e}"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        handles.push(WorkerHandle {
-            tx,
-            waker: setup.waker.clone(),
-        });
+        handles.push(WorkerHandle { tx, waker: setup.waker.clone() });
         let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("worker-{id}"))
@@ -110,6 +99,19 @@ pub fn run(args: Args) -> Result<(), String> {
             .spawn(move || crate::upstream::health::run(shared))
             .map_err(|e| format!("cannot start health thread: {e}"))?
     };
+    let poller = {
+        let poller = Poller::new(
+            shared.clone(),
+            source,
+            args.node.clone(),
+            handles.clone(),
+            Duration::from_millis(args.poll_interval),
+        );
+        std::thread::Builder::new()
+            .name("config".into())
+            .spawn(move || poller.run(reload_rx))
+            .map_err(|e| format!("cannot start config thread: {e}"))?
+    };
 
     let sig = wait_for_signal(&signals);
     log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
@@ -121,6 +123,7 @@ pub fn run(args: Args) -> Result<(), String> {
         let _ = t.join();
     }
     let _ = health.join();
+    let _ = poller.join();
     log::info!("stopped");
     Ok(())
 }
@@ -133,9 +136,8 @@ fn initial_config(
     data_dir: &Path,
     registry: &Registry,
 ) -> Result<(Arc<Config>, String), String> {
-    let from_source = source.load().and_then(|raw| {
-        Config::build(raw, node, registry).map_err(|e| format!("invalid config: {e}"))
-    });
+    let from_source =
+        source.load().and_then(|raw| Config::build(raw, node, registry).map_err(|e| format!("invalid config: {e}")));
     match from_source {
         Ok(config) => {
             if let Err(e) = source::save_cache(data_dir, &config.raw) {
@@ -145,21 +147,12 @@ fn initial_config(
         }
         Err(source_error) => {
             let cached: Result<RawConfig, String> = source::load_cache(data_dir);
-            match cached
-                .and_then(|raw| Config::build(raw, node, registry).map_err(|e| e.to_string()))
-            {
+            match cached.and_then(|raw| Config::build(raw, node, registry).map_err(|e| e.to_string())) {
                 Ok(config) => {
-                    log::warn!(
-                        "{source_error}; starting from the cached config (will keep trying the source)"
-                    );
-                    Ok((
-                        Arc::new(config),
-                        format!("cache {}", source::cache_path(data_dir).display()),
-                    ))
+                    log::warn!("{source_error}; starting from the cached config (will keep trying the source)");
+                    Ok((Arc::new(config), format!("cache {}", source::cache_path(data_dir).display())))
                 }
-                Err(cache_error) => Err(format!(
-                    "{source_error} (and no usable cached config: {cache_error})"
-                )),
+                Err(cache_error) => Err(format!("{source_error} (and no usable cached config: {cache_error})")),
             }
         }
     }
@@ -171,10 +164,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     // SAFETY: plain syscall on an fd we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "data dir {} is in use by another influx-proxy",
-            dir.display()
-        ));
+        return Err(format!("data dir {} is in use by another influx-proxy", dir.display()));
     }
     Ok(file)
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::cli::{Args, SyncPolicy};
 use crate::config::Config;
+use crate::config::poller::ReloadRequest;
 use crate::ops::ProxyStats;
 use crate::upstream::Registry;
 
@@ -52,6 +53,8 @@ pub struct ConfigStatus {
 
 pub struct Shared {
     pub settings: Settings,
+    /// Where workers forward `/reload` requests (the config thread).
+    pub reloads: crossbeam_channel::Sender<ReloadRequest>,
     pub registry: Arc<Registry>,
     pub stats: ProxyStats,
     pub config: Mutex<ConfigStatus>,
@@ -65,17 +68,14 @@ impl Shared {
         registry: Arc<Registry>,
         config: Arc<Config>,
         source: String,
+        reloads: crossbeam_channel::Sender<ReloadRequest>,
     ) -> Shared {
         Shared {
             settings,
+            reloads,
             registry,
             stats: ProxyStats::default(),
-            config: Mutex::new(ConfigStatus {
-                current: config,
-                version: 1,
-                last_error: None,
-                source,
-            }),
+            config: Mutex::new(ConfigStatus { current: config, version: 1, last_error: None, source }),
             inflight_bytes: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
         }
@@ -86,18 +86,13 @@ impl Shared {
     pub fn reserve(&self, n: usize) -> bool {
         let limit = self.settings.max_inflight_bytes;
         self.inflight_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                cur.checked_add(n).filter(|&t| t <= limit)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| cur.checked_add(n).filter(|&t| t <= limit))
             .is_ok()
     }
 
     pub fn release(&self, n: usize) {
-        let _ = self
-            .inflight_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                Some(cur.saturating_sub(n))
-            });
+        let _ =
+            self.inflight_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| Some(cur.saturating_sub(n)));
     }
 
     pub fn inflight_bytes(&self) -> usize {

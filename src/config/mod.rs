@@ -6,6 +6,7 @@
 //! snapshot. Unknown fields are tolerated (listed in `warnings`) so configs written for the original
 //! proxy, or for a newer version of this one, keep working.
 
+pub mod poller;
 pub mod raw;
 pub mod source;
 
@@ -150,11 +151,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 impl Config {
     /// Validates `raw` for node `node_name`. Backend states come from `registry`, so a backend that
     /// survives a reload keeps its counters and health.
-    pub fn build(
-        raw: RawConfig,
-        node_name: &str,
-        registry: &Registry,
-    ) -> Result<Config, ConfigError> {
+    pub fn build(raw: RawConfig, node_name: &str, registry: &Registry) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
 
         let mut backends = Vec::with_capacity(raw.backends.len());
@@ -167,46 +164,33 @@ impl Config {
         }
         let index_of = |what: &str, name: &str| -> Result<usize, ConfigError> {
             let name = name.trim();
-            backends.iter().position(|b| b.name == name).ok_or_else(|| {
-                ConfigError(format!(
-                    "{what} names backend {name:?}, which has no b:{name} hash"
-                ))
-            })
+            backends
+                .iter()
+                .position(|b| b.name == name)
+                .ok_or_else(|| ConfigError(format!("{what} names backend {name:?}, which has no b:{name} hash")))
         };
 
         let mut fields = raw.default_node.clone();
         match raw.nodes.get(node_name) {
             Some(own) => fields.extend(own.clone()),
-            None => warnings.push(format!(
-                "no n:{node_name} hash: node {node_name:?} uses default_node only"
-            )),
+            None => warnings.push(format!("no n:{node_name} hash: node {node_name:?} uses default_node only")),
         }
-        warn_unknown(
-            &mut warnings,
-            &format!("n:{node_name}"),
-            &fields,
-            NODE_FIELDS,
-        );
+        warn_unknown(&mut warnings, &format!("n:{node_name}"), &fields, NODE_FIELDS);
         let what = format!("n:{node_name}");
         let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
 
         let listen_raw = get("listenaddr").unwrap_or(DEFAULT_LISTEN_ADDR).to_string();
-        let listen_addr = resolve_listen(&listen_raw)
-            .map_err(|e| ConfigError(format!("{what}: listenaddr: {e}")))?;
+        let listen_addr = resolve_listen(&listen_raw).map_err(|e| ConfigError(format!("{what}: listenaddr: {e}")))?;
         let mut nexts = Vec::new();
-        for name in get("nexts")
-            .unwrap_or("")
-            .split(',')
-            .filter(|n| !n.trim().is_empty())
-        {
+        for name in get("nexts").unwrap_or("").split(',').filter(|n| !n.trim().is_empty()) {
             let i = index_of(&format!("{what} field nexts"), name)?;
             if !nexts.contains(&i) {
                 nexts.push(i);
             }
         }
         let stats = number(&what, "interval", get("interval"), DEFAULT_NODE_INTERVAL_S)?;
-        let policy = Policy::from_lists(get("querydeny"), get("queryallow"))
-            .map_err(|e| ConfigError(format!("{what}: {e}")))?;
+        let policy =
+            Policy::from_lists(get("querydeny"), get("queryallow")).map_err(|e| ConfigError(format!("{what}: {e}")))?;
         let node = Node {
             name: node_name.to_string(),
             listen_addr,
@@ -244,22 +228,11 @@ impl Config {
         }
         let routes = Routes::build(&keymaps, DEFAULT_KEY.as_bytes(), &node.nexts);
 
-        Ok(Config {
-            raw,
-            node,
-            backends,
-            routes,
-            warnings,
-            loaded_at: SystemTime::now(),
-        })
+        Ok(Config { raw, node, backends, routes, warnings, loaded_at: SystemTime::now() })
     }
 
     /// A backend that left the config but still has data on disk: default settings, its old url.
-    pub fn retired_backend(
-        name: &str,
-        url: &str,
-        registry: &Registry,
-    ) -> Result<Backend, ConfigError> {
+    pub fn retired_backend(name: &str, url: &str, registry: &Registry) -> Result<Backend, ConfigError> {
         let fields: Fields = [("url".to_string(), url.to_string())].into_iter().collect();
         build_backend(name, &fields, registry)
     }
@@ -280,11 +253,9 @@ fn warn_unknown(warnings: &mut Vec<String>, what: &str, fields: &Fields, known: 
 fn number(what: &str, field: &str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ConfigError(format!(
-                "{what}: field {field} must be a whole number, not {s:?}"
-            ))
-        }),
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| ConfigError(format!("{what}: field {field} must be a whole number, not {s:?}"))),
     }
 }
 
@@ -296,17 +267,10 @@ fn flag(what: &str, field: &str, v: Option<&str>) -> Result<bool, ConfigError> {
     }
 }
 
-fn credentials(
-    what: &str,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> Result<Option<Credentials>, ConfigError> {
+fn credentials(what: &str, user: Option<&str>, password: Option<&str>) -> Result<Option<Credentials>, ConfigError> {
     match (user, password) {
         (None, None) => Ok(None),
-        (Some(u), p) => Ok(Some(Credentials {
-            username: u.to_string(),
-            password: p.unwrap_or("").to_string(),
-        })),
+        (Some(u), p) => Ok(Some(Credentials { username: u.to_string(), password: p.unwrap_or("").to_string() })),
         (None, Some(_)) => err(format!("{what}: password is set but username is not")),
     }
 }
@@ -315,28 +279,17 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
     let what = format!("b:{name}");
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let url = get("url").ok_or_else(|| ConfigError(format!("{what}: field url is required")))?;
-    let (host, addr) =
-        parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
-    let ms = |field: &str, default: u64| {
-        number(&what, field, get(field), default).map(Duration::from_millis)
-    };
+    let (host, addr) = parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
+    let ms = |field: &str, default: u64| number(&what, field, get(field), default).map(Duration::from_millis);
     let gzip = number(&what, "gzip", get("gzip"), u64::from(DEFAULT_GZIP_LEVEL))?;
     if gzip > 12 {
-        return err(format!(
-            "{what}: field gzip must be 0 (off) to 12, not {gzip}"
-        ));
+        return err(format!("{what}: field gzip must be 0 (off) to 12, not {gzip}"));
     }
-    let max_row_limit = number(
-        &what,
-        "maxrowlimit",
-        get("maxrowlimit"),
-        DEFAULT_MAX_ROW_LIMIT,
-    )?;
+    let max_row_limit = number(&what, "maxrowlimit", get("maxrowlimit"), DEFAULT_MAX_ROW_LIMIT)?;
     if max_row_limit == 0 {
         return err(format!("{what}: field maxrowlimit must be at least 1"));
     }
-    let check_interval =
-        ms("checkinterval", DEFAULT_CHECK_INTERVAL_MS)?.max(Duration::from_millis(10));
+    let check_interval = ms("checkinterval", DEFAULT_CHECK_INTERVAL_MS)?.max(Duration::from_millis(10));
     Ok(Backend {
         name: name.to_string(),
         url: url.to_string(),
@@ -349,8 +302,7 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
         timeout_query: ms("timeoutquery", DEFAULT_QUERY_TIMEOUT_MS)?.max(Duration::from_millis(1)),
         max_row_limit: usize::try_from(max_row_limit).unwrap_or(usize::MAX),
         check_interval,
-        rewrite_interval: ms("rewriteinterval", DEFAULT_REWRITE_INTERVAL_MS)?
-            .max(FIRST_RETRY_BACKOFF),
+        rewrite_interval: ms("rewriteinterval", DEFAULT_REWRITE_INTERVAL_MS)?.max(FIRST_RETRY_BACKOFF),
         write_only: flag(&what, "writeonly", get("writeonly"))?,
         gzip: gzip as u32,
         max_disk: number(&what, "maxdisk", get("maxdisk"), DEFAULT_MAX_DISK_BYTES)?,
@@ -365,9 +317,7 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr), String> {
     let rest = match url.split_once("://") {
         Some(("http", rest)) => rest,
         Some(("https", _)) => {
-            return Err(
-                "https is not supported; put a TLS terminator in front of the backend".into(),
-            );
+            return Err("https is not supported; put a TLS terminator in front of the backend".into());
         }
         Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?}")),
         None => return Err("must start with http://".into()),
@@ -379,11 +329,7 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr), String> {
     if authority.is_empty() || authority.contains('@') {
         return Err("missing host (credentials go in the username/password fields)".into());
     }
-    let with_port = if has_port(authority) {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
     let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
@@ -401,11 +347,7 @@ fn has_port(authority: &str) -> bool {
 
 /// Go-style listen addresses: `:6666` means every interface.
 fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_string()
-    };
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
     full.to_socket_addrs()
         .map_err(|e| format!("cannot use {s:?}: {e}"))?
         .next()
@@ -440,15 +382,9 @@ mod tests {
         assert_eq!(names, ["a", "archive", "b"]);
         assert_eq!(c.node.nexts, vec![1]);
         let b = &c.backends[2];
-        assert_eq!(
-            (b.gzip, b.max_row_limit, b.host.as_str()),
-            (0, 5, "localhost:8087")
-        );
+        assert_eq!((b.gzip, b.max_row_limit, b.host.as_str()), (0, 5, "localhost:8087"));
         assert!(c.backends[1].write_only);
-        assert_eq!(
-            c.backends[0].timeout,
-            Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS)
-        );
+        assert_eq!(c.backends[0].timeout, Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         // The same backend in a second snapshot shares its state.
         let c2 = Config::build(raw(), "l1", &reg).unwrap();
@@ -459,15 +395,9 @@ mod tests {
     fn bad_values_are_errors_naming_key_and_field() {
         let reg = Registry::default();
         let mut r = raw();
-        r.backends
-            .get_mut("a")
-            .unwrap()
-            .insert("timeout".into(), "soon".into());
+        r.backends.get_mut("a").unwrap().insert("timeout".into(), "soon".into());
         let e = Config::build(r, "l1", &reg).unwrap_err().0;
-        assert!(
-            e.contains("b:a") && e.contains("timeout") && e.contains("soon"),
-            "{e}"
-        );
+        assert!(e.contains("b:a") && e.contains("timeout") && e.contains("soon"), "{e}");
 
         let mut r = raw();
         r.keymaps.insert("disk".into(), vec!["nope".into()]);
@@ -475,38 +405,19 @@ mod tests {
         assert!(e.contains("m:disk") && e.contains("nope"), "{e}");
 
         let mut r = raw();
-        r.backends
-            .get_mut("a")
-            .unwrap()
-            .insert("url".into(), "ftp://x".into());
-        assert!(
-            Config::build(r, "l1", &reg)
-                .unwrap_err()
-                .0
-                .contains("scheme")
-        );
+        r.backends.get_mut("a").unwrap().insert("url".into(), "ftp://x".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("scheme"));
 
         let mut r = raw();
-        r.nodes
-            .get_mut("l1")
-            .unwrap()
-            .insert("writetracing".into(), "yes".into());
-        assert!(
-            Config::build(r, "l1", &reg)
-                .unwrap_err()
-                .0
-                .contains("writetracing")
-        );
+        r.nodes.get_mut("l1").unwrap().insert("writetracing".into(), "yes".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("writetracing"));
     }
 
     #[test]
     fn unknown_fields_and_missing_node_are_warnings() {
         let reg = Registry::default();
         let mut r = raw();
-        r.backends
-            .get_mut("a")
-            .unwrap()
-            .insert("colour".into(), "blue".into());
+        r.backends.get_mut("a").unwrap().insert("colour".into(), "blue".into());
         let c = Config::build(r, "other", &reg).unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("colour")));
         assert!(c.warnings.iter().any(|w| w.contains("n:other")));
@@ -515,14 +426,8 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            parse_url("http://127.0.0.1:8086").unwrap().1,
-            "127.0.0.1:8086".parse().unwrap()
-        );
-        assert_eq!(
-            parse_url("http://[::1]:8086/").unwrap().1,
-            "[::1]:8086".parse().unwrap()
-        );
+        assert_eq!(parse_url("http://127.0.0.1:8086").unwrap().1, "127.0.0.1:8086".parse().unwrap());
+        assert_eq!(parse_url("http://[::1]:8086/").unwrap().1, "[::1]:8086".parse().unwrap());
         assert_eq!(parse_url("http://127.0.0.1").unwrap().1.port(), 80);
         assert!(parse_url("http://127.0.0.1:8086/influx").is_err());
         assert!(parse_url("https://127.0.0.1").is_err());
@@ -532,14 +437,8 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            resolve_listen(":6666").unwrap(),
-            "0.0.0.0:6666".parse().unwrap()
-        );
-        assert_eq!(
-            resolve_listen("127.0.0.1:1").unwrap(),
-            "127.0.0.1:1".parse().unwrap()
-        );
+        assert_eq!(resolve_listen(":6666").unwrap(), "0.0.0.0:6666".parse().unwrap());
+        assert_eq!(resolve_listen("127.0.0.1:1").unwrap(), "127.0.0.1:1".parse().unwrap());
         assert!(resolve_listen("nonsense").is_err());
     }
 }

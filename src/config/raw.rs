@@ -30,45 +30,29 @@ impl RawConfig {
         let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         let top = value.as_object().ok_or("the top level must be an object")?;
         for key in top.keys() {
-            if !matches!(
-                key.as_str(),
-                "DEFAULT_NODE" | "NODES" | "BACKENDS" | "KEYMAPS"
-            ) {
-                return Err(format!(
-                    "unknown top-level key {key:?} (expected DEFAULT_NODE, NODES, BACKENDS, KEYMAPS)"
-                ));
+            if !matches!(key.as_str(), "DEFAULT_NODE" | "NODES" | "BACKENDS" | "KEYMAPS") {
+                return Err(format!("unknown top-level key {key:?} (expected DEFAULT_NODE, NODES, BACKENDS, KEYMAPS)"));
             }
         }
         let empty = Map::new();
         let section = |name: &str| -> Result<&Map<String, Value>, String> {
             match top.get(name) {
                 None => Ok(&empty),
-                Some(v) => v
-                    .as_object()
-                    .ok_or_else(|| format!("{name} must be an object")),
+                Some(v) => v.as_object().ok_or_else(|| format!("{name} must be an object")),
             }
         };
         let mut raw = RawConfig {
-            default_node: fields_from_json(
-                "DEFAULT_NODE",
-                &Value::Object(section("DEFAULT_NODE")?.clone()),
-            )?,
+            default_node: fields_from_json("DEFAULT_NODE", &Value::Object(section("DEFAULT_NODE")?.clone()))?,
             ..RawConfig::default()
         };
         for (name, v) in section("NODES")? {
-            raw.nodes
-                .insert(name.clone(), fields_from_json(&format!("NODES.{name}"), v)?);
+            raw.nodes.insert(name.clone(), fields_from_json(&format!("NODES.{name}"), v)?);
         }
         for (name, v) in section("BACKENDS")? {
-            raw.backends.insert(
-                name.clone(),
-                fields_from_json(&format!("BACKENDS.{name}"), v)?,
-            );
+            raw.backends.insert(name.clone(), fields_from_json(&format!("BACKENDS.{name}"), v)?);
         }
         for (name, v) in section("KEYMAPS")? {
-            let list = v
-                .as_array()
-                .ok_or_else(|| format!("KEYMAPS.{name} must be a list of backend names"))?;
+            let list = v.as_array().ok_or_else(|| format!("KEYMAPS.{name} must be a list of backend names"))?;
             let names = list
                 .iter()
                 .map(|b| b.as_str().map(str::to_string))
@@ -80,44 +64,20 @@ impl RawConfig {
     }
 
     pub fn to_json(&self) -> String {
-        let fields = |f: &Fields| {
-            Value::Object(
-                f.iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            )
-        };
+        let fields = |f: &Fields| Value::Object(f.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
         let mut top = Map::new();
         top.insert("DEFAULT_NODE".into(), fields(&self.default_node));
-        top.insert(
-            "NODES".into(),
-            Value::Object(
-                self.nodes
-                    .iter()
-                    .map(|(k, f)| (k.clone(), fields(f)))
-                    .collect(),
-            ),
-        );
+        top.insert("NODES".into(), Value::Object(self.nodes.iter().map(|(k, f)| (k.clone(), fields(f))).collect()));
         top.insert(
             "BACKENDS".into(),
-            Value::Object(
-                self.backends
-                    .iter()
-                    .map(|(k, f)| (k.clone(), fields(f)))
-                    .collect(),
-            ),
+            Value::Object(self.backends.iter().map(|(k, f)| (k.clone(), fields(f))).collect()),
         );
         top.insert(
             "KEYMAPS".into(),
             Value::Object(
                 self.keymaps
                     .iter()
-                    .map(|(k, l)| {
-                        (
-                            k.clone(),
-                            Value::Array(l.iter().cloned().map(Value::String).collect()),
-                        )
-                    })
+                    .map(|(k, l)| (k.clone(), Value::Array(l.iter().cloned().map(Value::String).collect())))
                     .collect(),
             ),
         );
@@ -126,9 +86,7 @@ impl RawConfig {
 }
 
 fn fields_from_json(what: &str, v: &Value) -> Result<Fields, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("{what} must be an object of fields"))?;
+    let obj = v.as_object().ok_or_else(|| format!("{what} must be an object of fields"))?;
     obj.iter()
         .map(|(k, v)| {
             let s = match v {
@@ -161,25 +119,9 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_place() {
-        assert!(
-            RawConfig::from_json("[]")
-                .unwrap_err()
-                .contains("top level")
-        );
-        assert!(
-            RawConfig::from_json(r#"{"KEYMAPS": {"cpu": "local"}}"#)
-                .unwrap_err()
-                .contains("KEYMAPS.cpu")
-        );
-        assert!(
-            RawConfig::from_json(r#"{"BACKENDS": {"b": {"url": []}}}"#)
-                .unwrap_err()
-                .contains("BACKENDS.b.url")
-        );
-        assert!(
-            RawConfig::from_json(r#"{"BACKEND": {}}"#)
-                .unwrap_err()
-                .contains("BACKEND")
-        );
+        assert!(RawConfig::from_json("[]").unwrap_err().contains("top level"));
+        assert!(RawConfig::from_json(r#"{"KEYMAPS": {"cpu": "local"}}"#).unwrap_err().contains("KEYMAPS.cpu"));
+        assert!(RawConfig::from_json(r#"{"BACKENDS": {"b": {"url": []}}}"#).unwrap_err().contains("BACKENDS.b.url"));
+        assert!(RawConfig::from_json(r#"{"BACKEND": {}}"#).unwrap_err().contains("BACKEND"));
     }
 }

@@ -26,30 +26,17 @@ impl Source {
         let (host, port) = args
             .redis
             .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_start_matches('[').trim_end_matches(']'),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
+            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()?)))
             .ok_or_else(|| format!("--redis must be HOST:PORT, not {:?}", args.redis))?;
         let info = ConnectionAddr::Tcp(host.to_string(), port)
             .into_connection_info()
             .map_err(|e| format!("--redis {}: {e}", args.redis))?;
-        let mut settings = info
-            .redis_settings()
-            .clone()
-            .set_db(args.redis_db)
-            .set_skip_set_lib_name();
+        let mut settings = info.redis_settings().clone().set_db(args.redis_db).set_skip_set_lib_name();
         if !args.redis_pwd.is_empty() {
             settings = settings.set_password(&args.redis_pwd);
         }
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| format!("redis: {e}"))?;
-        Ok(Source::Redis {
-            client,
-            addr: args.redis.clone(),
-        })
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| format!("redis: {e}"))?;
+        Ok(Source::Redis { client, addr: args.redis.clone() })
     }
 
     pub fn describe(&self) -> String {
@@ -62,26 +49,34 @@ impl Source {
     /// Reads the whole configuration.
     pub fn load(&self) -> Result<RawConfig, String> {
         match self {
-            Source::Redis { client, addr } => {
-                load_redis(client).map_err(|e| format!("redis {addr}: {e}"))
-            }
+            Source::Redis { client, addr } => load_redis_consistent(client).map_err(|e| format!("redis {addr}: {e}")),
             Source::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 RawConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
             }
         }
     }
 }
 
+/// Keys are read one by one, so a read that overlaps a `config.py` run could mix old and new keys:
+/// read until two reads in a row agree.
+fn load_redis_consistent(client: &redis::Client) -> Result<RawConfig, String> {
+    let mut last = load_redis(client).map_err(|e| e.to_string())?;
+    for _ in 0..5 {
+        let again = load_redis(client).map_err(|e| e.to_string())?;
+        if again == last {
+            return Ok(again);
+        }
+        last = again;
+    }
+    Err("the config keys keep changing while being read".into())
+}
+
 fn load_redis(client: &redis::Client) -> redis::RedisResult<RawConfig> {
     let mut conn = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
     conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
     conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
-    let mut raw = RawConfig {
-        default_node: conn.hgetall::<_, Fields>("default_node")?,
-        ..RawConfig::default()
-    };
+    let mut raw = RawConfig { default_node: conn.hgetall::<_, Fields>("default_node")?, ..RawConfig::default() };
     // SCAN, not KEYS: a shared Redis may hold many other keys.
     let keys: Vec<String> = {
         let mut keys = Vec::new();
@@ -106,8 +101,7 @@ fn load_redis(client: &redis::Client) -> redis::RedisResult<RawConfig> {
         } else if let Some(name) = key.strip_prefix("m:")
             && kind == "list"
         {
-            raw.keymaps
-                .insert(name.to_string(), conn.lrange(&key, 0, -1)?);
+            raw.keymaps.insert(name.to_string(), conn.lrange(&key, 0, -1)?);
         }
     }
     Ok(raw)

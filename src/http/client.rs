@@ -24,10 +24,7 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -72,13 +69,9 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ClientErr
     for h in resp.headers.iter() {
         let value = String::from_utf8_lossy(h.value).into_owned();
         if h.name.eq_ignore_ascii_case("content-length") {
-            head.content_length = std::str::from_utf8(trim(h.value))
-                .ok()
-                .and_then(|v| v.parse().ok());
+            head.content_length = std::str::from_utf8(trim(h.value)).ok().and_then(|v| v.parse().ok());
             if head.content_length.is_none() {
-                return Err(ClientError::BadHead(format!(
-                    "bad Content-Length {value:?}"
-                )));
+                return Err(ClientError::BadHead(format!("bad Content-Length {value:?}")));
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
@@ -117,18 +110,13 @@ pub struct BodyReader {
 impl BodyReader {
     /// `no_body`: the request was HEAD, or the status forbids a body (1xx, 204, 304).
     pub fn new(head: &ResponseHead, request_was_head: bool) -> Self {
-        let no_body =
-            request_was_head || head.status < 200 || head.status == 204 || head.status == 304;
+        let no_body = request_was_head || head.status < 200 || head.status == 204 || head.status == 304;
         let framing = if no_body {
             Framing::Done
         } else if head.chunked {
             Framing::Chunked(ChunkedDecoder::new())
         } else if let Some(n) = head.content_length {
-            if n == 0 {
-                Framing::Done
-            } else {
-                Framing::Length(n)
-            }
+            if n == 0 { Framing::Done } else { Framing::Length(n) }
         } else {
             Framing::UntilClose
         };
@@ -149,9 +137,7 @@ impl BodyReader {
         match &mut self.framing {
             Framing::Done => Ok(0),
             Framing::Length(left) => {
-                let take = input
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let take = input.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                 out.extend_from_slice(&input[..take]);
                 *left -= take as u64;
                 if *left == 0 {
@@ -160,9 +146,7 @@ impl BodyReader {
                 Ok(take)
             }
             Framing::Chunked(dec) => {
-                let n = dec
-                    .decode(input, out, usize::MAX)
-                    .map_err(ClientError::BadBody)?;
+                let n = dec.decode(input, out, usize::MAX).map_err(ClientError::BadBody)?;
                 if dec.is_done() {
                     self.framing = Framing::Done;
                 }
@@ -193,14 +177,10 @@ mod tests {
 
     #[test]
     fn parses_heads() {
-        let r = parse_response_head(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let r = parse_response_head(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6\r\n\r\n").unwrap().unwrap();
         assert_eq!((r.status, r.close, r.content_length), (204, false, None));
         assert_eq!(r.header("x-influxdb-version"), Some("1.6"));
-        let r = parse_response_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc")
-            .unwrap()
-            .unwrap();
+        let r = parse_response_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc").unwrap().unwrap();
         assert!(r.close);
         assert_eq!(r.len, 38);
         assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\n"), Ok(None));
@@ -226,15 +206,7 @@ mod tests {
     #[test]
     fn bodies_in_every_framing() {
         for step in [1, 3, 100] {
-            assert_eq!(
-                body(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                    b"hello",
-                    step
-                )
-                .unwrap(),
-                b"hello"
-            );
+            assert_eq!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"hello", step).unwrap(), b"hello");
             assert_eq!(
                 body(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -244,23 +216,9 @@ mod tests {
                 .unwrap(),
                 b"hello"
             );
-            assert_eq!(
-                body(b"HTTP/1.0 200 OK\r\n\r\n", b"until close", step).unwrap(),
-                b"until close"
-            );
+            assert_eq!(body(b"HTTP/1.0 200 OK\r\n\r\n", b"until close", step).unwrap(), b"until close");
         }
-        assert_eq!(
-            body(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"short", 2),
-            Err(ClientError::Truncated)
-        );
-        assert_eq!(
-            body(
-                b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n",
-                b"",
-                2
-            )
-            .unwrap(),
-            b""
-        );
+        assert_eq!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"short", 2), Err(ClientError::Truncated));
+        assert_eq!(body(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", b"", 2).unwrap(), b"");
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP/1.1 by hand on `httparse`: the server side (`request`, `response`), the client side toward
 //! backends (`client`), query strings (`params`), and Basic credentials.
 
+pub mod auth;
 pub mod client;
 pub mod params;
 pub mod request;
@@ -11,11 +12,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -47,10 +44,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 /// `Basic <base64(user:password)>`
 pub fn basic_auth(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64_encode(format!("{user}:{password}").as_bytes())
-    )
+    format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()))
 }
 
 #[cfg(test)]
@@ -59,13 +53,8 @@ mod tests {
 
     #[test]
     fn base64_round_trip() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("user:pass", "dXNlcjpwYXNz"),
-        ] {
+        for (plain, coded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("user:pass", "dXNlcjpwYXNz")]
+        {
             assert_eq!(base64_encode(plain.as_bytes()), coded);
             assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
         }

@@ -26,10 +26,7 @@ impl Params {
 
     /// The first value of `name` (Go's `Query().Get`), `None` when absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The first value of `name`, with "absent" and "empty" both `None`.
@@ -49,10 +46,7 @@ pub fn decode(s: &[u8]) -> String {
     while i < s.len() {
         match s[i] {
             b'+' => out.push(b' '),
-            b'%' => match (
-                s.get(i + 1).copied().and_then(hex),
-                s.get(i + 2).copied().and_then(hex),
-            ) {
+            b'%' => match (s.get(i + 1).copied().and_then(hex), s.get(i + 2).copied().and_then(hex)) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;

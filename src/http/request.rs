@@ -176,9 +176,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             let mime = v.split(|&b| b == b';').next().unwrap_or(v);
             head.form_body = trim(mime).eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
         } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization = std::str::from_utf8(value)
-                .ok()
-                .map(|s| s.trim().to_string());
+            head.authorization = std::str::from_utf8(value).ok().map(|s| s.trim().to_string());
         }
     }
     // RFC 9112 6.3: with both, chunked wins and the length is ignored.
@@ -276,12 +274,7 @@ impl ChunkedDecoder {
     /// Decodes from `input`, appending payload bytes to `out` (never letting `out` pass `limit` bytes).
     /// Returns the number of input bytes consumed; once the last chunk and the trailers are read,
     /// [`is_done`](ChunkedDecoder::is_done) is true and nothing after them is consumed.
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        limit: usize,
-    ) -> Result<usize, ChunkError> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<usize, ChunkError> {
         use ChunkState::*;
         let mut i = 0;
         while i < input.len() && self.state != Done {
@@ -304,9 +297,7 @@ impl ChunkedDecoder {
                     let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
                     let size = size.checked_mul(16).and_then(|s| s.checked_add(digit));
                     match size {
-                        Some(size) if size <= (limit - out.len().min(limit)) as u64 => {
-                            Size { size }
-                        }
+                        Some(size) if size <= (limit - out.len().min(limit)) as u64 => Size { size },
                         _ => return Err(ChunkError::TooLarge),
                     }
                 }
@@ -314,11 +305,7 @@ impl ChunkedDecoder {
                 (Size { size } | Extension { size }, b'\r') => SizeLf { size },
                 (Size { size } | Extension { size } | SizeLf { size }, b'\n') => {
                     self.line_len = 0;
-                    if size == 0 {
-                        Trailer { empty: true }
-                    } else {
-                        Data { left: size }
-                    }
+                    if size == 0 { Trailer { empty: true } } else { Data { left: size } }
                 }
                 (Extension { size }, _) => {
                     self.bump_line()?;
@@ -385,13 +372,8 @@ mod tests {
     fn oversized_head_is_431() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(head(&big), Err(HeadError::TooLarge));
-        let many: String = (0..MAX_HEADERS + 1)
-            .map(|i| format!("X{i}: 1\r\n"))
-            .collect();
-        assert_eq!(
-            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
-            Err(HeadError::TooLarge)
-        );
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X{i}: 1\r\n")).collect();
+        assert_eq!(head(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Err(HeadError::TooLarge));
         assert_eq!(HeadError::TooLarge.status(), 431);
     }
 
@@ -399,22 +381,15 @@ mod tests {
     fn connection_and_version_rules() {
         let h = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
         assert!(h.keep_alive);
-        let h = head("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = head("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
     }
 
     #[test]
     fn bad_framing_headers() {
-        assert_eq!(
-            head("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-            Err(HeadError::BadContentLength)
-        );
+        assert_eq!(head("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(HeadError::BadContentLength));
         assert_eq!(
             head("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HeadError::BadContentLength)
@@ -424,9 +399,7 @@ mod tests {
             Err(HeadError::UnsupportedTransferEncoding)
         );
         assert_eq!(head("garbage\r\n\r\n"), Err(HeadError::Malformed));
-        let h = head("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = head("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert!(h.chunked && h.content_length.is_none());
     }
 
@@ -463,30 +436,15 @@ mod tests {
     fn chunk_errors() {
         let mut d = ChunkedDecoder::new();
         let mut out = Vec::new();
-        assert_eq!(
-            d.decode(b"zz\r\n", &mut out, 100),
-            Err(ChunkError::Malformed)
-        );
+        assert_eq!(d.decode(b"zz\r\n", &mut out, 100), Err(ChunkError::Malformed));
         let mut d = ChunkedDecoder::new();
-        assert_eq!(
-            d.decode(b"65\r\n", &mut out, 100),
-            Err(ChunkError::TooLarge)
-        );
+        assert_eq!(d.decode(b"65\r\n", &mut out, 100), Err(ChunkError::TooLarge));
         let mut d = ChunkedDecoder::new();
-        assert_eq!(
-            d.decode(b"ffffffffffffffffffff\r\n", &mut out, 100),
-            Err(ChunkError::TooLarge)
-        );
+        assert_eq!(d.decode(b"ffffffffffffffffffff\r\n", &mut out, 100), Err(ChunkError::TooLarge));
         let mut d = ChunkedDecoder::new();
-        assert_eq!(
-            d.decode(b"3\r\nabcX", &mut out, 100),
-            Err(ChunkError::Malformed)
-        );
+        assert_eq!(d.decode(b"3\r\nabcX", &mut out, 100), Err(ChunkError::Malformed));
         let mut d = ChunkedDecoder::new();
         let long_ext = format!("1;{}", "e".repeat(MAX_CHUNK_LINE + 1));
-        assert_eq!(
-            d.decode(long_ext.as_bytes(), &mut out, 100),
-            Err(ChunkError::Malformed)
-        );
+        assert_eq!(d.decode(long_ext.as_bytes(), &mut out, 100), Err(ChunkError::Malformed));
     }
 }

@@ -43,22 +43,11 @@ pub struct Response<'a> {
 
 impl<'a> Response<'a> {
     pub fn new(status: u16) -> Self {
-        Response {
-            status,
-            content_type: None,
-            headers: &[],
-            body: b"",
-            close: false,
-            head_only: false,
-        }
+        Response { status, content_type: None, headers: &[], body: b"", close: false, head_only: false }
     }
 
     pub fn json(status: u16, body: &'a [u8]) -> Self {
-        Response {
-            content_type: Some("application/json"),
-            body,
-            ..Response::new(status)
-        }
+        Response { content_type: Some("application/json"), body, ..Response::new(status) }
     }
 
     /// Writes the response with `body`.
@@ -98,12 +87,8 @@ impl<'a> Response<'a> {
 pub fn write_error(out: &mut Vec<u8>, status: u16, msg: &str, close: bool) {
     let body = error_body(msg);
     let header_msg = header_safe(msg);
-    Response {
-        close,
-        headers: &[("X-Influxdb-Error", &header_msg)],
-        ..Response::json(status, body.as_bytes())
-    }
-    .write_to(out);
+    Response { close, headers: &[("X-Influxdb-Error", &header_msg)], ..Response::json(status, body.as_bytes()) }
+        .write_to(out);
 }
 
 pub fn error_body(msg: &str) -> String {
@@ -136,10 +121,7 @@ pub fn json_string(out: &mut String, value: &str) {
 
 /// A header value cannot hold control characters; error messages may quote client bytes.
 fn header_safe(msg: &str) -> String {
-    let mut s: String = msg
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut s: String = msg.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if s.len() > 1024 {
         let mut cut = 1024;
         while !s.is_char_boundary(cut) {

@@ -1,7 +1,17 @@
-//! The proxy's operations surface: counters shared by workers, and (later in the flow) `/health`,
-//! `/metrics` and the self-statistics point.
+//! The proxy's operations surface: proxy-wide counters and latency histograms (shared by workers, bumped
+//! once per request), `/health` (JSON), `/metrics` (Prometheus text; every name in `metrics.rs`) and the
+//! self-statistics point of measurement `influxdb.cluster`.
 
-use std::sync::atomic::AtomicU64;
+pub mod metrics;
+pub mod stats_point;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::shared::Shared;
+use crate::upstream::unix_ms;
 
 /// Proxy-wide counters; per-backend ones live in `upstream::BackendCounters`.
 #[derive(Debug, Default)]
@@ -21,8 +31,116 @@ pub struct ProxyStats {
     /// Answers with status >= 400, by class.
     pub client_errors: AtomicU64,
     pub server_errors: AtomicU64,
+    pub auth_failures: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_failures: AtomicU64,
+    pub write_latency: Histogram,
+    pub query_latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, in microseconds.
+pub const BUCKETS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000,
+];
+
+/// A Prometheus-style cumulative histogram of durations, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last one is +Inf.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// (upper bound in seconds or None for +Inf, cumulative count), sum in seconds, count.
+    pub fn snapshot(&self) -> (Vec<(Option<f64>, u64)>, f64, u64) {
+        let mut cumulative = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Relaxed);
+            out.push((BUCKETS_US.get(i).map(|&us| us as f64 / 1e6), cumulative));
+        }
+        (out, self.sum_us.load(Relaxed) as f64 / 1e6, self.count.load(Relaxed))
+    }
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    crate::logger::utc_timestamp(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// `/health`: backend states, backlogs, config version. `status` is `ok` when every configured
+/// backend is up, `degraded` otherwise.
+pub fn health_json(shared: &Shared) -> Value {
+    let (config, version, last_error, source) =
+        shared.config_status(|s| (s.current.clone(), s.version, s.last_error.clone(), s.source.clone()));
+    let mut degraded = false;
+    let backends: Vec<Value> = shared
+        .registry
+        .all()
+        .iter()
+        .filter_map(|st| {
+            let in_config = config.backends.iter().any(|b| std::sync::Arc::ptr_eq(&b.state, st));
+            let backlog = st.backlog_records.load(Relaxed);
+            if !in_config && backlog == 0 && st.disk_bytes.load(Relaxed) == 0 {
+                return None;
+            }
+            degraded |= in_config && !st.is_up();
+            let error = st.last_error();
+            Some(json!({
+                "name": st.name,
+                "url": st.url,
+                "in_config": in_config,
+                "up": st.is_up(),
+                "since": rfc3339_ms(st.since_ms()),
+                "last_error": if error.is_empty() { Value::Null } else { Value::String(error) },
+                "backlog_bytes": st.backlog_bytes.load(Relaxed),
+                "backlog_records": st.backlog_records.load(Relaxed),
+                "disk_bytes": st.disk_bytes.load(Relaxed),
+                "parked_lines": st.counters.parked.load(Relaxed),
+            }))
+        })
+        .collect();
+    json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "node": config.node.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": {
+            "version": version,
+            "loaded_at": rfc3339_ms(unix_ms(config.loaded_at)),
+            "source": source,
+            "last_error": last_error,
+            "warnings": config.warnings,
+        },
+        "backends": backends,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let (buckets, sum, count) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 60.0031).abs() < 1e-6);
+        assert_eq!(buckets[0], (Some(0.00025), 1));
+        assert_eq!(buckets[4], (Some(0.005), 2));
+        assert_eq!(buckets.last(), Some(&(None, 3)));
+    }
 }

@@ -124,11 +124,7 @@ impl Log {
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            if let Some(seq) = entry
-                .file_name()
-                .to_str()
-                .and_then(segment::parse_segment_file_name)
-            {
+            if let Some(seq) = entry.file_name().to_str().and_then(segment::parse_segment_file_name) {
                 seqs.push(seq);
             }
         }
@@ -161,10 +157,7 @@ impl Log {
                 }
                 Err(reason) => {
                     rec.cut_bytes += seg.size as u64;
-                    rec.problems.push(format!(
-                        "{}: {reason}; moved aside as .damaged",
-                        path.display()
-                    ));
+                    rec.problems.push(format!("{}: {reason}; moved aside as .damaged", path.display()));
                     drop(seg);
                     std::fs::rename(&path, path.with_extension("log.damaged"))?;
                     continue;
@@ -291,9 +284,7 @@ impl Log {
     #[inline]
     fn fits(&self, total: usize) -> bool {
         match (&self.open, self.segments.back()) {
-            (Some(open), Some(tail)) => {
-                open.start + record_len(open.target_len, open.len + total) <= tail.size
-            }
+            (Some(open), Some(tail)) => open.start + record_len(open.target_len, open.len + total) <= tail.size,
             _ => false,
         }
     }
@@ -316,9 +307,7 @@ impl Log {
     #[cold]
     fn append_in_new_segment(&mut self, parts: &[&[u8]], total: usize) -> Result<(), AppendError> {
         if self.open.is_none() {
-            return Err(AppendError::Io(io::Error::other(
-                "append without an open record",
-            )));
+            return Err(AppendError::Io(io::Error::other("append without an open record")));
         }
         let target = self.open_target().map(<[u8]>::to_vec).unwrap_or_default();
         self.seal();
@@ -326,9 +315,7 @@ impl Log {
         self.ensure_room(record_len(target.len(), total), true)?;
         self.begin(&target)?;
         if !self.fits(total) {
-            return Err(AppendError::Io(io::Error::other(
-                "line does not fit in a fresh segment",
-            )));
+            return Err(AppendError::Io(io::Error::other("line does not fit in a fresh segment")));
         }
         self.copy_in(parts, total);
         Ok(())
@@ -409,15 +396,9 @@ impl Log {
         {
             return Ok(());
         }
-        let size = if exact {
-            (HEADER_LEN + need).max(self.segment_bytes)
-        } else {
-            self.segment_bytes.max(HEADER_LEN + need)
-        };
-        let used = self
-            .state
-            .disk_bytes
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let size =
+            if exact { (HEADER_LEN + need).max(self.segment_bytes) } else { self.segment_bytes.max(HEADER_LEN + need) };
+        let used = self.state.disk_bytes.load(std::sync::atomic::Ordering::Relaxed);
         if !self.segments.is_empty() && used + size as u64 > self.max_disk {
             return Err(AppendError::DiskFull);
         }
@@ -438,11 +419,7 @@ impl Log {
 
     /// The last segment takes appends: it was created by this run (recovered ones never do).
     fn writable_tail(&self) -> bool {
-        self.writable
-            && self
-                .segments
-                .back()
-                .is_some_and(|s| s.seq >= self.first_fresh_seq)
+        self.writable && self.segments.back().is_some_and(|s| s.seq >= self.first_fresh_seq)
     }
 
     /// The head segment is also the segment appends go to, so it is not deleted when read to its end.
@@ -467,25 +444,12 @@ impl Log {
             let (off, slot) = seg.slot_at(seg.read);
             if off < limit {
                 match slot {
-                    Slot::Record {
-                        target,
-                        payload,
-                        next,
-                    } => {
-                        return Some(Front {
-                            seq: seg.seq,
-                            off,
-                            target,
-                            payload,
-                            next,
-                        });
+                    Slot::Record { target, payload, next } => {
+                        return Some(Front { seq: seg.seq, off, target, payload, next });
                     }
                     Slot::End | Slot::Damaged(_) => {
                         // Only possible if the file changed under us: skip the rest of the segment.
-                        log::error!(
-                            "{}: unreadable record at offset {off}; skipping to the end",
-                            seg.path.display()
-                        );
+                        log::error!("{}: unreadable record at offset {off}; skipping to the end", seg.path.display());
                         seg.read = limit;
                         seg.store_acked(limit);
                         continue;
@@ -519,10 +483,7 @@ impl Log {
             return;
         };
         if seg.seq != front.seq || seg.slot_at(seg.read).0 != front.off {
-            log::error!(
-                "acknowledgement for a record that is not the front of {}",
-                self.dir.display()
-            );
+            log::error!("acknowledgement for a record that is not the front of {}", self.dir.display());
             return;
         }
         seg.store_acked(front.next);
@@ -609,10 +570,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(f) = log.front() {
             let (t, p) = log.record(&f);
-            out.push((
-                String::from_utf8_lossy(t).into_owned(),
-                String::from_utf8_lossy(p).into_owned(),
-            ));
+            out.push((String::from_utf8_lossy(t).into_owned(), String::from_utf8_lossy(p).into_owned()));
             log.ack(&f);
         }
         out
@@ -637,13 +595,7 @@ mod tests {
         line(&mut log, "n v=3");
         log.seal();
         assert_eq!(log.pending_records(), 2);
-        assert_eq!(
-            drain(&mut log),
-            vec![
-                ("db=a".into(), "m v=1\nm v=2\n".into()),
-                ("db=b".into(), "n v=3\n".into())
-            ]
-        );
+        assert_eq!(drain(&mut log), vec![("db=a".into(), "m v=1\nm v=2\n".into()), ("db=b".into(), "n v=3\n".into())]);
         assert!(log.is_drained());
     }
 
@@ -666,10 +618,7 @@ mod tests {
         let (mut log, rec) = open(&d.0, 1 << 16);
         assert_eq!(rec.records, 1);
         assert!(rec.cut_bytes > 0, "the uncommitted line is a torn tail");
-        assert_eq!(
-            drain(&mut log),
-            vec![("db=a".into(), "kept v=1\nkept v=3\n".into())]
-        );
+        assert_eq!(drain(&mut log), vec![("db=a".into(), "kept v=1\nkept v=3\n".into())]);
     }
 
     #[test]
@@ -692,10 +641,8 @@ mod tests {
         assert!(log.segment_count() > 3, "{}", log.segment_count());
         let files = || std::fs::read_dir(&d.0).unwrap().count();
         let before = files();
-        let got: Vec<String> = drain(&mut log)
-            .into_iter()
-            .flat_map(|(_, p)| p.lines().map(String::from).collect::<Vec<_>>())
-            .collect();
+        let got: Vec<String> =
+            drain(&mut log).into_iter().flat_map(|(_, p)| p.lines().map(String::from).collect::<Vec<_>>()).collect();
         assert_eq!(got, want);
         assert!(files() < before);
         assert_eq!(log.segment_count(), 1, "only the tail remains");
@@ -721,8 +668,7 @@ mod tests {
     fn disk_limit_refuses_new_segments() {
         let d = Dir::new("cap");
         let seg = HEADER_LEN + 4096;
-        let (mut log, _) =
-            Log::open(&d.0, true, seg, 2 * seg as u64, SyncPolicy::Never, state()).unwrap();
+        let (mut log, _) = Log::open(&d.0, true, seg, 2 * seg as u64, SyncPolicy::Never, state()).unwrap();
         log.begin(b"db=a").unwrap();
         let mut refused = 0;
         for i in 0..3000 {
@@ -841,12 +787,7 @@ mod tests {
                             .into_iter()
                             .flat_map(|(_, p)| p.lines().map(String::from).collect::<Vec<_>>())
                             .collect();
-                        assert_eq!(
-                            got,
-                            committed[acked..].to_vec(),
-                            "seed {seed}: {:?}",
-                            rec.problems
-                        );
+                        assert_eq!(got, committed[acked..].to_vec(), "seed {seed}: {:?}", rec.problems);
                     }
                 }
             }
@@ -870,12 +811,7 @@ mod tests {
                 written.push(format!("{l}\n"));
             }
         }
-        let file = std::fs::read_dir(&d.0)
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
-            .path();
+        let file = std::fs::read_dir(&d.0).unwrap().flatten().next().unwrap().path();
         let original = std::fs::read(&file).unwrap();
         let mut rng = Rng(7);
         for round in 0..60 {
@@ -896,10 +832,7 @@ mod tests {
             let got: Vec<String> = drain(&mut log).into_iter().map(|(_, p)| p).collect();
             let mut it = written.iter();
             for g in &got {
-                assert!(
-                    it.any(|w| w == g),
-                    "round {round}: recovered {g:?} is not a written record, or out of order"
-                );
+                assert!(it.any(|w| w == g), "round {round}: recovered {g:?} is not a written record, or out of order");
             }
             if round % 2 == 0 {
                 // A truncation keeps every record before the cut.
@@ -907,11 +840,7 @@ mod tests {
                 assert_eq!(kept, got.len());
             } else {
                 // Flipped bytes cost at most the records they hit (and their neighbours' padding).
-                assert!(
-                    got.len() >= written.len() - 4 * 2,
-                    "round {round}: only {} recovered",
-                    got.len()
-                );
+                assert!(got.len() >= written.len() - 4 * 2, "round {round}: only {} recovered", got.len());
             }
         }
     }

@@ -34,9 +34,7 @@ use mio::{Registry, Token};
 
 use crate::cli::SyncPolicy;
 use crate::config::Backend;
-use crate::defaults::{
-    DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK,
-};
+use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK};
 use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
 pub use log::{AppendError, Recovery};
@@ -54,25 +52,13 @@ pub struct LogOptions {
 
 /// Directory of a backend's logs: name plus a hash of the url, since a changed url is a new backend.
 pub fn backend_dir(data_dir: &Path, name: &str, url: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    data_dir
-        .join("backends")
-        .join(format!("{safe}@{:016x}", fnv1a(url.as_bytes())))
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    data_dir.join("backends").join(format!("{safe}@{:016x}", fnv1a(url.as_bytes())))
 }
 
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 const META_FILE: &str = "backend.meta";
@@ -148,14 +134,8 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     let msg = || {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
-        let text = text
-            .strip_prefix("{\"error\":\"")
-            .and_then(|t| t.strip_suffix("\"}"))
-            .unwrap_or(text);
-        format!(
-            "HTTP {status}: {}",
-            text.chars().take(300).collect::<String>()
-        )
+        let text = text.strip_prefix("{\"error\":\"").and_then(|t| t.strip_suffix("\"}")).unwrap_or(text);
+        format!("HTTP {status}: {}", text.chars().take(300).collect::<String>())
     };
     let says = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
     match status {
@@ -195,11 +175,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens the worker's own log for `backend` (recovering it) and adopts orphaned ones.
-    pub fn open(
-        backend: Arc<Backend>,
-        token: Token,
-        opts: &LogOptions,
-    ) -> io::Result<(Outbox, Recovery)> {
+    pub fn open(backend: Arc<Backend>, token: Token, opts: &LogOptions) -> io::Result<(Outbox, Recovery)> {
         let dir = backend_dir(&opts.data_dir, &backend.name, &backend.url);
         write_meta(&dir, &backend.name, &backend.url)?;
         let state = backend.state.clone();
@@ -225,56 +201,25 @@ impl Outbox {
         orphans.sort();
         for (_, path) in orphans {
             for sub in parked_dirs(&path) {
-                let (log, r) = Log::open(
-                    &sub,
-                    false,
-                    opts.segment_bytes,
-                    backend.max_disk,
-                    opts.sync,
-                    state.clone(),
-                )?;
+                let (log, r) = Log::open(&sub, false, opts.segment_bytes, backend.max_disk, opts.sync, state.clone())?;
                 merge(r);
                 logs.push(log);
             }
-            let (log, r) = Log::open(
-                &path,
-                false,
-                opts.segment_bytes,
-                backend.max_disk,
-                opts.sync,
-                state.clone(),
-            )?;
+            let (log, r) = Log::open(&path, false, opts.segment_bytes, backend.max_disk, opts.sync, state.clone())?;
             merge(r);
             logs.push(log);
         }
-        let (own, r) = Log::open(
-            &own_dir,
-            true,
-            opts.segment_bytes,
-            backend.max_disk,
-            opts.sync,
-            state.clone(),
-        )?;
+        let (own, r) = Log::open(&own_dir, true, opts.segment_bytes, backend.max_disk, opts.sync, state.clone())?;
         merge(r);
         let now = Instant::now();
         for sub in parked_dirs(&own_dir) {
-            let (mut log, r) = Log::open(
-                &sub,
-                true,
-                parked_segment_bytes(opts),
-                backend.max_disk,
-                opts.sync,
-                state.clone(),
-            )?;
+            let (mut log, r) =
+                Log::open(&sub, true, parked_segment_bytes(opts), backend.max_disk, opts.sync, state.clone())?;
             merge(r);
             match log.front() {
                 Some(f) => {
                     let target = log.record(&f).0.to_vec();
-                    parked.push(Parked {
-                        target,
-                        log,
-                        retry_at: now,
-                    });
+                    parked.push(Parked { target, log, retry_at: now });
                 }
                 None => {
                     drop(log);
@@ -392,11 +337,7 @@ impl Outbox {
             && now >= f.deadline
         {
             let timeout = self.backend.timeout;
-            self.fail(
-                now,
-                registry,
-                format!("no answer within {} ms", timeout.as_millis()),
-            );
+            self.fail(now, registry, format!("no answer within {} ms", timeout.as_millis()));
         }
         self.pump(now, registry);
     }
@@ -441,11 +382,7 @@ impl Outbox {
 
     /// Sealed batches not yet acknowledged, parked ones included.
     pub fn pending_records(&self) -> u64 {
-        self.logs
-            .iter()
-            .chain(self.parked.iter().map(|p| &p.log))
-            .map(Log::pending_records)
-            .sum()
+        self.logs.iter().chain(self.parked.iter().map(|p| &p.log)).map(Log::pending_records).sum()
     }
 
     // ---------------------------------------------------------------- sending
@@ -467,11 +404,7 @@ impl Outbox {
     /// parked log.
     fn next_record(&mut self, now: Instant, main_ready: bool) -> Option<(Source, Front)> {
         self.parked_turn = !self.parked_turn;
-        let parked_due = self
-            .state()
-            .is_up()
-            .then(|| self.parked.iter().position(|p| now >= p.retry_at))
-            .flatten();
+        let parked_due = self.state().is_up().then(|| self.parked.iter().position(|p| now >= p.retry_at)).flatten();
         if let Some(i) = parked_due
             && (self.parked_turn || !main_ready)
         {
@@ -522,14 +455,7 @@ impl Outbox {
             self.compressor = Some((level, Compressor::new(lvl)));
         }
         // Split borrows: the record is read from the log while the request is written into the conn.
-        let Outbox {
-            logs,
-            parked,
-            conn,
-            compressor,
-            gz,
-            ..
-        } = self;
+        let Outbox { logs, parked, conn, compressor, gz, .. } = self;
         let log = match source {
             Source::Main(i) => &logs[i],
             Source::Parked(i) => &parked[i].log,
@@ -552,17 +478,13 @@ impl Outbox {
         out.extend_from_slice(target);
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(backend.host.as_bytes());
-        out.extend_from_slice(
-            b"\r\nUser-Agent: influx-proxy\r\nContent-Type: text/plain; charset=utf-8\r\n",
-        );
+        out.extend_from_slice(b"\r\nUser-Agent: influx-proxy\r\nContent-Type: text/plain; charset=utf-8\r\n");
         if level > 0 {
             out.extend_from_slice(b"Content-Encoding: gzip\r\n");
         }
         if let Some(auth) = &backend.auth {
             out.extend_from_slice(b"Authorization: ");
-            out.extend_from_slice(
-                crate::http::basic_auth(&auth.username, &auth.password).as_bytes(),
-            );
+            out.extend_from_slice(crate::http::basic_auth(&auth.username, &auth.password).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
@@ -652,11 +574,8 @@ impl Outbox {
                 self.backoff_after(now, msg);
             }
             Outcome::Park(msg) => {
-                let target = String::from_utf8_lossy(
-                    self.log_of(f.source)
-                        .map_or(&[][..], |l| l.record(&f.front).0),
-                )
-                .into_owned();
+                let target = String::from_utf8_lossy(self.log_of(f.source).map_or(&[][..], |l| l.record(&f.front).0))
+                    .into_owned();
                 match f.source {
                     Source::Parked(i) => {
                         if let Some(p) = self.parked.get_mut(i) {
@@ -674,19 +593,13 @@ impl Outbox {
             }
             Outcome::DropBadData(msg) => {
                 BackendState::add(&c.dropped_bad_data, f.lines);
-                ::log::warn!(
-                    "backend {name}: dropped a batch of {} lines it refused as bad data: {msg}",
-                    f.lines
-                );
+                ::log::warn!("backend {name}: dropped a batch of {} lines it refused as bad data: {msg}", f.lines);
                 self.backend.state.set_error(&msg);
                 self.ack(f.source, &f.front);
             }
             Outcome::DropRejected(msg) => {
                 BackendState::add(&c.dropped_rejected, f.lines);
-                ::log::error!(
-                    "backend {name}: dropped a batch of {} lines it rejected: {msg}",
-                    f.lines
-                );
+                ::log::error!("backend {name}: dropped a batch of {} lines it rejected: {msg}", f.lines);
                 self.backend.state.set_error(&msg);
                 self.ack(f.source, &f.front);
             }
@@ -768,19 +681,11 @@ impl Outbox {
                 match opened {
                     Ok((log, _)) => {
                         let retry_at = Instant::now() + self.backend.rewrite_interval;
-                        self.parked.push(Parked {
-                            target,
-                            log,
-                            retry_at,
-                        });
+                        self.parked.push(Parked { target, log, retry_at });
                         self.parked.len() - 1
                     }
                     Err(e) => {
-                        ::log::error!(
-                            "backend {}: cannot create parked log {}: {e}",
-                            self.backend.name,
-                            sub.display()
-                        );
+                        ::log::error!("backend {}: cannot create parked log {}: {e}", self.backend.name, sub.display());
                         // Keep the record where it is; it will be retried.
                         return;
                     }
@@ -791,12 +696,7 @@ impl Outbox {
     }
 
     fn move_to_parked(&mut self, source: Source, front: Front, parked: usize) {
-        let Outbox {
-            logs,
-            parked: all,
-            backend,
-            ..
-        } = self;
+        let Outbox { logs, parked: all, backend, .. } = self;
         let Source::Main(li) = source else { return };
         let (Some(from), Some(p)) = (logs.get_mut(li), all.get_mut(parked)) else {
             return;
@@ -809,10 +709,7 @@ impl Outbox {
             Ok(()) => BackendState::add(&backend.state.counters.parked, lines),
             Err(e) => {
                 BackendState::add(&backend.state.counters.dropped_disk, lines);
-                ::log::error!(
-                    "backend {}: dropped {lines} lines that could not be parked: {e}",
-                    backend.name
-                );
+                ::log::error!("backend {}: dropped {lines} lines that could not be parked: {e}", backend.name);
             }
         }
         from.ack(&front);
@@ -831,10 +728,7 @@ impl Outbox {
 
     /// Lines waiting in parked logs' targets, for /health.
     pub fn parked_targets(&self) -> Vec<String> {
-        self.parked
-            .iter()
-            .map(|p| String::from_utf8_lossy(&p.target).into_owned())
-            .collect()
+        self.parked.iter().map(|p| String::from_utf8_lossy(&p.target).into_owned()).collect()
     }
 
     pub fn disk_bytes(&self) -> u64 {
@@ -848,11 +742,7 @@ fn parked_dirs(dir: &Path) -> Vec<PathBuf> {
     };
     let mut v: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("parked-"))
-        })
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("parked-")))
         .map(|e| e.path())
         .collect();
     v.sort();
@@ -871,29 +761,14 @@ mod tests {
     #[test]
     fn answers_are_classified() {
         assert_eq!(classify(204, b""), Outcome::Ack);
-        assert!(matches!(
-            classify(404, b"{\"error\":\"database not found: \\\"x\\\"\"}"),
-            Outcome::Park(_)
-        ));
-        assert!(matches!(
-            classify(500, b"{\"error\":\"retention policy not found: r\"}"),
-            Outcome::Park(_)
-        ));
-        assert!(matches!(
-            classify(500, b"{\"error\":\"timeout\"}"),
-            Outcome::Retry(_)
-        ));
+        assert!(matches!(classify(404, b"{\"error\":\"database not found: \\\"x\\\"\"}"), Outcome::Park(_)));
+        assert!(matches!(classify(500, b"{\"error\":\"retention policy not found: r\"}"), Outcome::Park(_)));
+        assert!(matches!(classify(500, b"{\"error\":\"timeout\"}"), Outcome::Retry(_)));
         assert!(matches!(classify(503, b""), Outcome::Retry(_)));
         assert!(matches!(classify(401, b""), Outcome::Retry(_)));
-        assert!(matches!(
-            classify(400, b"{\"error\":\"partial write\"}"),
-            Outcome::DropBadData(_)
-        ));
+        assert!(matches!(classify(400, b"{\"error\":\"partial write\"}"), Outcome::DropBadData(_)));
         assert!(matches!(classify(413, b""), Outcome::DropRejected(_)));
-        assert!(matches!(
-            classify(404, b"404 page not found"),
-            Outcome::DropRejected(_)
-        ));
+        assert!(matches!(classify(404, b"404 page not found"), Outcome::DropRejected(_)));
         match classify(400, b"{\"error\":\"unable to parse 'x': missing fields\"}") {
             Outcome::DropBadData(m) => {
                 assert_eq!(m, "HTTP 400: unable to parse 'x': missing fields")
@@ -907,9 +782,6 @@ mod tests {
         let d = backend_dir(Path::new("/d"), "../we ird", "http://a:1");
         let name = d.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with(".._we_ird@"), "{name}");
-        assert_ne!(
-            backend_dir(Path::new("/d"), "b", "http://a:1"),
-            backend_dir(Path::new("/d"), "b", "http://a:2")
-        );
+        assert_ne!(backend_dir(Path::new("/d"), "b", "http://a:1"), backend_dir(Path::new("/d"), "b", "http://a:2"));
     }
 }

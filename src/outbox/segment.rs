@@ -57,11 +57,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     /// A valid record: target and payload byte ranges, and where the next record starts.
-    Record {
-        target: (usize, usize),
-        payload: (usize, usize),
-        next: usize,
-    },
+    Record { target: (usize, usize), payload: (usize, usize), next: usize },
     /// Zeros, or a record header with nothing committed: the end of the records.
     End,
     /// Bytes that are not a valid record.
@@ -77,11 +73,7 @@ pub fn read_slot(buf: &[u8], off: usize) -> Slot {
     let target_len = usize::from(u16::from_le_bytes([header[4], header[5]]));
     let commit = u64::from_le_bytes(header[8..16].try_into().unwrap_or([0; 8]));
     if magic == 0 {
-        return if header.iter().all(|&b| b == 0) {
-            Slot::End
-        } else {
-            Slot::Damaged("bad record header")
-        };
+        return if header.iter().all(|&b| b == 0) { Slot::End } else { Slot::Damaged("bad record header") };
     }
     if magic != RECORD_MAGIC || header[6] != 0 || header[7] != 0 {
         return Slot::Damaged("bad record header");
@@ -100,11 +92,7 @@ pub fn read_slot(buf: &[u8], off: usize) -> Slot {
     if crc32fast::hash(bytes) != (commit >> 32) as u32 {
         return Slot::Damaged("checksum mismatch");
     }
-    Slot::Record {
-        target: (target, payload),
-        payload: (payload, end),
-        next: align8(end),
-    }
+    Slot::Record { target: (target, payload), payload: (payload, end), next: align8(end) }
 }
 
 pub struct Segment {
@@ -128,11 +116,7 @@ impl Segment {
     /// Creates, preallocates and maps a new segment.
     pub fn create(dir: &Path, seq: u64, size: usize) -> io::Result<Segment> {
         let path = dir.join(segment_file_name(seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         let prealloc = || -> io::Result<MmapMut> {
             // SAFETY: plain syscall on an fd we own.
             let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
@@ -172,8 +156,7 @@ impl Segment {
     /// Opens an existing segment for recovery (mapped).
     pub fn open(path: &Path, seq: u64) -> io::Result<Segment> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let size = usize::try_from(file.metadata()?.len())
-            .map_err(|_| io::Error::other("segment too large"))?;
+        let size = usize::try_from(file.metadata()?.len()).map_err(|_| io::Error::other("segment too large"))?;
         let mut seg = Segment {
             seq,
             path: path.to_path_buf(),
@@ -230,11 +213,7 @@ impl Segment {
     pub fn header_ok(&self) -> Result<bool, &'static str> {
         let b = self.bytes();
         let Some(h) = b.get(..HEADER_LEN) else {
-            return if b.iter().all(|&x| x == 0) {
-                Ok(false)
-            } else {
-                Err("file shorter than a header")
-            };
+            return if b.iter().all(|&x| x == 0) { Ok(false) } else { Err("file shorter than a header") };
         };
         if h.iter().all(|&x| x == 0) {
             return Ok(false);
@@ -249,8 +228,7 @@ impl Segment {
     }
 
     pub fn stored_acked(&self) -> usize {
-        self.word(ACKED_AT)
-            .map_or(HEADER_LEN, |w| w.load(Ordering::Acquire) as usize)
+        self.word(ACKED_AT).map_or(HEADER_LEN, |w| w.load(Ordering::Acquire) as usize)
     }
 
     /// Moves the acknowledged position; one aligned store.
@@ -277,13 +255,8 @@ impl Segment {
         {
             // SAFETY: MADV_DONTNEED on a shared file mapping only drops our page-table entries; the
             // data is re-read from the file if touched again. No Rust reference into the range is live.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    self.released,
-                    upto - self.released,
-                )
-            };
+            let _ =
+                unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, upto - self.released) };
             self.released = upto;
         }
     }
@@ -330,11 +303,7 @@ pub fn scan(seg: &mut Segment) -> ScanReport {
     let len = seg.size;
     let mut acked = seg.stored_acked();
     if acked < HEADER_LEN || acked > len || !acked.is_multiple_of(8) {
-        report.damage.push((
-            ACKED_AT,
-            8,
-            "bad acknowledged position; resending the whole segment",
-        ));
+        report.damage.push((ACKED_AT, 8, "bad acknowledged position; resending the whole segment"));
         acked = HEADER_LEN;
     }
     let buf = seg.bytes();
@@ -349,9 +318,7 @@ pub fn scan(seg: &mut Segment) -> ScanReport {
             continue;
         }
         if let Slot::Damaged(reason) = slot
-            && let Some(q) = (off + 8..len)
-                .step_by(8)
-                .find(|&q| matches!(read_slot(buf, q), Slot::Record { .. }))
+            && let Some(q) = (off + 8..len).step_by(8).find(|&q| matches!(read_slot(buf, q), Slot::Record { .. }))
         {
             report.damage.push((off, q - off, reason));
             holes.push((off, q));
@@ -391,10 +358,7 @@ mod tests {
         assert_eq!(segment_file_name(0x2a), "000000000000002a.log");
         assert_eq!(parse_segment_file_name("000000000000002a.log"), Some(42));
         assert_eq!(parse_segment_file_name("2a.log"), None);
-        assert_eq!(
-            parse_segment_file_name("000000000000002a.log.damaged"),
-            None
-        );
+        assert_eq!(parse_segment_file_name("000000000000002a.log.damaged"), None);
     }
 
     #[test]
@@ -425,10 +389,7 @@ mod tests {
         seg.bytes_mut()[flip] ^= 0x40;
         let r = scan(&mut seg);
         assert_eq!(r.records, 3);
-        assert_eq!(
-            r.damage,
-            vec![(starts[2], starts[3] - starts[2], "checksum mismatch")]
-        );
+        assert_eq!(r.damage, vec![(starts[2], starts[3] - starts[2], "checksum mismatch")]);
         assert_eq!(seg.slot_at(starts[2]).0, starts[3]);
 
         // Garbage after the last record is a torn tail.
@@ -446,10 +407,7 @@ mod tests {
         assert_eq!(read_slot(&buf, 250), Slot::End);
         buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         buf[8..16].copy_from_slice(&(1000u64).to_le_bytes());
-        assert_eq!(
-            read_slot(&buf, 0),
-            Slot::Damaged("record runs past the end of the file")
-        );
+        assert_eq!(read_slot(&buf, 0), Slot::Damaged("record runs past the end of the file"));
         buf[8..16].copy_from_slice(&(10u64 | 1 << 40).to_le_bytes());
         assert_eq!(read_slot(&buf, 0), Slot::Damaged("checksum mismatch"));
         buf[0] = b'Z';

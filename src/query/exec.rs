@@ -59,19 +59,13 @@ impl RequestSpec {
             let sep = if qs.is_empty() { "" } else { "&" };
             out.extend_from_slice(format!("GET /query?{qs}{sep}{form} HTTP/1.1\r\n").as_bytes());
         }
-        out.extend_from_slice(
-            format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes(),
-        );
+        out.extend_from_slice(format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes());
         if let Some(ae) = &self.accept_encoding {
             out.extend_from_slice(format!("Accept-Encoding: {ae}\r\n").as_bytes());
         }
         match (&backend.auth, &self.authorization) {
             (Some(c), _) => out.extend_from_slice(
-                format!(
-                    "Authorization: {}\r\n",
-                    crate::http::basic_auth(&c.username, &c.password)
-                )
-                .as_bytes(),
+                format!("Authorization: {}\r\n", crate::http::basic_auth(&c.username, &c.password)).as_bytes(),
             ),
             (None, Some(a)) => out.extend_from_slice(format!("Authorization: {a}\r\n").as_bytes()),
             (None, None) => {}
@@ -164,8 +158,7 @@ impl Attempt {
     fn note_failure(&mut self, backend: &Backend, why: String) {
         BackendState::add(&backend.state.counters.query_errors, 1);
         log::warn!("query to backend {} failed: {why}", backend.name);
-        self.failures
-            .push(format!("backend {}: {why}", backend.name));
+        self.failures.push(format!("backend {}: {why}", backend.name));
     }
 
     /// Records the failure of the current backend.
@@ -177,11 +170,7 @@ impl Attempt {
     }
 
     /// Moves the exchange forward, reading at most `budget` answer bytes into `body`.
-    pub fn drive(
-        &mut self,
-        budget: usize,
-        registry: &Registry,
-    ) -> Result<crate::upstream::conn::Drive, String> {
+    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<crate::upstream::conn::Drive, String> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
@@ -229,23 +218,11 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(attempt: Attempt, close: bool, http10: bool) -> Relay {
-        Relay {
-            attempt,
-            head_sent: false,
-            chunked_out: false,
-            close,
-            http10,
-        }
+        Relay { attempt, head_sent: false, chunked_out: false, close, http10 }
     }
 
     /// Moves the answer along as far as the client's room allows.
-    pub fn pump(
-        &mut self,
-        client: &mut Client,
-        config: &Config,
-        registry: &Registry,
-        now: Instant,
-    ) -> TaskState {
+    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         loop {
             let room = MAX_CLIENT_OUTPUT_BYTES.saturating_sub(client.pending_output());
             if room == 0 {
@@ -257,8 +234,7 @@ impl Relay {
                     if !self.head_sent && self.attempt.head().is_some() {
                         let status = self.attempt.status();
                         if status >= 500 && self.attempt.has_candidates() {
-                            self.attempt
-                                .fail_current(config, format!("HTTP {status}"), registry);
+                            self.attempt.fail_current(config, format!("HTTP {status}"), registry);
                             if !self.attempt.start_next(config, registry, now) {
                                 return self.give_up(client);
                             }
@@ -283,9 +259,7 @@ impl Relay {
             if self.head_sent && !self.attempt.body.is_empty() {
                 let body = std::mem::take(&mut self.attempt.body);
                 if self.chunked_out {
-                    client
-                        .wbuf
-                        .extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    client.wbuf.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
                     client.wbuf.extend_from_slice(&body);
                     client.wbuf.extend_from_slice(b"\r\n");
                 } else {
@@ -315,17 +289,9 @@ impl Relay {
             return;
         };
         let out = &mut client.wbuf;
-        out.extend_from_slice(
-            format!("HTTP/1.1 {} {}\r\n", head.status, reason(head.status)).as_bytes(),
-        );
+        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", head.status, reason(head.status)).as_bytes());
         for (name, value) in &head.headers {
-            let hop = [
-                "connection",
-                "keep-alive",
-                "transfer-encoding",
-                "content-length",
-                "proxy-connection",
-            ];
+            let hop = ["connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"];
             if hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 continue;
             }
@@ -333,9 +299,7 @@ impl Relay {
         }
         let no_body = head.status == 204 || head.status == 304 || head.status < 200;
         match head.content_length {
-            Some(n) if !head.chunked => {
-                out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
-            }
+            Some(n) if !head.chunked => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
             _ if no_body => {}
             _ if self.http10 => self.close = true,
             _ => {
@@ -356,10 +320,7 @@ impl Relay {
         let msg = if self.attempt.failures.is_empty() {
             "no backend available for this query".to_string()
         } else {
-            format!(
-                "no backend could answer: {}",
-                self.attempt.failures.join("; ")
-            )
+            format!("no backend could answer: {}", self.attempt.failures.join("; "))
         };
         crate::http::response::write_error(&mut client.wbuf, 503, &msg, self.close);
         if self.close {
@@ -378,18 +339,9 @@ pub struct Part {
 /// How parts' answers become statement results.
 pub enum Unit {
     /// Statements `first..first+count` sent together to one backend: its results, renumbered.
-    Group {
-        first: usize,
-        count: usize,
-        part: usize,
-    },
+    Group { first: usize, count: usize, part: usize },
     /// One statement answered by several parts, merged (`None`: broadcast semantics).
-    Merge {
-        id: usize,
-        kind: Option<MergeKind>,
-        parts: Vec<usize>,
-        warnings: Vec<String>,
-    },
+    Merge { id: usize, kind: Option<MergeKind>, parts: Vec<usize>, warnings: Vec<String> },
 }
 
 /// Several sub-requests whose answers are merged into one response.
@@ -401,13 +353,7 @@ pub struct Gather {
 }
 
 impl Gather {
-    pub fn pump(
-        &mut self,
-        client: &mut Client,
-        config: &Config,
-        registry: &Registry,
-        now: Instant,
-    ) -> TaskState {
+    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         for part in &mut self.parts {
             if part.answer.is_some() {
                 continue;
@@ -419,11 +365,8 @@ impl Gather {
         }
         let body = self.assemble(config);
         let close = self.close;
-        crate::http::response::Response {
-            close,
-            ..crate::http::response::Response::json(200, &body)
-        }
-        .write_to(&mut client.wbuf);
+        crate::http::response::Response { close, ..crate::http::response::Response::json(200, &body) }
+            .write_to(&mut client.wbuf);
         if close {
             client.closing = true;
         }
@@ -435,10 +378,7 @@ impl Gather {
 
     fn assemble(&mut self, config: &Config) -> Vec<u8> {
         let name = |p: &Part| {
-            p.attempt
-                .backend
-                .and_then(|b| config.backends.get(b))
-                .map_or_else(|| "?".to_string(), |b| b.name.clone())
+            p.attempt.backend.and_then(|b| config.backends.get(b)).map_or_else(|| "?".to_string(), |b| b.name.clone())
         };
         let mut results: Vec<(usize, Value)> = Vec::new();
         for unit in &mut self.units {
@@ -449,19 +389,11 @@ impl Gather {
                         results.push((*first + k, r));
                     }
                 }
-                Unit::Merge {
-                    id,
-                    kind,
-                    parts,
-                    warnings,
-                } => {
+                Unit::Merge { id, kind, parts, warnings } => {
                     let answers: Vec<(String, PartAnswer)> = parts
                         .iter()
                         .map(|&p| {
-                            let answer = self.parts[p]
-                                .answer
-                                .take()
-                                .unwrap_or_else(|| Err("no answer".into()));
+                            let answer = self.parts[p].answer.take().unwrap_or_else(|| Err("no answer".into()));
                             let first = answer.map(|v| statement_results(Some(Ok(v)), 1).remove(0));
                             (name(&self.parts[p]), first)
                         })
@@ -471,31 +403,18 @@ impl Gather {
             }
         }
         results.sort_by_key(|(id, _)| *id);
-        merge::assemble(
-            results
-                .into_iter()
-                .map(|(id, r)| merge::with_statement_id(r, id))
-                .collect(),
-            self.pretty,
-        )
+        merge::assemble(results.into_iter().map(|(id, r)| merge::with_statement_id(r, id)).collect(), self.pretty)
     }
 }
 
 /// Drives a part; `Some` once it has an answer (or has failed for good).
-fn advance_part(
-    a: &mut Attempt,
-    config: &Config,
-    registry: &Registry,
-    now: Instant,
-) -> Option<PartAnswer> {
+fn advance_part(a: &mut Attempt, config: &Config, registry: &Registry, now: Instant) -> Option<PartAnswer> {
     loop {
         match a.drive(4 * READ_CHUNK, registry) {
             Ok(d) => {
                 if a.body.len() > MAX_GATHER_BYTES {
                     a.close(registry);
-                    return Some(Err(
-                        "answer too large to merge; query these statements separately".into(),
-                    ));
+                    return Some(Err("answer too large to merge; query these statements separately".into()));
                 }
                 if a.head().is_some() && a.status() >= 500 && a.has_candidates() {
                     let status = a.status();
@@ -528,16 +447,11 @@ fn advance_part(
 
 /// A backend's whole answer: `{"results":[...]}` on 200, `{"error":..}` otherwise.
 fn parse_answer(status: u16, body: &[u8]) -> PartAnswer {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("HTTP {status}: unreadable answer: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("HTTP {status}: unreadable answer: {e}"))?;
     if status == 200 {
         return Ok(value);
     }
-    let msg = value
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("error")
-        .to_string();
+    let msg = value.get("error").and_then(Value::as_str).unwrap_or("error").to_string();
     Ok(json!({ "error": msg }))
 }
 
@@ -551,11 +465,7 @@ fn statement_results(answer: Option<PartAnswer>, count: usize) -> Vec<Value> {
             if let Some(e) = v.get("error").and_then(Value::as_str) {
                 return error(e.to_string());
             }
-            let mut results: Vec<Value> = v
-                .get("results")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let mut results: Vec<Value> = v.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
             results.resize(count, json!({}));
             results.truncate(count);
             results
@@ -566,6 +476,7 @@ fn statement_results(answer: Option<PartAnswer>, count: usize) -> Vec<Value> {
 /// A query in flight for a client.
 pub struct Task {
     pub client: usize,
+    pub started: Instant,
     pub kind: TaskKind,
 }
 
@@ -575,13 +486,7 @@ pub enum TaskKind {
 }
 
 impl Task {
-    pub fn pump(
-        &mut self,
-        client: &mut Client,
-        config: &Config,
-        registry: &Registry,
-        now: Instant,
-    ) -> TaskState {
+    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         match &mut self.kind {
             TaskKind::Relay(r) => r.pump(client, config, registry, now),
             TaskKind::Gather(g) => g.pump(client, config, registry, now),
@@ -599,10 +504,7 @@ impl Task {
     pub fn check_timeouts(&mut self, config: &Config, registry: &Registry, now: Instant) {
         for a in self.attempts_mut() {
             if a.deadline().is_some_and(|d| now >= d) {
-                let ms = a
-                    .backend
-                    .and_then(|b| config.backends.get(b))
-                    .map_or(0, |b| b.timeout_query.as_millis());
+                let ms = a.backend.and_then(|b| config.backends.get(b)).map_or(0, |b| b.timeout_query.as_millis());
                 a.pending_error = Some(format!("no answer within timeoutquery ({ms} ms)"));
                 a.deadline = None;
                 a.close(registry);
@@ -633,14 +535,8 @@ mod tests {
 
     #[test]
     fn answers_are_parsed() {
-        assert_eq!(
-            parse_answer(200, b"{\"results\":[]}").unwrap(),
-            json!({"results": []})
-        );
-        assert_eq!(
-            parse_answer(400, b"{\"error\":\"bad q\"}").unwrap(),
-            json!({"error": "bad q"})
-        );
+        assert_eq!(parse_answer(200, b"{\"results\":[]}").unwrap(), json!({"results": []}));
+        assert_eq!(parse_answer(400, b"{\"error\":\"bad q\"}").unwrap(), json!({"error": "bad q"}));
         assert!(parse_answer(200, b"garbage").is_err());
     }
 }

@@ -107,10 +107,7 @@ impl Policy {
                 match policy.flag_mut(&name.to_ascii_lowercase()) {
                     Some(flag) => *flag = refuse,
                     None => {
-                        return Err(format!(
-                            "unknown query rule `{name}` (known rules: {})",
-                            RULES.join(", ")
-                        ));
+                        return Err(format!("unknown query rule `{name}` (known rules: {})", RULES.join(", ")));
                     }
                 }
             }
@@ -149,10 +146,7 @@ impl Policy {
                     Some("select_into")
                 } else if self.select_star && stmt.select_star {
                     Some("select_star")
-                } else if self.select_no_time
-                    && !stmt.sources.is_empty()
-                    && !stmt.has_time_condition
-                {
+                } else if self.select_no_time && !stmt.sources.is_empty() && !stmt.has_time_condition {
                     // Without FROM (`SELECT 1`) there is nothing to scan, so nothing to bound.
                     Some("select_no_time")
                 } else {
@@ -171,10 +165,7 @@ impl Policy {
             _ => None,
         };
         match rule {
-            Some(rule) => Err(Refusal {
-                rule,
-                statement: text.trim().to_string(),
-            }),
+            Some(rule) => Err(Refusal { rule, statement: text.trim().to_string() }),
             None => Ok(()),
         }
     }
@@ -210,13 +201,7 @@ impl Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "query forbidden by rule {}: statement `{}` {}",
-            self.rule,
-            quote(&self.statement),
-            self.reason()
-        )
+        write!(f, "query forbidden by rule {}: statement `{}` {}", self.rule, quote(&self.statement), self.reason())
     }
 }
 
@@ -228,11 +213,7 @@ fn quote(statement: &str) -> String {
     let mut out = String::new();
     let mut chars = 0;
     for word in statement.split_ascii_whitespace() {
-        for c in (!out.is_empty())
-            .then_some(' ')
-            .into_iter()
-            .chain(word.chars())
-        {
+        for c in (!out.is_empty()).then_some(' ').into_iter().chain(word.chars()) {
             if chars == QUOTE_CHARS {
                 out.push('…');
                 return out;
@@ -262,29 +243,14 @@ mod tests {
             ("select value from cpu", Err("select_no_time")),
             ("select value from cpu where time < now()", Ok(())),
             ("drop measurement x", Err("drop")),
-            (
-                "SELECT *::field FROM cpu WHERE time > now() - 1h",
-                Err("select_star"),
-            ),
+            ("SELECT *::field FROM cpu WHERE time > now() - 1h", Err("select_star")),
             ("SELECT count(*) FROM cpu WHERE time > now() - 1h", Ok(())),
-            (
-                "SELECT a FROM (SELECT * FROM cpu) WHERE time > 0",
-                Err("select_star"),
-            ),
-            (
-                "SELECT max(v) FROM (SELECT v FROM cpu WHERE time > now() - 1h)",
-                Ok(()),
-            ),
-            (
-                "SELECT mean(v) INTO x FROM cpu WHERE time > 0",
-                Err("select_into"),
-            ),
+            ("SELECT a FROM (SELECT * FROM cpu) WHERE time > 0", Err("select_star")),
+            ("SELECT max(v) FROM (SELECT v FROM cpu WHERE time > now() - 1h)", Ok(())),
+            ("SELECT mean(v) INTO x FROM cpu WHERE time > 0", Err("select_into")),
             ("SELECT 1", Ok(())),
             ("EXPLAIN SELECT value FROM cpu", Err("select_no_time")),
-            (
-                "EXPLAIN ANALYZE SELECT * FROM cpu WHERE time > 0",
-                Err("select_star"),
-            ),
+            ("EXPLAIN ANALYZE SELECT * FROM cpu WHERE time > 0", Err("select_star")),
             ("EXPLAIN SELECT value FROM cpu WHERE time > 0", Ok(())),
             ("SHOW MEASUREMENTS", Ok(())),
             ("SHOW TAG KEYS FROM cpu", Ok(())),
@@ -309,43 +275,30 @@ mod tests {
     #[test]
     fn permissive_refuses_nothing() {
         let p = Policy::permissive();
-        for q in [
-            "select * from cpu",
-            "DROP DATABASE db",
-            "CREATE USER u WITH PASSWORD 'p'",
-        ] {
+        for q in ["select * from cpu", "DROP DATABASE db", "CREATE USER u WITH PASSWORD 'p'"] {
             assert_eq!(judge(&p, q), Ok(()), "{q:?}");
         }
     }
 
     #[test]
     fn lists_adjust_the_defaults() {
-        let p = Policy::from_lists(Some("create, set_password"), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = Policy::from_lists(Some("create, set_password"), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(judge(&p, "CREATE DATABASE db"), Err("create"));
         assert_eq!(judge(&p, "CREATE USER u WITH PASSWORD 'p'"), Err("create"));
         assert_eq!(judge(&p, "SET PASSWORD FOR u = 'p'"), Err("set_password"));
 
-        let p = Policy::from_lists(None, Some(" SELECT_STAR , ,drop ,"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = Policy::from_lists(None, Some(" SELECT_STAR , ,drop ,")).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.select_star && !p.drop && p.select_no_time);
         assert_eq!(judge(&p, "select * from cpu where time > 0"), Ok(()));
         assert_eq!(judge(&p, "drop measurement x"), Ok(()));
 
         let p = Policy::from_lists(Some("kill"), Some("kill")).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.kill);
-        assert_eq!(
-            Policy::from_lists(Some(""), Some(" , ")),
-            Ok(Policy::default())
-        );
+        assert_eq!(Policy::from_lists(Some(""), Some(" , ")), Ok(Policy::default()));
 
-        let e = Policy::from_lists(Some("drop, bogus_rule"), None)
-            .err()
-            .unwrap_or_default();
+        let e = Policy::from_lists(Some("drop, bogus_rule"), None).err().unwrap_or_default();
         assert!(e.contains("bogus_rule") && e.contains("select_star"), "{e}");
-        let e = Policy::from_lists(None, Some("nope"))
-            .err()
-            .unwrap_or_default();
+        let e = Policy::from_lists(None, Some("nope")).err().unwrap_or_default();
         assert!(e.contains("`nope`"), "{e}");
 
         for name in Policy::rule_names() {
@@ -370,29 +323,15 @@ mod tests {
 
         let long = format!("SELECT {} FROM cpu", vec!["\"fé\""; 100].join(",\n  "));
         let st = classify(&long).unwrap_or_else(|e| panic!("{e}"));
-        let msg = Policy::default()
-            .check(&st, &long)
-            .err()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        assert!(
-            msg.starts_with(
-                "query forbidden by rule select_no_time: statement `SELECT \"fé\", \"fé\""
-            ),
-            "{msg}"
-        );
+        let msg = Policy::default().check(&st, &long).err().map(|r| r.to_string()).unwrap_or_default();
+        assert!(msg.starts_with("query forbidden by rule select_no_time: statement `SELECT \"fé\", \"fé\""), "{msg}");
         assert!(msg.contains("…` has no time condition"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.chars().count() < 320, "{msg}");
 
         let st = classify("DROP MEASUREMENT cpu").unwrap_or_else(|e| panic!("{e}"));
-        let r = Policy::default()
-            .check(&st, "  DROP MEASUREMENT cpu ")
-            .err();
-        assert_eq!(
-            r.as_ref().map(|r| r.statement.as_str()),
-            Some("DROP MEASUREMENT cpu")
-        );
+        let r = Policy::default().check(&st, "  DROP MEASUREMENT cpu ").err();
+        assert_eq!(r.as_ref().map(|r| r.statement.as_str()), Some("DROP MEASUREMENT cpu"));
         assert_eq!(
             r.map(|r| r.to_string()).unwrap_or_default(),
             "query forbidden by rule drop: statement `DROP MEASUREMENT cpu` drops data or schema"

@@ -27,9 +27,7 @@ const RESERVED: &str = "\
     USER USERS VALUES WHERE WITH WRITE";
 
 fn is_reserved(word: &str) -> bool {
-    RESERVED
-        .split_ascii_whitespace()
-        .any(|k| k.eq_ignore_ascii_case(word))
+    RESERVED.split_ascii_whitespace().any(|k| k.eq_ignore_ascii_case(word))
 }
 
 /// What the proxy needs to know about one statement.
@@ -89,9 +87,7 @@ fn join_pieces(pieces: &[&str]) -> String {
     let mut newline = false;
     for piece in pieces {
         let rest = piece.trim_start_matches(is_space_char);
-        let lead_newline = piece
-            .get(..piece.len() - rest.len())
-            .is_some_and(|s| s.contains('\n'));
+        let lead_newline = piece.get(..piece.len() - rest.len()).is_some_and(|s| s.contains('\n'));
         let body = rest.trim_end_matches(is_space_char);
         if body.is_empty() {
             newline |= piece.contains('\n');
@@ -160,17 +156,9 @@ pub enum ShowKind {
 pub enum Source {
     /// `cpu`, `"c\"pu"`, `db.rp.cpu`, `db..cpu`, `rp.cpu`, `"1h"."cpu.load"`: names unquoted and
     /// unescaped.
-    Measurement {
-        db: Option<String>,
-        rp: Option<String>,
-        name: String,
-    },
+    Measurement { db: Option<String>, rp: Option<String>, name: String },
     /// `/cpu.*/`, `db.rp./cpu.*/`: the pattern between the slashes, with `\/` turned into `/`.
-    Regex {
-        db: Option<String>,
-        rp: Option<String>,
-        pattern: String,
-    },
+    Regex { db: Option<String>, rp: Option<String>, pattern: String },
 }
 
 /// Why a statement could not be classified; `position` is a byte offset into the statement.
@@ -182,10 +170,7 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(message: impl Into<String>, position: usize) -> Self {
-        ParseError {
-            message: message.into(),
-            position,
-        }
+        ParseError { message: message.into(), position }
     }
 }
 
@@ -241,21 +226,13 @@ pub fn classify(statement: &str) -> Result<Statement, ParseError> {
     }
     // A second statement hidden behind the first would reach the backend unjudged.
     if let Some(t) = toks.iter().find(|t| t.tok == Tok::Op(Op::Semicolon)) {
-        return Err(ParseError::new(
-            "unexpected ';' inside a statement (split the query first)",
-            t.start,
-        ));
+        return Err(ParseError::new("unexpected ';' inside a statement (split the query first)", t.start));
     }
     if toks.is_empty() {
         return Err(ParseError::new("empty statement", 0));
     }
     let close = match_parens(&toks)?;
-    Parser {
-        text: statement,
-        toks,
-        close,
-    }
-    .statement()
+    Parser { text: statement, toks, close }.statement()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,12 +319,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(text: &'a str) -> Self {
-        Lexer {
-            src: text.as_bytes(),
-            pos: 0,
-            regex_ok: false,
-            done: false,
-        }
+        Lexer { src: text.as_bytes(), pos: 0, regex_ok: false, done: false }
     }
 
     fn at(&self, i: usize) -> Option<u8> {
@@ -489,9 +461,7 @@ impl<'a> Lexer<'a> {
             Tok::Op(Op::LParen | Op::Comma | Op::Dot | Op::EqRegex | Op::NotEqRegex) => true,
             Tok::Word => {
                 let w = self.src.get(t.start..t.end).unwrap_or_default();
-                [b"FROM".as_slice(), b"SELECT", b"DISTINCT", b"BY"]
-                    .iter()
-                    .any(|k| w.eq_ignore_ascii_case(k))
+                [b"FROM".as_slice(), b"SELECT", b"DISTINCT", b"BY"].iter().any(|k| w.eq_ignore_ascii_case(k))
             }
             _ => false,
         }
@@ -538,20 +508,14 @@ fn match_parens(toks: &[Token]) -> Result<Vec<usize>, ParseError> {
                     }
                 }
                 None => {
-                    return Err(ParseError::new(
-                        "unbalanced parentheses: unmatched ')'",
-                        t.start,
-                    ));
+                    return Err(ParseError::new("unbalanced parentheses: unmatched ')'", t.start));
                 }
             },
             _ => {}
         }
     }
     match open.first().and_then(|&o| toks.get(o)) {
-        Some(t) => Err(ParseError::new(
-            "unbalanced parentheses: unclosed '('",
-            t.start,
-        )),
+        Some(t) => Err(ParseError::new("unbalanced parentheses: unclosed '('", t.start)),
         None => Ok(close),
     }
 }
@@ -610,10 +574,7 @@ impl Parser<'_> {
         let mut facts = Facts::default();
         let mut tail = Tail::default();
         let Some(first) = self.word(0) else {
-            return Err(ParseError::new(
-                "expected a statement keyword such as SELECT or SHOW",
-                self.pos(0),
-            ));
+            return Err(ParseError::new("expected a statement keyword such as SELECT or SHOW", self.pos(0)));
         };
         let kind = match first.to_uppercase().as_str() {
             "SELECT" => {
@@ -624,10 +585,7 @@ impl Parser<'_> {
                 let analyze = self.is_kw(1, "ANALYZE");
                 let at = if analyze { 2 } else { 1 };
                 if !self.is_kw(at, "SELECT") {
-                    return Err(ParseError::new(
-                        "expected SELECT after EXPLAIN",
-                        self.pos(at),
-                    ));
+                    return Err(ParseError::new("expected SELECT after EXPLAIN", self.pos(at)));
                 }
                 // The wrapped SELECT's LIMIT is not the EXPLAIN's: its output is a plan.
                 self.select(at, n, 0, &mut facts, None)?;
@@ -719,13 +677,9 @@ impl Parser<'_> {
                 _ => {}
             }
             if level == 0 {
-                match self.keyword(
-                    i,
-                    &[
-                        "INTO", "FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT",
-                        "SOFFSET",
-                    ],
-                ) {
+                match self
+                    .keyword(i, &["INTO", "FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET"])
+                {
                     Some("INTO") if clause == Clause::Fields => {
                         facts.into = true;
                         clause = Clause::Into;
@@ -748,9 +702,7 @@ impl Parser<'_> {
                     }
                     _ => {
                         // fill() and tz() may follow WHERE without GROUP BY and end it.
-                        if self.keyword(i, &["FILL", "TZ"]).is_some()
-                            && self.is_op(i + 1, Op::LParen)
-                        {
+                        if self.keyword(i, &["FILL", "TZ"]).is_some() && self.is_op(i + 1, Op::LParen) {
                             clause = Clause::Other;
                         }
                     }
@@ -760,9 +712,7 @@ impl Parser<'_> {
                 Clause::Fields if level == 0 && t.tok == Tok::Op(Op::Star) => {
                     // A bare `*` stands where a field starts; elsewhere it multiplies.
                     let prev = i.saturating_sub(1);
-                    if self.is_op(prev, Op::Comma)
-                        || self.keyword(prev, &["SELECT", "DISTINCT"]).is_some()
-                    {
+                    if self.is_op(prev, Op::Comma) || self.keyword(prev, &["SELECT", "DISTINCT"]).is_some() {
                         facts.star = true;
                     }
                 }
@@ -775,13 +725,7 @@ impl Parser<'_> {
     }
 
     /// Reads the source list after the FROM at token `at`; returns the index after it.
-    fn source_list(
-        &self,
-        at: usize,
-        end: usize,
-        depth: usize,
-        facts: &mut Facts,
-    ) -> Result<usize, ParseError> {
+    fn source_list(&self, at: usize, end: usize, depth: usize, facts: &mut Facts) -> Result<usize, ParseError> {
         let mut i = at + 1;
         loop {
             if i < end && self.is_op(i, Op::LParen) {
@@ -790,10 +734,7 @@ impl Parser<'_> {
                     return Err(ParseError::new("unbalanced parentheses", self.pos(i)));
                 }
                 if !self.is_kw(i + 1, "SELECT") {
-                    return Err(ParseError::new(
-                        "expected SELECT after '(' in FROM",
-                        self.pos(i + 1),
-                    ));
+                    return Err(ParseError::new("expected SELECT after '(' in FROM", self.pos(i + 1)));
                 }
                 if depth >= MAX_SUBQUERY_DEPTH {
                     return Err(ParseError::new(
@@ -859,10 +800,7 @@ impl Parser<'_> {
             None => match parts.pop() {
                 Some(Some(name)) => Err(name),
                 _ => {
-                    return Err(ParseError::new(
-                        format!("expected a measurement name after {after}"),
-                        self.pos(i),
-                    ));
+                    return Err(ParseError::new(format!("expected a measurement name after {after}"), self.pos(i)));
                 }
             },
         };
@@ -910,17 +848,11 @@ impl Parser<'_> {
             if level == 0 {
                 match self.keyword(
                     i,
-                    &[
-                        "ON", "FROM", "WITH", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET",
-                        "SLIMIT", "SOFFSET",
-                    ],
+                    &["ON", "FROM", "WITH", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET"],
                 ) {
                     Some("ON") if clause != Clause::Where && tail.on_db.is_none() => {
                         let Some(db) = self.any_name(i + 1).filter(|_| i + 1 < end) else {
-                            return Err(ParseError::new(
-                                "expected a database name after ON",
-                                self.pos(i + 1),
-                            ));
+                            return Err(ParseError::new("expected a database name after ON", self.pos(i + 1)));
                         };
                         tail.on_db = Some(db);
                         i += 2;
@@ -933,10 +865,7 @@ impl Parser<'_> {
                     }
                     Some("WITH") if sources && self.is_kw(i + 1, "MEASUREMENT") => {
                         if !(self.is_op(i + 2, Op::Eq) || self.is_op(i + 2, Op::EqRegex)) {
-                            return Err(ParseError::new(
-                                "expected = or =~ after WITH MEASUREMENT",
-                                self.pos(i + 2),
-                            ));
+                            return Err(ParseError::new("expected = or =~ after WITH MEASUREMENT", self.pos(i + 2)));
                         }
                         let (source, next) = self.source(i + 3, end, "WITH MEASUREMENT")?;
                         facts.sources.push(source);
@@ -966,12 +895,7 @@ impl Parser<'_> {
 
     /// `CREATE CONTINUOUS QUERY name ON db [RESAMPLE ...] BEGIN <select> END`: the body is read as
     /// a SELECT for its sources and INTO, but its LIMIT is not the statement's.
-    fn continuous_query(
-        &self,
-        next: usize,
-        facts: &mut Facts,
-        tail: &mut Tail,
-    ) -> Result<(), ParseError> {
+    fn continuous_query(&self, next: usize, facts: &mut Facts, tail: &mut Tail) -> Result<(), ParseError> {
         let n = self.toks.len();
         let Some(begin) = (next..n).find(|&k| self.is_kw(k, "BEGIN")) else {
             return self.clauses(next, n, facts, tail, false);
@@ -981,10 +905,7 @@ impl Parser<'_> {
             return Err(ParseError::new("missing END after BEGIN", self.pos(begin)));
         };
         if !self.is_kw(begin + 1, "SELECT") {
-            return Err(ParseError::new(
-                "expected SELECT after BEGIN",
-                self.pos(begin + 1),
-            ));
+            return Err(ParseError::new("expected SELECT after BEGIN", self.pos(begin + 1)));
         }
         self.select(begin + 1, end, 0, facts, None)
     }
@@ -1047,10 +968,7 @@ impl Parser<'_> {
     /// The object of CREATE/DROP, upper-cased with single spaces, and the index after it.
     fn object(&self, verb: &str) -> Result<(String, usize), ParseError> {
         let Some(w) = self.word(1) else {
-            return Err(ParseError::new(
-                format!("expected what to {verb}"),
-                self.pos(1),
-            ));
+            return Err(ParseError::new(format!("expected what to {verb}"), self.pos(1)));
         };
         let upper = w.to_uppercase();
         Ok(match upper.as_str() {
@@ -1061,23 +979,12 @@ impl Parser<'_> {
     }
 
     /// The integer after the LIMIT-like keyword at `i`, and the byte span of both.
-    fn count(
-        &self,
-        i: usize,
-        end: usize,
-        keyword: &str,
-    ) -> Result<(u64, Range<usize>), ParseError> {
+    fn count(&self, i: usize, end: usize, keyword: &str) -> Result<(u64, Range<usize>), ParseError> {
         let (Some(kw), Some(num)) = (self.toks.get(i), self.toks.get(i + 1)) else {
-            return Err(ParseError::new(
-                format!("expected an integer after {keyword}"),
-                self.pos(i + 1),
-            ));
+            return Err(ParseError::new(format!("expected an integer after {keyword}"), self.pos(i + 1)));
         };
         if i + 1 >= end || num.tok != Tok::Integer {
-            return Err(ParseError::new(
-                format!("expected an integer after {keyword}"),
-                num.start,
-            ));
+            return Err(ParseError::new(format!("expected an integer after {keyword}"), num.start));
         }
         let n = self
             .slice(num)
@@ -1095,18 +1002,13 @@ impl Parser<'_> {
             Tok::QuotedIdent => unescape_ident(self.inner(t)).eq_ignore_ascii_case("time"),
             _ => false,
         };
-        is_time
-            && (self.is_comparison(i + 1)
-                || i.checked_sub(1).is_some_and(|p| self.is_comparison(p)))
+        is_time && (self.is_comparison(i + 1) || i.checked_sub(1).is_some_and(|p| self.is_comparison(p)))
     }
 
     fn is_comparison(&self, i: usize) -> bool {
-        self.toks.get(i).is_some_and(|t| {
-            matches!(
-                t.tok,
-                Tok::Op(Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq)
-            )
-        })
+        self.toks
+            .get(i)
+            .is_some_and(|t| matches!(t.tok, Tok::Op(Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq)))
     }
 
     fn slice(&self, t: &Token) -> &str {
@@ -1115,9 +1017,7 @@ impl Parser<'_> {
 
     /// The text between a literal's delimiters.
     fn inner(&self, t: &Token) -> &str {
-        self.text
-            .get(t.start + 1..t.end.saturating_sub(1))
-            .unwrap_or_default()
+        self.text.get(t.start + 1..t.end.saturating_sub(1)).unwrap_or_default()
     }
 
     fn pos(&self, i: usize) -> usize {
@@ -1130,15 +1030,11 @@ impl Parser<'_> {
 
     /// The text of token `i` when it is a bare word.
     fn word(&self, i: usize) -> Option<&str> {
-        self.toks
-            .get(i)
-            .filter(|t| t.tok == Tok::Word)
-            .map(|t| self.slice(t))
+        self.toks.get(i).filter(|t| t.tok == Tok::Word).map(|t| self.slice(t))
     }
 
     fn is_kw(&self, i: usize, keyword: &str) -> bool {
-        self.word(i)
-            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+        self.word(i).is_some_and(|w| w.eq_ignore_ascii_case(keyword))
     }
 
     /// The entry of `list` that token `i` spells as a bare word, ignoring case.
@@ -1285,21 +1181,13 @@ mod tests {
         mq(None, None, name)
     }
     fn mq(db: Option<&str>, rp: Option<&str>, name: &str) -> Source {
-        Source::Measurement {
-            db: opt(db),
-            rp: opt(rp),
-            name: name.to_string(),
-        }
+        Source::Measurement { db: opt(db), rp: opt(rp), name: name.to_string() }
     }
     fn re(pattern: &str) -> Source {
         req(None, None, pattern)
     }
     fn req(db: Option<&str>, rp: Option<&str>, pattern: &str) -> Source {
-        Source::Regex {
-            db: opt(db),
-            rp: opt(rp),
-            pattern: pattern.to_string(),
-        }
+        Source::Regex { db: opt(db), rp: opt(rp), pattern: pattern.to_string() }
     }
     fn sel() -> Kind {
         Kind::Select
@@ -1818,12 +1706,7 @@ mod tests {
             let clauses = usize::from(r.limit.is_some()) + usize::from(r.offset.is_some());
             assert_eq!(st.limit_offset_spans.len(), clauses, "spans of {:?}", r.q);
             // Every statement survives being split on its own.
-            assert_eq!(
-                split_statements(r.q),
-                vec![r.q.trim_end_matches(';')],
-                "split {:?}",
-                r.q
-            );
+            assert_eq!(split_statements(r.q), vec![r.q.trim_end_matches(';')], "split {:?}", r.q);
         }
     }
 
@@ -1834,67 +1717,25 @@ mod tests {
             ("  SHOW DATABASES ;; ; \n", &["SHOW DATABASES"]),
             ("", &[]),
             (" ; ;", &[]),
-            (
-                "SELECT a FROM b WHERE c = 'x;y'; SHOW USERS",
-                &["SELECT a FROM b WHERE c = 'x;y'", "SHOW USERS"],
-            ),
-            (
-                "SELECT a FROM b WHERE c = 'it''s;'; S",
-                &["SELECT a FROM b WHERE c = 'it''s;'", "S"],
-            ),
-            (
-                "SELECT a FROM b WHERE c = '\\';'; S",
-                &["SELECT a FROM b WHERE c = '\\';'", "S"],
-            ),
-            (
-                "SELECT \"a;b\" FROM \"c\\\";d\"; S",
-                &["SELECT \"a;b\" FROM \"c\\\";d\"", "S"],
-            ),
+            ("SELECT a FROM b WHERE c = 'x;y'; SHOW USERS", &["SELECT a FROM b WHERE c = 'x;y'", "SHOW USERS"]),
+            ("SELECT a FROM b WHERE c = 'it''s;'; S", &["SELECT a FROM b WHERE c = 'it''s;'", "S"]),
+            ("SELECT a FROM b WHERE c = '\\';'; S", &["SELECT a FROM b WHERE c = '\\';'", "S"]),
+            ("SELECT \"a;b\" FROM \"c\\\";d\"; S", &["SELECT \"a;b\" FROM \"c\\\";d\"", "S"]),
             ("SELECT a FROM /a;b/; S", &["SELECT a FROM /a;b/", "S"]),
-            (
-                "SELECT a FROM /a\\/;b/; S",
-                &["SELECT a FROM /a\\/;b/", "S"],
-            ),
-            (
-                "SELECT a FROM x, /a;b/; S",
-                &["SELECT a FROM x, /a;b/", "S"],
-            ),
-            (
-                "SELECT a FROM x WHERE h =~ /a;b/; S",
-                &["SELECT a FROM x WHERE h =~ /a;b/", "S"],
-            ),
-            (
-                "SELECT a FROM x WHERE h !~ /a;b/; S",
-                &["SELECT a FROM x WHERE h !~ /a;b/", "S"],
-            ),
-            (
-                "SHOW MEASUREMENTS WITH MEASUREMENT =~ /a;b/; S",
-                &["SHOW MEASUREMENTS WITH MEASUREMENT =~ /a;b/", "S"],
-            ),
+            ("SELECT a FROM /a\\/;b/; S", &["SELECT a FROM /a\\/;b/", "S"]),
+            ("SELECT a FROM x, /a;b/; S", &["SELECT a FROM x, /a;b/", "S"]),
+            ("SELECT a FROM x WHERE h =~ /a;b/; S", &["SELECT a FROM x WHERE h =~ /a;b/", "S"]),
+            ("SELECT a FROM x WHERE h !~ /a;b/; S", &["SELECT a FROM x WHERE h !~ /a;b/", "S"]),
+            ("SHOW MEASUREMENTS WITH MEASUREMENT =~ /a;b/; S", &["SHOW MEASUREMENTS WITH MEASUREMENT =~ /a;b/", "S"]),
             // Division is no regex: the `;` after it splits.
-            (
-                "SELECT a / 2 FROM x; SELECT b / 3 FROM y",
-                &["SELECT a / 2 FROM x", "SELECT b / 3 FROM y"],
-            ),
-            (
-                "SELECT count(a)/2 FROM x;S",
-                &["SELECT count(a)/2 FROM x", "S"],
-            ),
-            (
-                "SELECT a FROM x -- c;d\n; S",
-                &["SELECT a FROM x -- c;d", "S"],
-            ),
-            (
-                "SELECT a /* ; */ FROM x; S",
-                &["SELECT a /* ; */ FROM x", "S"],
-            ),
+            ("SELECT a / 2 FROM x; SELECT b / 3 FROM y", &["SELECT a / 2 FROM x", "SELECT b / 3 FROM y"]),
+            ("SELECT count(a)/2 FROM x;S", &["SELECT count(a)/2 FROM x", "S"]),
+            ("SELECT a FROM x -- c;d\n; S", &["SELECT a FROM x -- c;d", "S"]),
+            ("SELECT a /* ; */ FROM x; S", &["SELECT a /* ; */ FROM x", "S"]),
             ("SELECT 1; -- only a comment", &["SELECT 1"]),
             ("SELECT 1; /* only */ ; S", &["SELECT 1", "S"]),
             // Unterminated: the rest stays one statement for classify to reject.
-            (
-                "SELECT 'a; DROP DATABASE x",
-                &["SELECT 'a; DROP DATABASE x"],
-            ),
+            ("SELECT 'a; DROP DATABASE x", &["SELECT 'a; DROP DATABASE x"]),
             ("S; SELECT a FROM /x; y", &["S", "SELECT a FROM /x; y"]),
             ("S; /* x; y", &["S", "/* x; y"]),
         ];
@@ -1934,22 +1775,10 @@ mod tests {
             ("SELECT value) FROM cpu", "unbalanced parentheses"),
             ("SELECT a FROM (SHOW DATABASES)", "expected SELECT"),
             ("SELECT a FROM ()", "expected SELECT"),
-            (
-                "SELECT value FROM cpu LIMIT x",
-                "expected an integer after LIMIT",
-            ),
-            (
-                "SELECT value FROM cpu OFFSET",
-                "expected an integer after OFFSET",
-            ),
-            (
-                "SELECT value FROM cpu LIMIT 1.5",
-                "expected an integer after LIMIT",
-            ),
-            (
-                "SELECT value FROM cpu LIMIT 99999999999999999999999",
-                "out of range",
-            ),
+            ("SELECT value FROM cpu LIMIT x", "expected an integer after LIMIT"),
+            ("SELECT value FROM cpu OFFSET", "expected an integer after OFFSET"),
+            ("SELECT value FROM cpu LIMIT 1.5", "expected an integer after LIMIT"),
+            ("SELECT value FROM cpu LIMIT 99999999999999999999999", "out of range"),
             ("SELECT 1; SELECT 2", "unexpected ';'"),
             ("SHOW", "expected what to SHOW"),
             ("CREATE", "expected what to CREATE"),
@@ -1960,14 +1789,8 @@ mod tests {
             ("EXPLAIN SHOW DATABASES", "expected SELECT after EXPLAIN"),
             ("SHOW DATABASES ON", "expected a database name"),
             ("SHOW MEASUREMENTS WITH MEASUREMENT cpu", "expected = or =~"),
-            (
-                "CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT a INTO b FROM c",
-                "missing END",
-            ),
-            (
-                "CREATE CONTINUOUS QUERY cq ON db BEGIN SHOW DATABASES END",
-                "expected SELECT",
-            ),
+            ("CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT a INTO b FROM c", "missing END"),
+            ("CREATE CONTINUOUS QUERY cq ON db BEGIN SHOW DATABASES END", "expected SELECT"),
         ];
         for (q, want) in cases {
             let e = err(q);
@@ -1991,25 +1814,13 @@ mod tests {
         let ok = classify(&nested(MAX_SUBQUERY_DEPTH)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.sources, vec![m("cpu")]);
         assert!(ok.has_subquery && ok.has_time_condition);
-        assert!(
-            err(&nested(MAX_SUBQUERY_DEPTH + 1))
-                .message
-                .contains("nested")
-        );
+        assert!(err(&nested(MAX_SUBQUERY_DEPTH + 1)).message.contains("nested"));
         // Far deeper input fails cleanly instead of exhausting the stack.
         assert!(err(&nested(100_000)).message.contains("nested"));
-        let parens = format!(
-            "SELECT {}a{} FROM cpu",
-            "(".repeat(200_000),
-            ")".repeat(200_000)
-        );
+        let parens = format!("SELECT {}a{} FROM cpu", "(".repeat(200_000), ")".repeat(200_000));
         assert_eq!(classify(&parens).map(|s| s.sources), Ok(vec![m("cpu")]));
         assert!(err(&"(".repeat(200_000)).message.contains("unbalanced"));
-        assert!(
-            err(&format!("SELECT {}", "(".repeat(200_000)))
-                .message
-                .contains("unbalanced")
-        );
+        assert!(err(&format!("SELECT {}", "(".repeat(200_000))).message.contains("unbalanced"));
     }
 
     #[test]
@@ -2037,29 +1848,14 @@ mod tests {
                 "SELECT a FROM (SELECT a FROM cpu LIMIT 5) LIMIT 2 OFFSET 1 SLIMIT 3",
                 "SELECT a FROM (SELECT a FROM cpu LIMIT 5) SLIMIT 3",
             ),
-            (
-                "SELECT a FROM cpu OFFSET 4 tz('UTC')",
-                "SELECT a FROM cpu tz('UTC')",
-            ),
+            ("SELECT a FROM cpu OFFSET 4 tz('UTC')", "SELECT a FROM cpu tz('UTC')"),
             ("SHOW MEASUREMENTS LIMIT 100", "SHOW MEASUREMENTS"),
-            (
-                "SHOW TAG VALUES FROM cpu WITH KEY = host LIMIT 3 OFFSET 2",
-                "SHOW TAG VALUES FROM cpu WITH KEY = host",
-            ),
+            ("SHOW TAG VALUES FROM cpu WITH KEY = host LIMIT 3 OFFSET 2", "SHOW TAG VALUES FROM cpu WITH KEY = host"),
             ("  SELECT a FROM cpu  ", "SELECT a FROM cpu"),
-            (
-                "SELECT a FROM cpu LIMIT 10 -- note\ntz('UTC')",
-                "SELECT a FROM cpu -- note\ntz('UTC')",
-            ),
+            ("SELECT a FROM cpu LIMIT 10 -- note\ntz('UTC')", "SELECT a FROM cpu -- note\ntz('UTC')"),
             ("SELECT a FROM cpu -- x\nLIMIT 1", "SELECT a FROM cpu -- x"),
-            (
-                "SELECT a FROM cpu -- x\nLIMIT 1\nOFFSET 2 tz('UTC')",
-                "SELECT a FROM cpu -- x\ntz('UTC')",
-            ),
-            (
-                "SELECT a FROM \"m\u{e9}t\u{e9}o\"\tLIMIT\t7\tOFFSET /* c */ 8",
-                "SELECT a FROM \"m\u{e9}t\u{e9}o\"",
-            ),
+            ("SELECT a FROM cpu -- x\nLIMIT 1\nOFFSET 2 tz('UTC')", "SELECT a FROM cpu -- x\ntz('UTC')"),
+            ("SELECT a FROM \"m\u{e9}t\u{e9}o\"\tLIMIT\t7\tOFFSET /* c */ 8", "SELECT a FROM \"m\u{e9}t\u{e9}o\""),
         ];
         for (q, want) in cases {
             let st = classify(q).unwrap_or_else(|e| panic!("{q:?}: {e}"));
@@ -2114,10 +1910,7 @@ mod tests {
             }
             let _ = st.text_without_limit_offset(q);
         } else if let Err(e) = classify(q) {
-            assert!(
-                e.position <= q.len() && q.is_char_boundary(e.position),
-                "{q:?}: {e}"
-            );
+            assert!(e.position <= q.len() && q.is_char_boundary(e.position), "{q:?}: {e}");
         }
     }
 
@@ -2206,9 +1999,7 @@ mod tests {
         // A fixed linear congruential generator: reproducible without external crates.
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as usize
         };
         for _ in 0..30_000 {
@@ -2220,10 +2011,7 @@ mod tests {
 
     #[test]
     fn display_of_parse_error() {
-        let e = ParseError {
-            message: "unterminated string literal".to_string(),
-            position: 17,
-        };
+        let e = ParseError { message: "unterminated string literal".to_string(), position: 17 };
         assert_eq!(e.to_string(), "unterminated string literal at 17");
     }
 }

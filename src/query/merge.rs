@@ -21,11 +21,7 @@ use super::plan::MergeKind;
 pub type PartAnswer = Result<Value, String>;
 
 /// Merges the answers of `parts` (backend name, answer).
-pub fn merge(
-    kind: Option<MergeKind>,
-    parts: Vec<(String, PartAnswer)>,
-    warnings: Vec<String>,
-) -> Value {
+pub fn merge(kind: Option<MergeKind>, parts: Vec<(String, PartAnswer)>, warnings: Vec<String>) -> Value {
     let mut warnings = warnings;
     let mut answers = Vec::new();
     let mut errors = Vec::new();
@@ -60,10 +56,7 @@ pub fn merge(
     if !warnings.is_empty()
         && let Some(obj) = result.as_object_mut()
     {
-        let messages: Vec<Value> = warnings
-            .into_iter()
-            .map(|t| json!({"level": "warning", "text": t}))
-            .collect();
+        let messages: Vec<Value> = warnings.into_iter().map(|t| json!({"level": "warning", "text": t})).collect();
         obj.insert("messages".into(), Value::Array(messages));
     }
     result
@@ -80,10 +73,7 @@ fn merge_series(kind: MergeKind, answers: Vec<Value>) -> Value {
     let mut by_key: BTreeMap<String, Value> = BTreeMap::new();
     let mut partial = false;
     for answer in answers {
-        partial |= answer
-            .get("partial")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        partial |= answer.get("partial").and_then(Value::as_bool).unwrap_or(false);
         let Some(Value::Array(series)) = answer.get("series").cloned() else {
             continue;
         };
@@ -91,11 +81,7 @@ fn merge_series(kind: MergeKind, answers: Vec<Value>) -> Value {
             let key = series_key(&s);
             match (kind, by_key.get_mut(&key)) {
                 (MergeKind::Show { .. }, Some(existing)) => {
-                    let more = s
-                        .get("values")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
+                    let more = s.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
                     if let Some(Value::Array(rows)) = existing.get_mut("values") {
                         rows.extend(more);
                     }
@@ -118,18 +104,11 @@ fn merge_series(kind: MergeKind, answers: Vec<Value>) -> Value {
             }
         }
         // InfluxDB leaves a series out when LIMIT/OFFSET leave it no rows.
-        by_key.retain(|_, s| {
-            s.get("values")
-                .and_then(Value::as_array)
-                .is_none_or(|r| !r.is_empty())
-        });
+        by_key.retain(|_, s| s.get("values").and_then(Value::as_array).is_none_or(|r| !r.is_empty()));
     }
     let mut obj = Map::new();
     if !by_key.is_empty() {
-        obj.insert(
-            "series".into(),
-            Value::Array(by_key.into_values().collect()),
-        );
+        obj.insert("series".into(), Value::Array(by_key.into_values().collect()));
     }
     if partial {
         obj.insert("partial".into(), Value::Bool(true));
@@ -156,11 +135,9 @@ fn compare_rows(a: &Value, b: &Value) -> Ordering {
 fn compare_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Number(x), Value::Number(y)) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .partial_cmp(&y.as_f64().unwrap_or(0.0))
-            .unwrap_or(Ordering::Equal),
+        (Value::Number(x), Value::Number(y)) => {
+            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
         _ => a.to_string().cmp(&b.to_string()),
     }
 }
@@ -207,35 +184,16 @@ mod tests {
             ("b".to_string(), Ok(measurements(&["disk", "cpu"]))),
             ("c".to_string(), Err("connection refused".to_string())),
         ];
-        let r = merge(
-            Some(MergeKind::Show {
-                limit: Some(2),
-                offset: Some(1),
-            }),
-            parts,
-            vec![],
-        );
+        let r = merge(Some(MergeKind::Show { limit: Some(2), offset: Some(1) }), parts, vec![]);
         assert_eq!(r["series"][0]["values"], json!([["disk"], ["mem"]]));
         assert_eq!(r["messages"][0]["level"], "warning");
-        assert!(
-            r["messages"][0]["text"]
-                .as_str()
-                .unwrap()
-                .contains("backend c")
-        );
+        assert!(r["messages"][0]["text"].as_str().unwrap().contains("backend c"));
     }
 
     #[test]
     fn an_offset_past_the_end_leaves_no_series() {
         let parts = vec![("a".to_string(), Ok(measurements(&["cpu"])))];
-        let r = merge(
-            Some(MergeKind::Show {
-                limit: None,
-                offset: Some(5),
-            }),
-            parts,
-            vec![],
-        );
+        let r = merge(Some(MergeKind::Show { limit: None, offset: Some(5) }), parts, vec![]);
         assert_eq!(r, json!({}));
     }
 
@@ -243,57 +201,29 @@ mod tests {
     fn series_from_replicas_are_taken_once() {
         let s = |host: &str, v: i64| json!({"name": "cpu", "tags": {"host": host}, "columns": ["time", "v"], "values": [[1, v]]});
         let parts = vec![
-            (
-                "a".to_string(),
-                Ok(json!({"series": [s("b", 1), s("a", 1)]})),
-            ),
-            (
-                "b".to_string(),
-                Ok(json!({"series": [s("a", 2), s("c", 3)]})),
-            ),
+            ("a".to_string(), Ok(json!({"series": [s("b", 1), s("a", 1)]}))),
+            ("b".to_string(), Ok(json!({"series": [s("a", 2), s("c", 3)]}))),
         ];
         let r = merge(Some(MergeKind::Series), parts, vec![]);
-        let hosts: Vec<&str> = r["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["tags"]["host"].as_str().unwrap())
-            .collect();
+        let hosts: Vec<&str> =
+            r["series"].as_array().unwrap().iter().map(|s| s["tags"]["host"].as_str().unwrap()).collect();
         assert_eq!(hosts, ["a", "b", "c"]);
         assert_eq!(r["series"][0]["values"], json!([[1, 1]]));
     }
 
     #[test]
     fn errors() {
-        let parts = vec![(
-            "a".to_string(),
-            Ok(json!({"error": "database not found: x"})),
-        )];
-        assert_eq!(
-            merge(Some(MergeKind::Series), parts, vec![])["error"],
-            "database not found: x"
-        );
-        let parts = vec![
-            ("a".to_string(), Ok(json!({}))),
-            ("b".to_string(), Ok(json!({"error": "boom"}))),
-        ];
+        let parts = vec![("a".to_string(), Ok(json!({"error": "database not found: x"})))];
+        assert_eq!(merge(Some(MergeKind::Series), parts, vec![])["error"], "database not found: x");
+        let parts = vec![("a".to_string(), Ok(json!({}))), ("b".to_string(), Ok(json!({"error": "boom"})))];
         assert_eq!(merge(None, parts, vec![])["error"], "boom (backend b)");
         let parts = vec![("a".to_string(), Ok(json!({"statement_id": 0})))];
-        assert_eq!(
-            merge(None, parts, vec!["backend z is down".into()])["messages"][0]["text"],
-            "backend z is down"
-        );
+        assert_eq!(merge(None, parts, vec!["backend z is down".into()])["messages"][0]["text"], "backend z is down");
     }
 
     #[test]
     fn assembled_in_order_with_ids() {
-        let body = assemble(
-            vec![
-                with_statement_id(json!({"series": []}), 0),
-                with_statement_id(json!({}), 1),
-            ],
-            false,
-        );
+        let body = assemble(vec![with_statement_id(json!({"series": []}), 0), with_statement_id(json!({}), 1)], false);
         assert_eq!(
             String::from_utf8(body).unwrap(),
             "{\"results\":[{\"statement_id\":0,\"series\":[]},{\"statement_id\":1}]}\n"

@@ -25,16 +25,9 @@ pub enum Prepared {
     /// Answer at once with this error.
     Error(u16, String),
     /// Forward unchanged to one of these backends (in order) and stream the answer.
-    Relay {
-        candidates: Vec<usize>,
-        spec: RequestSpec,
-    },
+    Relay { candidates: Vec<usize>, spec: RequestSpec },
     /// Send these sub-requests and merge their answers.
-    Gather {
-        parts: Vec<(Vec<usize>, RequestSpec)>,
-        units: Vec<Unit>,
-        pretty: bool,
-    },
+    Gather { parts: Vec<(Vec<usize>, RequestSpec)>, units: Vec<Unit>, pretty: bool },
 }
 
 /// Parameters the proxy sets itself for sub-requests whose answers it merges.
@@ -76,11 +69,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
             return Prepared::Error(404, format!("database not found: \"{other}\""));
         }
         match plan::plan(config, &statement) {
-            Ok(plan) => planned.push(Planned {
-                text,
-                statement,
-                plan,
-            }),
+            Ok(plan) => planned.push(Planned { text, statement, plan }),
             Err(e) => return Prepared::Error(400, e.0),
         }
     }
@@ -88,25 +77,23 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
         return Prepared::Error(400, "error parsing query: empty query".into());
     }
 
+    // With proxy authentication on, the client's credentials are the proxy's, not the backends'.
+    let own_auth = config.node.auth.is_some();
     let forwarded: Vec<(String, String)> =
-        params.0.iter().filter(|(k, _)| k != "q").cloned().collect();
+        params.0.iter().filter(|(k, _)| k != "q" && !(own_auth && (k == "u" || k == "p"))).cloned().collect();
     let spec = RequestSpec {
         post: head.method == Method::Post,
         params: forwarded.clone(),
         q: q.clone(),
         accept_encoding: head.accept_encoding.clone(),
-        authorization: head.authorization.clone(),
+        authorization: head.authorization.clone().filter(|_| !own_auth),
     };
     if let Some(candidates) = plan::single_backend(&planned) {
         return Prepared::Relay { candidates, spec };
     }
 
     let merge_spec = |q: String| RequestSpec {
-        params: forwarded
-            .iter()
-            .filter(|(k, _)| !MERGE_DROPS.contains(&k.as_str()))
-            .cloned()
-            .collect(),
+        params: forwarded.iter().filter(|(k, _)| !MERGE_DROPS.contains(&k.as_str())).cloned().collect(),
         q,
         accept_encoding: None,
         ..spec.clone()
@@ -122,47 +109,24 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
                 let mut common = first.clone();
                 let mut end = i + 1;
                 while let Some(Plan::One(next)) = planned.get(end).map(|p| &p.plan) {
-                    let both: Vec<usize> = common
-                        .iter()
-                        .copied()
-                        .filter(|b| next.contains(b))
-                        .collect();
+                    let both: Vec<usize> = common.iter().copied().filter(|b| next.contains(b)).collect();
                     if both.is_empty() {
                         break;
                     }
                     common = both;
                     end += 1;
                 }
-                let text = planned[i..end]
-                    .iter()
-                    .map(|p| p.text)
-                    .collect::<Vec<_>>()
-                    .join(";\n");
+                let text = planned[i..end].iter().map(|p| p.text).collect::<Vec<_>>().join(";\n");
                 parts.push((common, merge_spec(text)));
-                units.push(Unit::Group {
-                    first: i,
-                    count: end - i,
-                    part: parts.len() - 1,
-                });
+                units.push(Unit::Group { first: i, count: end - i, part: parts.len() - 1 });
                 i = end;
             }
-            Plan::Merge {
-                backends,
-                skipped,
-                kind,
-            } => {
+            Plan::Merge { backends, skipped, kind } => {
                 let text = planned[i].backend_text();
                 let ids = push_each(&mut parts, backends, || merge_spec(text.clone()));
-                let warnings = skipped
-                    .iter()
-                    .map(|b| format!("backend {} is down: its answer is missing", name(b)))
-                    .collect();
-                units.push(Unit::Merge {
-                    id: i,
-                    kind: Some(*kind),
-                    parts: ids,
-                    warnings,
-                });
+                let warnings =
+                    skipped.iter().map(|b| format!("backend {} is down: its answer is missing", name(b))).collect();
+                units.push(Unit::Merge { id: i, kind: Some(*kind), parts: ids, warnings });
                 i += 1;
             }
             Plan::Broadcast { backends, skipped } => {
@@ -170,29 +134,15 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
                 let ids = push_each(&mut parts, backends, || merge_spec(text.clone()));
                 let warnings = skipped
                     .iter()
-                    .map(|b| {
-                        format!(
-                            "backend {} is down: the statement was not applied there",
-                            name(b)
-                        )
-                    })
+                    .map(|b| format!("backend {} is down: the statement was not applied there", name(b)))
                     .collect();
-                units.push(Unit::Merge {
-                    id: i,
-                    kind: None,
-                    parts: ids,
-                    warnings,
-                });
+                units.push(Unit::Merge { id: i, kind: None, parts: ids, warnings });
                 i += 1;
             }
         }
     }
     let pretty = params.get("pretty") == Some("true");
-    Prepared::Gather {
-        parts,
-        units,
-        pretty,
-    }
+    Prepared::Gather { parts, units, pretty }
 }
 
 fn push_each(

@@ -18,25 +18,15 @@ pub enum Plan {
     /// One backend answers; candidates in order (the next one is tried on failure).
     One(Vec<usize>),
     /// Several backends answer the same statement; answers merged.
-    Merge {
-        backends: Vec<usize>,
-        skipped: Vec<usize>,
-        kind: MergeKind,
-    },
+    Merge { backends: Vec<usize>, skipped: Vec<usize>, kind: MergeKind },
     /// Every listed backend applies the statement; the answer reports the first error.
-    Broadcast {
-        backends: Vec<usize>,
-        skipped: Vec<usize>,
-    },
+    Broadcast { backends: Vec<usize>, skipped: Vec<usize> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeKind {
     /// Schema listings: union of rows, sorted, de-duplicated, LIMIT/OFFSET after merging.
-    Show {
-        limit: Option<u64>,
-        offset: Option<u64>,
-    },
+    Show { limit: Option<u64>, offset: Option<u64> },
     /// Data: union of series; a series several backends return (replicas) is taken once.
     Series,
 }
@@ -52,10 +42,7 @@ impl Planned<'_> {
     /// The text to send to backends: without LIMIT/OFFSET when they are applied after a merge.
     pub fn backend_text(&self) -> String {
         match self.plan {
-            Plan::Merge {
-                kind: MergeKind::Show { .. },
-                ..
-            } => self.statement.text_without_limit_offset(self.text),
+            Plan::Merge { kind: MergeKind::Show { .. }, .. } => self.statement.text_without_limit_offset(self.text),
             _ => self.text.to_string(),
         }
     }
@@ -65,10 +52,7 @@ impl Planned<'_> {
 /// order otherwise. Write-only backends are left out.
 pub fn read_candidates(config: &Config, backends: impl IntoIterator<Item = usize>) -> Vec<usize> {
     let zone = &config.node.zone;
-    let mut v: Vec<usize> = backends
-        .into_iter()
-        .filter(|&b| !config.backends[b].write_only)
-        .collect();
+    let mut v: Vec<usize> = backends.into_iter().filter(|&b| !config.backends[b].write_only).collect();
     v.sort_by_key(|&b| {
         let be = &config.backends[b];
         (!be.state.is_up(), zone.is_empty() || be.zone != *zone, b)
@@ -85,9 +69,7 @@ fn all_readable(config: &Config) -> (Vec<usize>, Vec<usize>) {
 }
 
 fn split_up(config: &Config, backends: Vec<usize>) -> (Vec<usize>, Vec<usize>) {
-    backends
-        .into_iter()
-        .partition(|&b| config.backends[b].state.is_up())
+    backends.into_iter().partition(|&b| config.backends[b].state.is_up())
 }
 
 /// Why a statement cannot be planned: a 400 for the client.
@@ -96,10 +78,7 @@ pub struct PlanError(pub String);
 
 /// Plans one classified statement.
 pub fn plan(config: &Config, statement: &Statement) -> Result<Plan, PlanError> {
-    let merge_show = || MergeKind::Show {
-        limit: statement.limit,
-        offset: statement.offset,
-    };
+    let merge_show = || MergeKind::Show { limit: statement.limit, offset: statement.offset };
     match &statement.kind {
         Kind::Select | Kind::Explain { .. } => by_sources(config, statement, MergeKind::Series),
         Kind::Show(show) => match show {
@@ -108,9 +87,7 @@ pub fn plan(config: &Config, statement: &Statement) -> Result<Plan, PlanError> {
             {
                 by_sources(config, statement, merge_show())
             }
-            ShowKind::Measurements if !statement.sources.is_empty() => {
-                by_sources(config, statement, merge_show())
-            }
+            ShowKind::Measurements if !statement.sources.is_empty() => by_sources(config, statement, merge_show()),
             ShowKind::Databases
             | ShowKind::Measurements
             | ShowKind::RetentionPolicies
@@ -119,11 +96,7 @@ pub fn plan(config: &Config, statement: &Statement) -> Result<Plan, PlanError> {
             | ShowKind::FieldKeys
             | ShowKind::Series => {
                 let (backends, skipped) = all_readable(config);
-                Ok(Plan::Merge {
-                    backends,
-                    skipped,
-                    kind: merge_show(),
-                })
+                Ok(Plan::Merge { backends, skipped, kind: merge_show() })
             }
             // Cardinalities, users, stats, ...: one backend's view.
             _ if !statement.sources.is_empty() => by_sources(config, statement, merge_show()),
@@ -153,12 +126,7 @@ pub fn plan(config: &Config, statement: &Statement) -> Result<Plan, PlanError> {
 fn holders(config: &Config, source: &Source) -> Result<Vec<usize>, PlanError> {
     match source {
         Source::Measurement { name, .. } => match config.routes.lookup(name.as_bytes()) {
-            Some(route) => Ok(config
-                .routes
-                .backends(route)
-                .iter()
-                .map(|&b| usize::from(b))
-                .collect()),
+            Some(route) => Ok(config.routes.backends(route).iter().map(|&b| usize::from(b)).collect()),
             None => Err(PlanError(format!(
                 "measurement \"{name}\" is not routed to any backend (no m:{name}, prefix or m:_default_ key)"
             ))),
@@ -172,34 +140,20 @@ fn by_sources(config: &Config, statement: &Statement, merge: MergeKind) -> Resul
     if statement.sources.is_empty() {
         return Ok(Plan::One(read_candidates(config, 0..config.backends.len())));
     }
-    let regex = statement
-        .sources
-        .iter()
-        .any(|s| matches!(s, Source::Regex { .. }));
+    let regex = statement.sources.iter().any(|s| matches!(s, Source::Regex { .. }));
     if regex {
         let (backends, skipped) = all_readable(config);
-        return Ok(Plan::Merge {
-            backends,
-            skipped,
-            kind: merge,
-        });
+        return Ok(Plan::Merge { backends, skipped, kind: merge });
     }
     let mut sets = Vec::with_capacity(statement.sources.len());
     for s in &statement.sources {
         let set = read_candidates(config, holders(config, s)?);
         if set.is_empty() {
-            return Err(PlanError(format!(
-                "no readable backend holds {}",
-                source_name(s)
-            )));
+            return Err(PlanError(format!("no readable backend holds {}", source_name(s))));
         }
         sets.push(set);
     }
-    let common: Vec<usize> = sets[0]
-        .iter()
-        .copied()
-        .filter(|b| sets[1..].iter().all(|s| s.contains(b)))
-        .collect();
+    let common: Vec<usize> = sets[0].iter().copied().filter(|b| sets[1..].iter().all(|s| s.contains(b))).collect();
     if !common.is_empty() {
         return Ok(Plan::One(common));
     }
@@ -211,11 +165,7 @@ fn by_sources(config: &Config, statement: &Statement, merge: MergeKind) -> Resul
         }
     }
     let (backends, skipped) = split_up(config, picked);
-    Ok(Plan::Merge {
-        backends,
-        skipped,
-        kind: merge,
-    })
+    Ok(Plan::Merge { backends, skipped, kind: merge })
 }
 
 fn source_name(s: &Source) -> String {
@@ -268,32 +218,17 @@ mod tests {
     fn reads_go_to_one_holder_same_zone_first() {
         let c = config();
         // a=0, b=1, c=2, w=3; node zone z2 prefers b.
-        assert_eq!(
-            p(&c, "SELECT v FROM cpu WHERE time > now() - 1h"),
-            Plan::One(vec![1, 0])
-        );
-        assert_eq!(
-            p(&c, "SELECT v FROM mem WHERE time > 0"),
-            Plan::One(vec![2])
-        );
-        assert_eq!(
-            p(&c, "SELECT v FROM other WHERE time > 0"),
-            Plan::One(vec![2])
-        );
-        assert_eq!(
-            p(&c, "SELECT v FROM cpu, disk WHERE time > 0"),
-            Plan::One(vec![0])
-        );
+        assert_eq!(p(&c, "SELECT v FROM cpu WHERE time > now() - 1h"), Plan::One(vec![1, 0]));
+        assert_eq!(p(&c, "SELECT v FROM mem WHERE time > 0"), Plan::One(vec![2]));
+        assert_eq!(p(&c, "SELECT v FROM other WHERE time > 0"), Plan::One(vec![2]));
+        assert_eq!(p(&c, "SELECT v FROM cpu, disk WHERE time > 0"), Plan::One(vec![0]));
     }
 
     #[test]
     fn down_backends_go_last() {
         let c = config();
         c.backends[1].state.set_up(false, None);
-        assert_eq!(
-            p(&c, "SELECT v FROM cpu WHERE time > 0"),
-            Plan::One(vec![0, 1])
-        );
+        assert_eq!(p(&c, "SELECT v FROM cpu WHERE time > 0"), Plan::One(vec![0, 1]));
     }
 
     #[test]
@@ -301,19 +236,11 @@ mod tests {
         let c = config();
         assert_eq!(
             p(&c, "SELECT v FROM cpu, mem WHERE time > 0"),
-            Plan::Merge {
-                backends: vec![1, 2],
-                skipped: vec![],
-                kind: MergeKind::Series
-            }
+            Plan::Merge { backends: vec![1, 2], skipped: vec![], kind: MergeKind::Series }
         );
         assert_eq!(
             p(&c, "SELECT v FROM /c.*/ WHERE time > 0"),
-            Plan::Merge {
-                backends: vec![0, 1, 2],
-                skipped: vec![],
-                kind: MergeKind::Series
-            }
+            Plan::Merge { backends: vec![0, 1, 2], skipped: vec![], kind: MergeKind::Series }
         );
     }
 
@@ -326,10 +253,7 @@ mod tests {
             Plan::Merge {
                 backends: vec![0, 1],
                 skipped: vec![2],
-                kind: MergeKind::Show {
-                    limit: Some(10),
-                    offset: Some(2)
-                }
+                kind: MergeKind::Show { limit: Some(10), offset: Some(2) }
             }
         );
         assert!(matches!(p(&c, "SHOW TAG KEYS FROM cpu"), Plan::One(_)));
@@ -339,20 +263,8 @@ mod tests {
     #[test]
     fn changes_are_broadcast() {
         let c = config();
-        assert_eq!(
-            p(&c, "CREATE DATABASE x"),
-            Plan::Broadcast {
-                backends: vec![0, 1, 2, 3],
-                skipped: vec![]
-            }
-        );
-        assert_eq!(
-            p(&c, "DROP MEASUREMENT cpu"),
-            Plan::Broadcast {
-                backends: vec![0, 1, 3],
-                skipped: vec![]
-            }
-        );
+        assert_eq!(p(&c, "CREATE DATABASE x"), Plan::Broadcast { backends: vec![0, 1, 2, 3], skipped: vec![] });
+        assert_eq!(p(&c, "DROP MEASUREMENT cpu"), Plan::Broadcast { backends: vec![0, 1, 3], skipped: vec![] });
     }
 
     #[test]
@@ -363,35 +275,23 @@ mod tests {
                 .into_iter()
                 .map(|t| {
                     let s = classify(t).unwrap();
-                    Planned {
-                        text: t,
-                        plan: plan(&c, &s).unwrap(),
-                        statement: s,
-                    }
+                    Planned { text: t, plan: plan(&c, &s).unwrap(), statement: s }
                 })
                 .collect()
         };
         assert_eq!(
-            single_backend(&plans(
-                "SELECT v FROM cpu WHERE time>0; SELECT v FROM disk WHERE time>0"
-            )),
+            single_backend(&plans("SELECT v FROM cpu WHERE time>0; SELECT v FROM disk WHERE time>0")),
             Some(vec![0])
         );
-        assert_eq!(
-            single_backend(&plans(
-                "SELECT v FROM cpu WHERE time>0; SELECT v FROM mem WHERE time>0"
-            )),
-            None
-        );
+        assert_eq!(single_backend(&plans("SELECT v FROM cpu WHERE time>0; SELECT v FROM mem WHERE time>0")), None);
         assert_eq!(single_backend(&plans("SHOW MEASUREMENTS")), None);
     }
 
     #[test]
     fn unrouted_measurement_is_an_error() {
-        let raw = RawConfig::from_json(
-            r#"{"BACKENDS": {"a": {"url": "http://127.0.0.1:1"}}, "KEYMAPS": {"cpu": ["a"]}}"#,
-        )
-        .unwrap();
+        let raw =
+            RawConfig::from_json(r#"{"BACKENDS": {"a": {"url": "http://127.0.0.1:1"}}, "KEYMAPS": {"cpu": ["a"]}}"#)
+                .unwrap();
         let c = Config::build(raw, "l1", &Registry::default()).unwrap();
         let e = plan(&c, &classify("SELECT v FROM mem WHERE time > 0").unwrap()).unwrap_err();
         assert!(e.0.contains("\"mem\""), "{e:?}");

@@ -34,15 +34,7 @@ impl Conn {
         let mut stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Conn {
-            token,
-            stream,
-            connected: false,
-            out: Vec::new(),
-            sent: 0,
-            inbuf: Vec::new(),
-            exchanges: 0,
-        })
+        Ok(Conn { token, stream, connected: false, out: Vec::new(), sent: 0, inbuf: Vec::new(), exchanges: 0 })
     }
 
     pub fn deregister(&mut self, registry: &Registry) {
@@ -82,29 +74,13 @@ impl Conn {
     /// Reads what has arrived (at most `max` bytes) into `inbuf`.
     pub fn fill(&mut self, max: usize) -> Result<Fill, ConnError> {
         if !self.connected {
-            return Ok(Fill {
-                read: 0,
-                closed: false,
-                blocked: true,
-            });
+            return Ok(Fill { read: 0, closed: false, blocked: true });
         }
         match read_into(&mut self.stream, &mut self.inbuf, max) {
-            (read, SocketResult::Closed) => Ok(Fill {
-                read,
-                closed: true,
-                blocked: false,
-            }),
+            (read, SocketResult::Closed) => Ok(Fill { read, closed: true, blocked: false }),
             (_, SocketResult::Error(e)) => Err(format!("read: {e}")),
-            (read, SocketResult::WouldBlock) => Ok(Fill {
-                read,
-                closed: false,
-                blocked: true,
-            }),
-            (read, SocketResult::Continue) => Ok(Fill {
-                read,
-                closed: false,
-                blocked: false,
-            }),
+            (read, SocketResult::WouldBlock) => Ok(Fill { read, closed: false, blocked: true }),
+            (read, SocketResult::Continue) => Ok(Fill { read, closed: false, blocked: false }),
         }
     }
 
@@ -124,23 +100,12 @@ impl Conn {
     ) -> Result<Drive, ConnError> {
         if !self.request_sent() {
             if !self.flush()? {
-                return Ok(Drive {
-                    done: false,
-                    blocked: true,
-                });
+                return Ok(Drive { done: false, blocked: true });
             }
             self.out = Vec::new();
             self.set_interest(registry, Interest::READABLE);
         }
-        let fill = if budget > 0 {
-            self.fill(budget)?
-        } else {
-            Fill {
-                read: 0,
-                closed: false,
-                blocked: false,
-            }
-        };
+        let fill = if budget > 0 { self.fill(budget)? } else { Fill { read: 0, closed: false, blocked: false } };
         if ex.reader.is_none() {
             match parse_response_head(&self.inbuf).map_err(|e| e.to_string())? {
                 Some(head) => {
@@ -150,18 +115,12 @@ impl Conn {
                 }
                 None if fill.closed => return Err("connection closed before an answer".into()),
                 None => {
-                    return Ok(Drive {
-                        done: false,
-                        blocked: fill.blocked,
-                    });
+                    return Ok(Drive { done: false, blocked: fill.blocked });
                 }
             }
         }
         let Some(reader) = ex.reader.as_mut() else {
-            return Ok(Drive {
-                done: false,
-                blocked: true,
-            });
+            return Ok(Drive { done: false, blocked: true });
         };
         let n = reader.read(&self.inbuf, body).map_err(|e| e.to_string())?;
         self.inbuf.drain(..n);
@@ -171,17 +130,10 @@ impl Conn {
         if reader.is_done() {
             self.exchanges += 1;
             ex.done = true;
-            ex.reusable =
-                !fill.closed && self.inbuf.is_empty() && ex.head.as_ref().is_some_and(|h| !h.close);
-            return Ok(Drive {
-                done: true,
-                blocked: false,
-            });
+            ex.reusable = !fill.closed && self.inbuf.is_empty() && ex.head.as_ref().is_some_and(|h| !h.close);
+            return Ok(Drive { done: true, blocked: false });
         }
-        Ok(Drive {
-            done: false,
-            blocked: fill.blocked && self.inbuf.is_empty(),
-        })
+        Ok(Drive { done: false, blocked: fill.blocked && self.inbuf.is_empty() })
     }
 }
 

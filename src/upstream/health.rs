@@ -17,25 +17,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One `GET /ping`; `Err` says why the backend is not healthy.
 pub fn ping(backend: &Backend) -> Result<(), String> {
-    let timeout = backend
-        .timeout
-        .min(PING_TIMEOUT)
-        .min(backend.check_interval.max(Duration::from_millis(200)));
-    let mut stream =
-        TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    let timeout = backend.timeout.min(PING_TIMEOUT).min(backend.check_interval.max(Duration::from_millis(200)));
+    let mut stream = TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let req = format!(
         "GET /ping HTTP/1.1\r\nHost: {}\r\nUser-Agent: influx-proxy\r\nConnection: close\r\n\r\n",
         backend.host
     );
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    stream.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
@@ -70,12 +60,7 @@ pub fn run(shared: Arc<Shared>) {
             next.insert(key, now + backend.check_interval);
             check(backend);
         }
-        next.retain(|(name, url), _| {
-            config
-                .backends
-                .iter()
-                .any(|b| &b.name == name && &b.url == url)
-        });
+        next.retain(|(name, url), _| config.backends.iter().any(|b| &b.name == name && &b.url == url));
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,11 +76,7 @@ fn check(backend: &Arc<Backend>) {
         Err(e) => {
             let msg = format!("health check: {e}");
             if state.set_up(false, Some(&msg)) {
-                log::warn!(
-                    "backend {} ({}) is down: {e}; writes wait on disk",
-                    backend.name,
-                    backend.url
-                );
+                log::warn!("backend {} ({}) is down: {e}; writes wait on disk", backend.name, backend.url);
             }
         }
     }

@@ -58,8 +58,7 @@ pub struct BackendState {
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl BackendState {
@@ -106,10 +105,7 @@ impl BackendState {
     }
 
     pub fn last_error(&self) -> String {
-        self.last_error
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     #[inline]
@@ -137,9 +133,7 @@ impl Registry {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry((name.to_string(), url.to_string()))
-            .or_insert_with(|| Arc::new(BackendState::new(name, url)))
-            .clone()
+        map.entry((name.to_string(), url.to_string())).or_insert_with(|| Arc::new(BackendState::new(name, url))).clone()
     }
 
     /// Every state ever registered (current and removed backends), for /health and /metrics.

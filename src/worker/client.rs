@@ -46,10 +46,7 @@ pub enum Phase {
     /// Waiting for a request head.
     Head,
     /// Head read; body arriving.
-    Body {
-        head: Head,
-        chunked: Option<(ChunkedDecoder, Vec<u8>)>,
-    },
+    Body { head: Head, chunked: Option<(ChunkedDecoder, Vec<u8>)> },
 }
 
 /// A complete request, ready to be handled.
@@ -91,10 +88,7 @@ impl Client {
 
     /// Idle between requests: nothing buffered either way.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head)
-            && self.rbuf.is_empty()
-            && self.wpos >= self.wbuf.len()
-            && !self.busy
+        matches!(self.phase, Phase::Head) && self.rbuf.is_empty() && self.wpos >= self.wbuf.len() && !self.busy
     }
 
     pub fn pending_output(&self) -> usize {
@@ -152,11 +146,7 @@ impl Client {
 
     /// Advances the request parser over `rbuf`.
     /// `reserve(n)` takes `n` bytes of the shared budget (false: refused).
-    pub fn next_request(
-        &mut self,
-        max_body: usize,
-        mut reserve: impl FnMut(usize) -> bool,
-    ) -> Next {
+    pub fn next_request(&mut self, max_body: usize, mut reserve: impl FnMut(usize) -> bool) -> Next {
         loop {
             match &mut self.phase {
                 Phase::Head => {
@@ -178,18 +168,11 @@ impl Client {
                         return Next::Close;
                     }
                     if !head.has_body() {
-                        return Next::Request(Request {
-                            head,
-                            decoded: None,
-                            len: 0,
-                        });
+                        return Next::Request(Request { head, decoded: None, len: 0 });
                     }
                     let want = head.content_length.map_or(READ_CHUNK, |n| n as usize);
                     if !reserve(want) {
-                        self.fail(
-                            503,
-                            "proxy overloaded: too much request data in flight, retry later",
-                        );
+                        self.fail(503, "proxy overloaded: too much request data in flight, retry later");
                         return Next::Close;
                     }
                     self.reserved += want;
@@ -199,10 +182,7 @@ impl Client {
                     let chunked = head.chunked.then(|| (ChunkedDecoder::new(), Vec::new()));
                     self.phase = Phase::Body { head, chunked };
                 }
-                Phase::Body {
-                    head,
-                    chunked: None,
-                } => {
+                Phase::Body { head, chunked: None } => {
                     let len = head.content_length.unwrap_or(0) as usize;
                     if self.rbuf.len() < len {
                         if self.rbuf.capacity() < len {
@@ -210,29 +190,17 @@ impl Client {
                         }
                         return Next::Wait;
                     }
-                    let Phase::Body { head, .. } = std::mem::replace(&mut self.phase, Phase::Head)
-                    else {
+                    let Phase::Body { head, .. } = std::mem::replace(&mut self.phase, Phase::Head) else {
                         return Next::Wait;
                     };
-                    return Next::Request(Request {
-                        head,
-                        decoded: None,
-                        len,
-                    });
+                    return Next::Request(Request { head, decoded: None, len });
                 }
-                Phase::Body {
-                    chunked: Some((decoder, body)),
-                    ..
-                } => {
+                Phase::Body { chunked: Some((decoder, body)), .. } => {
                     let before = body.len();
                     let used = match decoder.decode(&self.rbuf, body, max_body) {
                         Ok(n) => n,
                         Err(e) => {
-                            let status = if e == crate::http::request::ChunkError::TooLarge {
-                                413
-                            } else {
-                                400
-                            };
+                            let status = if e == crate::http::request::ChunkError::TooLarge { 413 } else { 400 };
                             self.fail(status, &e.to_string());
                             return Next::Close;
                         }
@@ -242,10 +210,7 @@ impl Client {
                     // The budget follows the decoded body as it grows.
                     if body.len() > self.reserved {
                         if !reserve(grown) {
-                            self.fail(
-                                503,
-                                "proxy overloaded: too much request data in flight, retry later",
-                            );
+                            self.fail(503, "proxy overloaded: too much request data in flight, retry later");
                             return Next::Close;
                         }
                         self.reserved += grown;
@@ -253,18 +218,12 @@ impl Client {
                     if !decoder.is_done() {
                         return Next::Wait;
                     }
-                    let Phase::Body {
-                        head,
-                        chunked: Some((_, body)),
-                    } = std::mem::replace(&mut self.phase, Phase::Head)
+                    let Phase::Body { head, chunked: Some((_, body)) } =
+                        std::mem::replace(&mut self.phase, Phase::Head)
                     else {
                         return Next::Wait;
                     };
-                    return Next::Request(Request {
-                        head,
-                        decoded: Some(body),
-                        len: 0,
-                    });
+                    return Next::Request(Request { head, decoded: Some(body), len: 0 });
                 }
             }
         }
@@ -274,10 +233,7 @@ impl Client {
     pub fn read_limit(&self) -> usize {
         match &self.phase {
             Phase::Head => MAX_HEAD_BYTES + READ_CHUNK,
-            Phase::Body {
-                head,
-                chunked: None,
-            } => head.content_length.unwrap_or(0) as usize + READ_CHUNK,
+            Phase::Body { head, chunked: None } => head.content_length.unwrap_or(0) as usize + READ_CHUNK,
             Phase::Body { .. } => 4 * READ_CHUNK,
         }
     }

@@ -16,11 +16,14 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::poller::ReloadRequest;
 use crate::config::{Backend, Config};
 use crate::defaults::TICK;
+use crate::http::auth;
 use crate::http::params::Params;
 use crate::http::request::Method;
 use crate::http::response::{Response, write_error};
+use crate::ops;
 use crate::outbox::{LogOptions, Outbox};
 use crate::query::{self, Prepared, exec};
 use crate::shared::Shared;
@@ -37,6 +40,12 @@ const FIRST_SLOT: usize = 2;
 /// What a worker is told from outside.
 pub enum Message {
     Config(Arc<Config>),
+    /// The answer to a `/reload` this worker forwarded for client slot `client`.
+    Reloaded {
+        client: usize,
+        status: u16,
+        error: Option<String>,
+    },
 }
 
 /// What a token names.
@@ -64,6 +73,8 @@ pub struct Worker {
     scratch: write::Scratch,
     request_seq: u64,
     next_sweep: Instant,
+    /// When worker 0 writes the next self-statistics point.
+    next_stats: Instant,
     stop_deadline: Option<Instant>,
 }
 
@@ -79,12 +90,7 @@ impl WorkerSetup {
     pub fn new(id: usize, listener: TcpListener) -> std::io::Result<WorkerSetup> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        Ok(WorkerSetup {
-            id,
-            poll,
-            waker,
-            listener,
-        })
+        Ok(WorkerSetup { id, poll, waker, listener })
     }
 }
 
@@ -101,12 +107,9 @@ impl Worker {
         inbox: Receiver<Message>,
         config: Arc<Config>,
     ) -> std::io::Result<Worker> {
-        let WorkerSetup {
-            id, poll, listener, ..
-        } = setup;
+        let WorkerSetup { id, poll, listener, .. } = setup;
         let mut listener = listener;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let s = &shared.settings;
         let log_opts = LogOptions {
             data_dir: s.data_dir.clone(),
@@ -131,16 +134,13 @@ impl Worker {
             scratch: write::Scratch::default(),
             request_seq: 0,
             next_sweep: Instant::now(),
+            next_stats: Instant::now(),
             stop_deadline: None,
         };
         w.apply_config(config)?;
         // Data of backends that left the config while we were down is still delivered.
         for (name, url) in crate::outbox::stored_backends(&w.log_opts.data_dir) {
-            if w.config
-                .backends
-                .iter()
-                .any(|b| b.name == name && b.url == url)
-            {
+            if w.config.backends.iter().any(|b| b.name == name && b.url == url) {
                 continue;
             }
             match Config::retired_backend(&name, &url, &shared.registry) {
@@ -164,11 +164,7 @@ impl Worker {
     fn apply_config(&mut self, config: Arc<Config>) -> std::io::Result<()> {
         let mut outbox_of = Vec::with_capacity(config.backends.len());
         for backend in &config.backends {
-            let existing = self
-                .outboxes
-                .iter()
-                .find(|(_, o)| o.backend.same_identity(backend))
-                .map(|(i, _)| i);
+            let existing = self.outboxes.iter().find(|(_, o)| o.backend.same_identity(backend)).map(|(i, _)| i);
             let oid = match existing {
                 Some(oid) => {
                     if let Some(o) = self.outboxes.get_mut(oid) {
@@ -219,10 +215,7 @@ impl Worker {
             }
             Err(e) => {
                 self.slots.remove(slot);
-                log::error!(
-                    "backend {}: cannot open outbox logs: {e}; its lines will be refused",
-                    backend.name
-                );
+                log::error!("backend {}: cannot open outbox logs: {e}; its lines will be refused", backend.name);
                 None
             }
         }
@@ -241,11 +234,7 @@ impl Worker {
                 let token = event.token();
                 let outcome = catch_unwind(AssertUnwindSafe(|| self.on_event(token)));
                 if outcome.is_err() {
-                    log::error!(
-                        "worker {}: bug: panic while handling token {}; connection dropped",
-                        self.id,
-                        token.0
-                    );
+                    log::error!("worker {}: bug: panic while handling token {}; connection dropped", self.id, token.0);
                     self.drop_slot(token);
                 }
             }
@@ -298,6 +287,7 @@ impl Worker {
                         log::error!("worker {}: applying the new config failed: {e}", self.id);
                     }
                 }
+                Message::Reloaded { client, status, error } => self.reloaded(client, status, error),
             }
         }
     }
@@ -317,12 +307,7 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let slot = self.slots.vacant();
                     let mut client = Box::new(Client::new(stream, peer, token_of(slot)));
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut client.stream, token_of(slot), Interest::READABLE)
-                        .is_err()
-                    {
+                    if self.poll.registry().register(&mut client.stream, token_of(slot), Interest::READABLE).is_err() {
                         continue;
                     }
                     self.slots.insert(Slot::Client(client));
@@ -384,8 +369,7 @@ impl Worker {
         let shared = self.shared.clone();
         loop {
             let Some(c) = self.client_mut(i) else { return };
-            if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES
-            {
+            if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
                 break;
             }
             match c.next_request(max_body, |n| shared.reserve(n)) {
@@ -439,59 +423,100 @@ impl Worker {
         let mut out = Vec::new();
         let close = !head.keep_alive || self.shared.shutting_down();
         let params = Params::parse(&head.query);
-        match head.path.trim_end_matches('/') {
-            "/ping" => match head.method {
-                Method::Get | Method::Head => {
-                    if params
-                        .get("verbose")
-                        .is_some_and(|v| v == "true" || v == "1")
-                    {
-                        let body = format!(
-                            "{{\"version\":\"{}\"}}\n",
-                            crate::defaults::INFLUXDB_VERSION
-                        );
-                        Response {
-                            close,
-                            head_only: head.method == Method::Head,
-                            ..Response::json(200, body.as_bytes())
-                        }
-                        .write_to(&mut out);
-                    } else {
-                        Response {
-                            close,
-                            content_type: Some("application/json"),
-                            ..Response::new(204)
-                        }
-                        .write_to(&mut out);
-                    }
+        let path = head.path.trim_end_matches('/');
+        if matches!(path, "/write" | "/query" | "/reload")
+            && let Some(required) = &self.config.node.auth
+            && let Err(e) = auth::check(required, head, &params)
+        {
+            BackendState::add(&self.shared.stats.auth_failures, 1);
+            BackendState::add(&self.shared.stats.client_errors, 1);
+            let body = crate::http::response::error_body(e.message());
+            Response {
+                close,
+                headers: &[("Www-Authenticate", "Basic realm=\"InfluxDB\"")],
+                ..Response::json(401, body.as_bytes())
+            }
+            .write_to(&mut out);
+            return self.reply(i, &out);
+        }
+        let get = matches!(head.method, Method::Get | Method::Head);
+        let head_only = head.method == Method::Head;
+        match path {
+            "/ping" if get => {
+                if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
+                    let body = format!("{{\"version\":\"{}\"}}\n", crate::defaults::INFLUXDB_VERSION);
+                    Response { close, head_only, ..Response::json(200, body.as_bytes()) }.write_to(&mut out);
+                } else {
+                    Response { close, content_type: Some("application/json"), ..Response::new(204) }.write_to(&mut out);
                 }
-                _ => method_not_allowed(&mut out, "GET, HEAD", close),
-            },
-            "/write" => match head.method {
-                Method::Post => self.write(i, head, &params, body, close, &mut out),
-                _ => method_not_allowed(&mut out, "OPTIONS, POST", close),
-            },
-            "/query" => match head.method {
-                Method::Get | Method::Post => {
+            }
+            "/ping" => method_not_allowed(&mut out, "GET, HEAD", close),
+            "/write" if head.method == Method::Post => {
+                let started = Instant::now();
+                self.write(i, head, &params, body, close, &mut out);
+                self.shared.stats.write_latency.observe(started.elapsed());
+            }
+            "/write" => method_not_allowed(&mut out, "OPTIONS, POST", close),
+            "/query" if matches!(head.method, Method::Get | Method::Post) => {
+                return self.query(i, head, body, close);
+            }
+            "/query" => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
+            "/health" if get => {
+                let body = serde_json::to_vec_pretty(&ops::health_json(&self.shared)).unwrap_or_default();
+                Response { close, head_only, ..Response::json(200, &body) }.write_to(&mut out);
+            }
+            "/metrics" if get => {
+                let body = ops::metrics::render(&self.shared);
+                let ct = Some("text/plain; version=0.0.4; charset=utf-8");
+                Response { close, head_only, content_type: ct, ..Response::new(200) }
+                    .with_body(body.as_bytes(), &mut out);
+            }
+            "/reload" if matches!(head.method, Method::Get | Method::Post) => {
+                let request = ReloadRequest { worker: self.id, client: i };
+                if self.shared.reloads.send(request).is_ok() {
+                    // The answer comes back as Message::Reloaded; nothing else runs on this
+                    // connection until then.
                     if let Some(c) = self.client_mut(i) {
-                        c.wbuf.extend_from_slice(&out);
+                        c.busy = true;
                     }
-                    return self.query(i, head, body, close);
+                    return;
                 }
-                _ => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
-            },
+                write_error(&mut out, 503, "the config thread is not running", close);
+            }
+            "/health" | "/metrics" => method_not_allowed(&mut out, "GET, HEAD", close),
+            "/reload" => method_not_allowed(&mut out, "GET, POST", close),
             _ => {
-                Response {
-                    close,
-                    content_type: Some("text/plain; charset=utf-8"),
-                    ..Response::new(404)
-                }
-                .with_body(b"404 page not found\n", &mut out);
+                Response { close, content_type: Some("text/plain; charset=utf-8"), ..Response::new(404) }
+                    .with_body(b"404 page not found\n", &mut out);
             }
         }
+        self.reply(i, &out);
+    }
+
+    /// Appends a finished answer to a client's output.
+    fn reply(&mut self, i: usize, out: &[u8]) {
         if let Some(c) = self.client_mut(i) {
-            c.wbuf.extend_from_slice(&out);
+            c.wbuf.extend_from_slice(out);
         }
+    }
+
+    /// The config thread's answer to a `/reload`.
+    fn reloaded(&mut self, i: usize, status: u16, error: Option<String>) {
+        let mut out = Vec::new();
+        let Some(c) = self.client_mut(i) else { return };
+        if !c.busy || c.task.is_some() {
+            return;
+        }
+        c.busy = false;
+        let close = c.closing;
+        match error {
+            None => {
+                Response { close, content_type: Some("application/json"), ..Response::new(status) }.write_to(&mut out)
+            }
+            Some(e) => write_error(&mut out, status, &e, close),
+        }
+        c.wbuf.extend_from_slice(&out);
+        self.client_ready(i);
     }
 
     fn write(
@@ -512,23 +537,11 @@ impl Worker {
         };
         let mut inflated = std::mem::take(&mut self.scratch.inflated);
         let body: &[u8] = if head.gzip_body {
-            match self.scratch.gunzip.decompress(
-                raw,
-                self.shared.settings.max_body_bytes,
-                &mut inflated,
-            ) {
+            match self.scratch.gunzip.decompress(raw, self.shared.settings.max_body_bytes, &mut inflated) {
                 Ok(()) => &inflated,
                 Err(e) => {
-                    let status = if e == write::gunzip::GunzipError::TooLarge {
-                        413
-                    } else {
-                        400
-                    };
-                    let r = write::WriteResult {
-                        status,
-                        error: Some(e.to_string()),
-                        lines: 0,
-                    };
+                    let status = if e == write::gunzip::GunzipError::TooLarge { 413 } else { 400 };
+                    let r = write::WriteResult { status, error: Some(e.to_string()), lines: 0 };
                     self.scratch.inflated = inflated;
                     return respond(out, &r, close, stats);
                 }
@@ -537,10 +550,7 @@ impl Worker {
             raw
         };
         if config.node.write_tracing {
-            let peer = self
-                .client_mut(i)
-                .map(|c| c.peer.to_string())
-                .unwrap_or_default();
+            let peer = self.client_mut(i).map(|c| c.peer.to_string()).unwrap_or_default();
             let shown = &body[..body.len().min(64 << 10)];
             log::info!(
                 "write from {peer}: db={} rp={} precision={} ({} bytes): {}",
@@ -575,22 +585,13 @@ impl Worker {
         let config = self.config.clone();
         let prepared = query::prepare(&config, head, body);
         if config.node.query_tracing {
-            let peer = self
-                .client_mut(i)
-                .map(|c| c.peer.to_string())
-                .unwrap_or_default();
+            let peer = self.client_mut(i).map(|c| c.peer.to_string()).unwrap_or_default();
             let params = Params::parse(&head.query);
             let mut q = params.get("q").unwrap_or("").to_string();
             if q.is_empty() {
-                q = Params::parse(&String::from_utf8_lossy(body))
-                    .get("q")
-                    .unwrap_or("")
-                    .to_string();
+                q = Params::parse(&String::from_utf8_lossy(body)).get("q").unwrap_or("").to_string();
             }
-            log::info!(
-                "query from {peer}: db={} q={q}",
-                params.get("db").unwrap_or("")
-            );
+            log::info!("query from {peer}: db={} q={q}", params.get("db").unwrap_or(""));
         }
         let now = Instant::now();
         let task_id = self.tasks.vacant();
@@ -602,11 +603,8 @@ impl Worker {
         let kind = match prepared {
             Prepared::Error(status, msg) => {
                 BackendState::add(&self.shared.stats.queries_refused, 1);
-                let counter = if status >= 500 {
-                    &self.shared.stats.server_errors
-                } else {
-                    &self.shared.stats.client_errors
-                };
+                let counter =
+                    if status >= 500 { &self.shared.stats.server_errors } else { &self.shared.stats.client_errors };
                 BackendState::add(counter, 1);
                 if let Some(c) = self.client_mut(i) {
                     write_error(&mut c.wbuf, status, &msg, close);
@@ -618,29 +616,20 @@ impl Worker {
                 attempt.start_next(&config, registry, now);
                 TaskKind::Relay(Box::new(exec::Relay::new(attempt, close, head.http10)))
             }
-            Prepared::Gather {
-                parts,
-                units,
-                pretty,
-            } => {
+            Prepared::Gather { parts, units, pretty } => {
                 let parts = parts
                     .into_iter()
                     .map(|(candidates, spec)| {
                         let mut attempt = new_attempt(&mut self.slots, candidates, spec);
-                        let answer = (!attempt.start_next(&config, registry, now))
-                            .then(|| Err(attempt.failures.join("; ")));
+                        let answer =
+                            (!attempt.start_next(&config, registry, now)).then(|| Err(attempt.failures.join("; ")));
                         exec::Part { attempt, answer }
                     })
                     .collect();
-                TaskKind::Gather(exec::Gather {
-                    parts,
-                    units,
-                    pretty,
-                    close,
-                })
+                TaskKind::Gather(exec::Gather { parts, units, pretty, close })
             }
         };
-        let task = self.tasks.insert(Task { client: i, kind });
+        let task = self.tasks.insert(Task { client: i, started: now, kind });
         if let Some(c) = self.client_mut(i) {
             c.busy = true;
             c.task = Some(task);
@@ -651,13 +640,7 @@ impl Worker {
     /// Moves a query task along; finishes it when its answer is complete.
     fn pump_task(&mut self, task: usize) {
         let now = Instant::now();
-        let Worker {
-            tasks,
-            slots,
-            config,
-            poll,
-            ..
-        } = self;
+        let Worker { tasks, slots, config, poll, .. } = self;
         let Some(t) = tasks.get_mut(task) else { return };
         let ci = t.client;
         let Some(Slot::Client(client)) = slots.get_mut(ci) else {
@@ -688,6 +671,7 @@ impl Worker {
         let Some(mut t) = self.tasks.remove(task) else {
             return;
         };
+        self.shared.stats.query_latency.observe(t.started.elapsed());
         let registry = self.poll.registry();
         t.close(registry);
         for a in t.attempts_mut() {
@@ -699,16 +683,40 @@ impl Worker {
         }
     }
 
+    /// Worker 0 writes the `influxdb.cluster` point every node `interval` seconds.
+    fn self_statistics(&mut self, now: Instant) {
+        let Some(every) = self.config.node.stats_interval else { return };
+        if self.id != 0 || now < self.next_stats || self.shared.shutting_down() {
+            return;
+        }
+        self.next_stats = now + every;
+        let config = self.config.clone();
+        let line = ops::stats_point::line(&self.shared, &ops::stats_point::hostname(), &config.node.listen_raw);
+        self.request_seq += 1;
+        let db = config.node.db.as_deref().unwrap_or(ops::stats_point::FALLBACK_DB);
+        let wp = write::WriteParams { request: self.request_seq, db, rp: None, precision: None };
+        let r = write::store(
+            &config,
+            &wp,
+            line.as_bytes(),
+            &mut self.outboxes,
+            &self.outbox_of,
+            &mut self.scratch,
+            &self.shared.stats,
+        );
+        if r.status != 204 {
+            log::debug!("self-statistics point not stored: {}", r.error.unwrap_or_default());
+        }
+    }
+
     /// Timers: outbox flush ages, retries and timeouts; idle clients once a second.
     fn tick(&mut self, now: Instant) {
+        self.self_statistics(now);
         let timed: Vec<usize> = self
             .tasks
             .iter_mut()
             .filter_map(|(id, t)| {
-                let late = t
-                    .attempts_mut()
-                    .iter()
-                    .any(|a| a.deadline().is_some_and(|d| now >= d));
+                let late = t.attempts_mut().iter().any(|a| a.deadline().is_some_and(|d| now >= d));
                 late.then_some(id)
             })
             .collect();
@@ -722,19 +730,11 @@ impl Worker {
         for (_, o) in self.outboxes.iter_mut() {
             o.tick(now, registry);
         }
-        let drained: Vec<usize> = self
-            .outboxes
-            .iter()
-            .filter(|(_, o)| o.retired && o.is_drained())
-            .map(|(i, _)| i)
-            .collect();
+        let drained: Vec<usize> =
+            self.outboxes.iter().filter(|(_, o)| o.retired && o.is_drained()).map(|(i, _)| i).collect();
         for oid in drained {
             if let Some(o) = self.outboxes.remove(oid) {
-                log::info!(
-                    "backend {} ({}): all its data delivered; outbox closed",
-                    o.backend.name,
-                    o.backend.url
-                );
+                log::info!("backend {} ({}): all its data delivered; outbox closed", o.backend.name, o.backend.url);
                 let slot = o.token.0 - FIRST_SLOT;
                 drop(o);
                 self.slots.remove(slot);
@@ -749,9 +749,7 @@ impl Worker {
                 .iter()
                 .filter_map(|(i, s)| match s {
                     Slot::Client(c)
-                        if !c.busy
-                            && (now.duration_since(c.last_active) > idle
-                                || stopping && c.is_idle()) =>
+                        if !c.busy && (now.duration_since(c.last_active) > idle || stopping && c.is_idle()) =>
                     {
                         Some(i)
                     }
@@ -766,9 +764,7 @@ impl Worker {
 
     /// One step of a graceful stop; true when the worker may exit.
     fn stop_step(&mut self, now: Instant) -> bool {
-        let deadline = *self
-            .stop_deadline
-            .get_or_insert_with(|| now + self.shared.settings.shutdown_timeout);
+        let deadline = *self.stop_deadline.get_or_insert_with(|| now + self.shared.settings.shutdown_timeout);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
             for (_, o) in self.outboxes.iter_mut() {
@@ -794,10 +790,7 @@ impl Worker {
         if (self.clients == 0 && settled) || now >= deadline {
             let left: u64 = self.outboxes.iter().map(|(_, o)| o.pending_records()).sum();
             if left > 0 {
-                log::info!(
-                    "worker {}: {left} batches stay in the outbox logs for the next start",
-                    self.id
-                );
+                log::info!("worker {}: {left} batches stay in the outbox logs for the next start", self.id);
             }
             return true;
         }
@@ -807,18 +800,9 @@ impl Worker {
 
 fn respond(out: &mut Vec<u8>, r: &write::WriteResult, close: bool, stats: &crate::ops::ProxyStats) {
     match &r.error {
-        None => Response {
-            close,
-            content_type: Some("application/json"),
-            ..Response::new(r.status)
-        }
-        .write_to(out),
+        None => Response { close, content_type: Some("application/json"), ..Response::new(r.status) }.write_to(out),
         Some(msg) => {
-            let counter = if r.status >= 500 {
-                &stats.server_errors
-            } else {
-                &stats.client_errors
-            };
+            let counter = if r.status >= 500 { &stats.server_errors } else { &stats.client_errors };
             BackendState::add(counter, 1);
             write_error(out, r.status, msg, close);
         }

@@ -9,11 +9,7 @@ pub struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
+        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
@@ -61,17 +57,11 @@ impl<T> Slab<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_ref().map(|v| (i, v)))
+        self.entries.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|v| (i, v)))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
-        self.entries
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_mut().map(|v| (i, v)))
+        self.entries.iter_mut().enumerate().filter_map(|(i, e)| e.as_mut().map(|v| (i, v)))
     }
 
     pub fn keys(&self) -> Vec<usize> {

@@ -47,19 +47,12 @@ impl Default for Gunzip {
 impl Gunzip {
     pub fn new() -> Self {
         // SAFETY: no preconditions; a null result (out of memory) is checked where it is used.
-        Gunzip {
-            raw: unsafe { libdeflate_alloc_decompressor() },
-        }
+        Gunzip { raw: unsafe { libdeflate_alloc_decompressor() } }
     }
 
     /// Decompresses every gzip member of `input` into `out` (cleared first), never letting `out` grow
     /// past `limit` bytes.
-    pub fn decompress(
-        &mut self,
-        input: &[u8],
-        limit: usize,
-        out: &mut Vec<u8>,
-    ) -> Result<(), GunzipError> {
+    pub fn decompress(&mut self, input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), GunzipError> {
         out.clear();
         if self.raw.is_null() {
             return Err(GunzipError::Invalid);
@@ -138,9 +131,7 @@ mod tests {
     fn round_trip() {
         let data = b"cpu v=1 1\n".repeat(1000);
         let mut out = Vec::new();
-        Gunzip::new()
-            .decompress(&gzip(&data), 1 << 20, &mut out)
-            .unwrap();
+        Gunzip::new().decompress(&gzip(&data), 1 << 20, &mut out).unwrap();
         assert_eq!(out, data);
     }
 
@@ -161,10 +152,7 @@ mod tests {
         let bomb = gzip(&vec![0u8; 50 << 20]);
         assert!(bomb.len() < 100 << 10);
         let mut out = Vec::new();
-        assert_eq!(
-            Gunzip::new().decompress(&bomb, 1 << 20, &mut out),
-            Err(GunzipError::TooLarge)
-        );
+        assert_eq!(Gunzip::new().decompress(&bomb, 1 << 20, &mut out), Err(GunzipError::TooLarge));
         assert!(out.capacity() <= 2 << 20, "allocated {}", out.capacity());
     }
 
@@ -176,31 +164,18 @@ mod tests {
         body[n - 4..].copy_from_slice(&1u32.to_le_bytes());
         let mut out = Vec::new();
         // The size in the trailer is checked by libdeflate: a wrong one is corrupt data.
-        assert_eq!(
-            Gunzip::new().decompress(&body, 1 << 20, &mut out),
-            Err(GunzipError::Invalid)
-        );
+        assert_eq!(Gunzip::new().decompress(&body, 1 << 20, &mut out), Err(GunzipError::Invalid));
     }
 
     #[test]
     fn garbage_is_invalid() {
         let mut out = Vec::new();
-        for bad in [
-            &b""[..],
-            b"not gzip at all",
-            &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3],
-        ] {
+        for bad in [&b""[..], b"not gzip at all", &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]] {
             let r = Gunzip::new().decompress(bad, 1 << 20, &mut out);
-            assert!(
-                bad.is_empty() && r.is_ok() || r == Err(GunzipError::Invalid),
-                "{bad:?}"
-            );
+            assert!(bad.is_empty() && r.is_ok() || r == Err(GunzipError::Invalid), "{bad:?}");
         }
         let mut truncated = gzip(b"hello world");
         truncated.truncate(truncated.len() - 3);
-        assert_eq!(
-            Gunzip::new().decompress(&truncated, 1 << 20, &mut out),
-            Err(GunzipError::Invalid)
-        );
+        assert_eq!(Gunzip::new().decompress(&truncated, 1 << 20, &mut out), Err(GunzipError::Invalid));
     }
 }

@@ -90,11 +90,7 @@ pub struct Lines<'a> {
 impl<'a> Lines<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         let next_special = memchr2(b'"', b'\\', buf).unwrap_or(buf.len());
-        Lines {
-            buf,
-            pos: 0,
-            next_special,
-        }
+        Lines { buf, pos: 0, next_special }
     }
 
     /// Where the line starting at `start` ends (index of its `\n`, or the end of the body), and
@@ -103,8 +99,7 @@ impl<'a> Lines<'a> {
         let buf = self.buf;
         let newline = memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
         if self.next_special < start {
-            self.next_special =
-                memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
+            self.next_special = memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
         }
         if self.next_special >= newline {
             return (newline, false);
@@ -134,11 +129,7 @@ impl<'a> Iterator for Lines<'a> {
             if text[0] == b'#' {
                 continue;
             }
-            let parsed = if special {
-                analyze_escaped(text)
-            } else {
-                analyze_plain(text)
-            };
+            let parsed = if special { analyze_escaped(text) } else { analyze_plain(text) };
             return Some(parsed.map_err(|error| BadLine { text, error }));
         }
     }
@@ -180,8 +171,7 @@ fn analyze_plain(text: &[u8]) -> Result<Line<'_>, LineError> {
     if measurement_len == 0 {
         return Err(LineError::MissingMeasurement);
     }
-    let key_end =
-        measurement_len + memchr(b' ', &text[measurement_len..]).ok_or(LineError::MissingFields)?;
+    let key_end = measurement_len + memchr(b' ', &text[measurement_len..]).ok_or(LineError::MissingFields)?;
     let fields = skip_blanks(text, key_end);
     if fields == text.len() {
         return Err(LineError::MissingFields);
@@ -190,12 +180,7 @@ fn analyze_plain(text: &[u8]) -> Result<Line<'_>, LineError> {
         Some(n) => skip_blanks(text, fields + n) < text.len(),
         None => false,
     };
-    Ok(Line {
-        text,
-        measurement_len,
-        measurement_escaped: false,
-        has_timestamp,
-    })
+    Ok(Line { text, measurement_len, measurement_escaped: false, has_timestamp })
 }
 
 /// Reads a line with escapes or quotes, following InfluxDB's `scanKey`/`scanFields`.
@@ -249,12 +234,7 @@ fn analyze_escaped(text: &[u8]) -> Result<Line<'_>, LineError> {
         return Err(LineError::UnbalancedQuotes);
     }
     let has_timestamp = i < text.len() && skip_blanks(text, i) < text.len();
-    Ok(Line {
-        text,
-        measurement_len,
-        measurement_escaped,
-        has_timestamp,
-    })
+    Ok(Line { text, measurement_len, measurement_escaped, has_timestamp })
 }
 
 fn skip_blanks(text: &[u8], mut i: usize) -> usize {
@@ -292,29 +272,20 @@ mod tests {
     fn plain_lines() {
         assert_eq!(
             lines("cpu,host=a value=1 1700000000\nmem free=2i\n"),
-            vec![
-                ok("cpu,host=a value=1 1700000000", "cpu", true),
-                ok("mem free=2i", "mem", false)
-            ]
+            vec![ok("cpu,host=a value=1 1700000000", "cpu", true), ok("mem free=2i", "mem", false)]
         );
     }
 
     #[test]
     fn blank_comment_crlf_and_leading_space() {
         let body = "\n   \n# comment\n  # indented comment\r\ncpu v=1 10\r\n\t disk v=2\r\n\r\n";
-        assert_eq!(
-            lines(body),
-            vec![ok("cpu v=1 10", "cpu", true), ok("disk v=2", "disk", false)]
-        );
+        assert_eq!(lines(body), vec![ok("cpu v=1 10", "cpu", true), ok("disk v=2", "disk", false)]);
     }
 
     #[test]
     fn trailing_blanks_are_not_a_timestamp() {
         assert_eq!(lines("cpu v=1   \n"), vec![ok("cpu v=1   ", "cpu", false)]);
-        assert_eq!(
-            lines("cpu  v=1   5\n"),
-            vec![ok("cpu  v=1   5", "cpu", true)]
-        );
+        assert_eq!(lines("cpu  v=1   5\n"), vec![ok("cpu  v=1   5", "cpu", true)]);
     }
 
     #[test]
@@ -322,20 +293,11 @@ mod tests {
         let body = "log,host=a msg=\"line one\nline two\" 5\nnext v=1\n";
         assert_eq!(
             lines(body),
-            vec![
-                ok("log,host=a msg=\"line one\nline two\" 5", "log", true),
-                ok("next v=1", "next", false)
-            ]
+            vec![ok("log,host=a msg=\"line one\nline two\" 5", "log", true), ok("next v=1", "next", false)]
         );
         // A space inside the string is not the end of the field set either.
-        assert_eq!(
-            lines("log msg=\"a b\"\n"),
-            vec![ok("log msg=\"a b\"", "log", false)]
-        );
-        assert_eq!(
-            lines("log msg=\"a b\" 7"),
-            vec![ok("log msg=\"a b\" 7", "log", true)]
-        );
+        assert_eq!(lines("log msg=\"a b\"\n"), vec![ok("log msg=\"a b\"", "log", false)]);
+        assert_eq!(lines("log msg=\"a b\" 7"), vec![ok("log msg=\"a b\" 7", "log", true)]);
     }
 
     #[test]
@@ -343,10 +305,7 @@ mod tests {
         // A quote in the measurement or a tag is an ordinary byte; only field values are quoted.
         assert_eq!(
             lines("c\"pu,t=\"x v=1\nm v=2\n"),
-            vec![
-                ok("c\"pu,t=\"x v=1", "c\"pu", false),
-                ok("m v=2", "m", false)
-            ]
+            vec![ok("c\"pu,t=\"x v=1", "c\"pu", false), ok("m v=2", "m", false)]
         );
     }
 
@@ -354,61 +313,31 @@ mod tests {
     fn escaped_newline_continues_the_line() {
         assert_eq!(
             lines("cpu,t=a\\\nb v=1\nm v=1"),
-            vec![
-                ok("cpu,t=a\\\nb v=1", "cpu", false),
-                ok("m v=1", "m", false)
-            ]
+            vec![ok("cpu,t=a\\\nb v=1", "cpu", false), ok("m v=1", "m", false)]
         );
     }
 
     #[test]
     fn escaped_measurement_names() {
-        assert_eq!(
-            lines("my\\ m\\,x,t=1 v=1\n"),
-            vec![ok("my\\ m\\,x,t=1 v=1", "my m,x", false)]
-        );
+        assert_eq!(lines("my\\ m\\,x,t=1 v=1\n"), vec![ok("my\\ m\\,x,t=1 v=1", "my m,x", false)]);
         assert_eq!(lines("a=b v=1\n"), vec![ok("a=b v=1", "a=b", false)]);
         // Other escapes stay as written, like InfluxDB's unescapeMeasurement.
-        assert_eq!(
-            lines("a\\\"b v=1\n"),
-            vec![ok("a\\\"b v=1", "a\\\"b", false)]
-        );
+        assert_eq!(lines("a\\\"b v=1\n"), vec![ok("a\\\"b v=1", "a\\\"b", false)]);
     }
 
     #[test]
     fn escaped_quote_in_string_value() {
-        assert_eq!(
-            lines("m s=\"say \\\"hi\\\"\" 1\n"),
-            vec![ok("m s=\"say \\\"hi\\\"\" 1", "m", true)]
-        );
+        assert_eq!(lines("m s=\"say \\\"hi\\\"\" 1\n"), vec![ok("m s=\"say \\\"hi\\\"\" 1", "m", true)]);
     }
 
     #[test]
     fn bad_lines_are_reported() {
-        assert_eq!(
-            lines("cpu\n"),
-            vec![Err(("cpu".into(), LineError::MissingFields))]
-        );
-        assert_eq!(
-            lines("cpu,host=a\n"),
-            vec![Err(("cpu,host=a".into(), LineError::MissingFields))]
-        );
-        assert_eq!(
-            lines("cpu   \n"),
-            vec![Err(("cpu   ".into(), LineError::MissingFields))]
-        );
-        assert_eq!(
-            lines(",t=1 v=1\n"),
-            vec![Err((",t=1 v=1".into(), LineError::MissingMeasurement))]
-        );
-        assert_eq!(
-            lines("m s=\"open"),
-            vec![Err(("m s=\"open".into(), LineError::UnbalancedQuotes))]
-        );
-        assert_eq!(
-            lines("m\\ x\n"),
-            vec![Err(("m\\ x".into(), LineError::MissingFields))]
-        );
+        assert_eq!(lines("cpu\n"), vec![Err(("cpu".into(), LineError::MissingFields))]);
+        assert_eq!(lines("cpu,host=a\n"), vec![Err(("cpu,host=a".into(), LineError::MissingFields))]);
+        assert_eq!(lines("cpu   \n"), vec![Err(("cpu   ".into(), LineError::MissingFields))]);
+        assert_eq!(lines(",t=1 v=1\n"), vec![Err((",t=1 v=1".into(), LineError::MissingMeasurement))]);
+        assert_eq!(lines("m s=\"open"), vec![Err(("m s=\"open".into(), LineError::UnbalancedQuotes))]);
+        assert_eq!(lines("m\\ x\n"), vec![Err(("m\\ x".into(), LineError::MissingFields))]);
     }
 
     #[test]
@@ -425,9 +354,7 @@ mod tests {
 
     #[test]
     fn odd_bytes_never_panic() {
-        for body in [
-            "\\", "\"", "m \"", "m v=\"\\", "\\\n\\\n", "m v=1 \\", "\0\0\n", "m,\\",
-        ] {
+        for body in ["\\", "\"", "m \"", "m v=\"\\", "\\\n\\\n", "m v=1 \\", "\0\0\n", "m,\\"] {
             let _ = lines(body);
         }
     }

@@ -51,11 +51,7 @@ pub struct WriteResult {
 
 impl WriteResult {
     fn error(status: u16, msg: impl Into<String>) -> Self {
-        WriteResult {
-            status,
-            error: Some(msg.into()),
-            lines: 0,
-        }
+        WriteResult { status, error: Some(msg.into()), lines: 0 }
     }
 }
 
@@ -72,28 +68,18 @@ pub struct WriteParams<'a> {
 pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, WriteResult> {
     let db = match (p.non_empty("db"), config.node.db.as_deref()) {
         (Some(db), Some(node_db)) if db != node_db => {
-            return Err(WriteResult::error(
-                404,
-                format!("database not found: \"{db}\""),
-            ));
+            return Err(WriteResult::error(404, format!("database not found: \"{db}\"")));
         }
         (Some(db), _) => db,
         (None, Some(node_db)) => node_db,
         (None, None) => return Err(WriteResult::error(400, "database is required")),
     };
-    Ok(WriteParams {
-        request: 0,
-        db,
-        rp: p.non_empty("rp"),
-        precision: p.non_empty("precision"),
-    })
+    Ok(WriteParams { request: 0, db, rp: p.non_empty("rp"), precision: p.non_empty("precision") })
 }
 
 /// The receive time in the request's precision, as InfluxDB would stamp a point without a timestamp.
 pub fn now_in_precision(precision: Option<&str>, now: SystemTime) -> i128 {
-    let ns = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+    let ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
     let unit: i128 = match precision.unwrap_or("ns") {
         "u" | "us" | "µ" => 1_000,
         "ms" => 1_000_000,
@@ -132,15 +118,7 @@ pub fn store(
 ) -> WriteResult {
     let request = p.request;
     let n = config.backends.len();
-    let Scratch {
-        measurement,
-        last_measurement,
-        lines,
-        bytes,
-        targets,
-        logged_unrouted,
-        ..
-    } = scratch;
+    let Scratch { measurement, last_measurement, lines, bytes, targets, logged_unrouted, .. } = scratch;
     lines.clear();
     lines.resize(n, 0);
     bytes.clear();
@@ -195,9 +173,7 @@ pub fn store(
                 continue;
             };
             if outbox.current_request() != request {
-                let t = targets[b].get_or_insert_with(|| {
-                    target(config.backends[b].db.as_deref().unwrap_or(p.db), p)
-                });
+                let t = targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
                 outbox.enter_request(request, t.as_bytes());
             }
             match outbox.append_line(&parts) {
@@ -255,41 +231,20 @@ pub fn store(
     }
     let mut problems = parse_errors;
     if unparsable > problems.len() as u64 {
-        problems.push(format!(
-            "... and {} more unparsable lines",
-            unparsable - problems.len() as u64
-        ));
+        problems.push(format!("... and {} more unparsable lines", unparsable - problems.len() as u64));
     }
     for (name, n) in unrouted.iter().take(10) {
-        problems.push(format!(
-            "measurement \"{name}\" has no backend ({n} points)"
-        ));
+        problems.push(format!("measurement \"{name}\" has no backend ({n} points)"));
     }
     if problems.is_empty() {
-        return WriteResult {
-            status: 204,
-            error: None,
-            lines: stored,
-        };
+        return WriteResult { status: 204, error: None, lines: stored };
     }
     let joined = problems.join("\n");
-    let msg = if stored > 0 {
-        format!("partial write: {joined} dropped={}", unrouted_lines)
-    } else {
-        joined
-    };
-    WriteResult {
-        status: 400,
-        error: Some(msg),
-        lines: stored,
-    }
+    let msg = if stored > 0 { format!("partial write: {joined} dropped={}", unrouted_lines) } else { joined };
+    WriteResult { status: 400, error: Some(msg), lines: stored }
 }
 
-fn note_unrouted(
-    unrouted: &mut Vec<(String, u64)>,
-    logged: &mut std::collections::HashSet<Vec<u8>>,
-    m: &[u8],
-) {
+fn note_unrouted(unrouted: &mut Vec<(String, u64)>, logged: &mut std::collections::HashSet<Vec<u8>>, m: &[u8]) {
     let name = String::from_utf8_lossy(m);
     if let Some((_, count)) = unrouted.iter_mut().find(|(n, _)| *n == name) {
         *count += 1;
@@ -318,27 +273,14 @@ mod tests {
         assert_eq!(now_in_precision(Some("s"), t), 1_700_000_123);
         assert_eq!(now_in_precision(Some("m"), t), 28_333_335);
         assert_eq!(now_in_precision(Some("h"), t), 472_222);
-        assert_eq!(
-            now_in_precision(Some("weird"), t),
-            1_700_000_123_456_789_012
-        );
+        assert_eq!(now_in_precision(Some("weird"), t), 1_700_000_123_456_789_012);
     }
 
     #[test]
     fn targets_are_encoded() {
-        let p = WriteParams {
-            request: 1,
-            db: "my db",
-            rp: Some("a&b"),
-            precision: Some("s"),
-        };
+        let p = WriteParams { request: 1, db: "my db", rp: Some("a&b"), precision: Some("s") };
         assert_eq!(target("my db", &p), "db=my%20db&rp=a%26b&precision=s");
-        let p = WriteParams {
-            request: 1,
-            db: "x",
-            rp: None,
-            precision: None,
-        };
+        let p = WriteParams { request: 1, db: "x", rp: None, precision: None };
         assert_eq!(target("y", &p), "db=y");
     }
 }

@@ -112,9 +112,7 @@ impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.add(u64::from_le_bytes([
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            ]));
+            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
@@ -170,11 +168,7 @@ mod tests {
         assert_eq!(lookup(&r, "cpux"), [0]);
         assert_eq!(lookup(&r, "cp"), [2]);
         assert_eq!(lookup(&r, "memory"), [2]);
-        assert_eq!(
-            lookup(&r, "disk"),
-            [1],
-            "duplicates in a keymap are removed"
-        );
+        assert_eq!(lookup(&r, "disk"), [1], "duplicates in a keymap are removed");
     }
 
     #[test]
@@ -196,8 +190,7 @@ mod tests {
 
     #[test]
     fn identical_sets_share_an_id() {
-        let maps: Vec<(&[u8], Vec<usize>)> =
-            vec![(b"a", vec![0, 1]), (b"b", vec![0, 1]), (b"c", vec![1])];
+        let maps: Vec<(&[u8], Vec<usize>)> = vec![(b"a", vec![0, 1]), (b"b", vec![0, 1]), (b"c", vec![1])];
         let r = Routes::build(&maps, b"_default_", &[]);
         assert_eq!(r.lookup(b"a"), r.lookup(b"b"));
         assert_eq!(r.count(), 2);
