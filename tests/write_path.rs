@@ -17,11 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The database every test writes to, unless it tests node `db` handling.
 const DB: &str = "db";
 /// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] = &[
-    ("interval", "50"),
-    ("checkinterval", "100"),
-    ("rewriteinterval", "500"),
-];
+const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
 
 /// A proxy started on a config written to its own Redis. The proxy goes first on drop.
 struct Rig {
@@ -43,10 +39,7 @@ impl Rig {
         for arg in args {
             builder = builder.arg(*arg);
         }
-        Rig {
-            proxy: builder.start(),
-            _redis: redis,
-        }
+        Rig { proxy: builder.start(), _redis: redis }
     }
 
     fn addr(&self) -> String {
@@ -87,19 +80,11 @@ fn wait_count(influxd: &Influxd, db: &str, measurement: &str, want: u64) {
     loop {
         let got = influxd.count(db, measurement);
         if got >= want {
-            assert_eq!(
-                got,
-                want,
-                "{measurement} on {}: more points than written",
-                influxd.addr()
-            );
+            assert_eq!(got, want, "{measurement} on {}: more points than written", influxd.addr());
             return;
         }
         if Instant::now() >= deadline {
-            panic!(
-                "{measurement} on {}: {got} of {want} points after {WAIT:?}",
-                influxd.addr()
-            );
+            panic!("{measurement} on {}: {got} of {want} points after {WAIT:?}", influxd.addr());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -111,16 +96,11 @@ fn rows(influxd: &Influxd, q: &str) -> Vec<Vec<serde_json::Value>> {
 }
 
 fn times(rows: &[Vec<serde_json::Value>]) -> Vec<u64> {
-    rows.iter()
-        .map(|r| r[0].as_u64().unwrap_or_else(|| panic!("bad time in {r:?}")))
-        .collect()
+    rows.iter().map(|r| r[0].as_u64().unwrap_or_else(|| panic!("bad time in {r:?}"))).collect()
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_nanos() as u64
 }
 
 /// Runs an InfluxQL statement on `influxd` directly (POST /query), asserting success.
@@ -128,11 +108,7 @@ fn influx_exec(influxd: &Influxd, q: &str) {
     let path = format!("/query?{}", http::query_string(&[("q", q)]));
     let r = http::request(&influxd.addr(), "POST", &path, &[], b"");
     assert_eq!(r.status, 200, "{q}: {}", r.text());
-    assert!(
-        r.json()["results"][0]["error"].is_null(),
-        "{q}: {}",
-        r.text()
-    );
+    assert!(r.json()["results"][0]["error"].is_null(), "{q}: {}", r.text());
 }
 
 /// Asserts an InfluxDB-style JSON error answer: status, `{"error": ...}` containing
@@ -140,21 +116,11 @@ fn influx_exec(influxd: &Influxd, q: &str) {
 fn assert_json_error(r: &Response, status: u16, needle: &str) -> String {
     assert_eq!(r.status, status, "unexpected answer: {}", r.text());
     let json = r.json();
-    let error = json["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no \"error\" string in {}", r.text()))
-        .to_string();
-    assert!(
-        error.contains(needle),
-        "error {error:?} does not contain {needle:?}"
-    );
-    let header = r
-        .header("X-Influxdb-Error")
-        .unwrap_or_else(|| panic!("{status} answer without X-Influxdb-Error: {r:?}"));
-    assert!(
-        header.contains(needle),
-        "X-Influxdb-Error {header:?} does not contain {needle:?}"
-    );
+    let error = json["error"].as_str().unwrap_or_else(|| panic!("no \"error\" string in {}", r.text())).to_string();
+    assert!(error.contains(needle), "error {error:?} does not contain {needle:?}");
+    let header =
+        r.header("X-Influxdb-Error").unwrap_or_else(|| panic!("{status} answer without X-Influxdb-Error: {r:?}"));
+    assert!(header.contains(needle), "X-Influxdb-Error {header:?} does not contain {needle:?}");
     assert_version_header(r);
     error
 }
@@ -196,11 +162,7 @@ fn routing_exact_prefix_default_replication_and_nexts() {
         (&a, "a", &["cpu", "cpu_total", "mem"]),
         (&b, "b", &["cpu_load", "mem"]),
         (&c, "c", &["disk", "swap"]),
-        (
-            &n,
-            "n (nexts)",
-            &["cpu", "cpu_load", "cpu_total", "mem", "disk", "swap"],
-        ),
+        (&n, "n (nexts)", &["cpu", "cpu_load", "cpu_total", "mem", "disk", "swap"]),
     ];
     for (influxd, _, present) in expected {
         for m in present {
@@ -210,30 +172,18 @@ fn routing_exact_prefix_default_replication_and_nexts() {
     let all = ["cpu", "cpu_load", "cpu_total", "mem", "disk", "swap"];
     for (influxd, name, present) in expected {
         for m in all.iter().filter(|m| !present.contains(m)) {
-            assert_eq!(
-                influxd.count(DB, m),
-                0,
-                "measurement {m} must not reach backend {name}"
-            );
+            assert_eq!(influxd.count(DB, m), 0, "measurement {m} must not reach backend {name}");
         }
     }
     // The values arrived intact.
-    assert_eq!(
-        rows(&a, "SELECT v FROM cpu_total"),
-        [[serde_json::json!(1_000_000_000u64), serde_json::json!(3)]]
-    );
-    assert_eq!(
-        rows(&n, "SELECT v FROM swap"),
-        [[serde_json::json!(1_000_000_000u64), serde_json::json!(6)]]
-    );
+    assert_eq!(rows(&a, "SELECT v FROM cpu_total"), [[serde_json::json!(1_000_000_000u64), serde_json::json!(3)]]);
+    assert_eq!(rows(&n, "SELECT v FROM swap"), [[serde_json::json!(1_000_000_000u64), serde_json::json!(6)]]);
 }
 
 #[test]
 fn gzip_bodies_single_and_multi_member() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
     let gz = [("Content-Encoding", "gzip")];
     let query = format!("db={DB}");
@@ -246,21 +196,9 @@ fn gzip_bodies_single_and_multi_member() {
     assert_eq!(
         got,
         [
-            [
-                serde_json::json!(1000),
-                serde_json::json!(1),
-                serde_json::json!("x")
-            ],
-            [
-                serde_json::json!(2000),
-                serde_json::json!(2),
-                serde_json::json!("x")
-            ],
-            [
-                serde_json::json!(3000),
-                serde_json::json!(3),
-                serde_json::json!("y")
-            ],
+            [serde_json::json!(1000), serde_json::json!(1), serde_json::json!("x")],
+            [serde_json::json!(2000), serde_json::json!(2), serde_json::json!("x")],
+            [serde_json::json!(3000), serde_json::json!(3), serde_json::json!("y")],
         ]
     );
 
@@ -270,66 +208,38 @@ fn gzip_bodies_single_and_multi_member() {
     let r = rig.write_with(&query, &gz, &two);
     assert_eq!(r.status, 204, "{}", r.text());
     wait_count(&a, DB, "gz2", 4);
-    assert_eq!(
-        times(&rows(&a, "SELECT v FROM gz2")),
-        [1000, 2000, 3000, 4000]
-    );
+    assert_eq!(times(&rows(&a, "SELECT v FROM gz2")), [1000, 2000, 3000, 4000]);
 }
 
 #[test]
 fn precision_seconds_and_milliseconds_stored_exactly() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
-    let r = rig.write(
-        &format!("db={DB}&precision=s"),
-        b"prec_s v=1 1700000000\nprec_s v=2 1700000001\n",
-    );
+    let r = rig.write(&format!("db={DB}&precision=s"), b"prec_s v=1 1700000000\nprec_s v=2 1700000001\n");
     assert_eq!(r.status, 204, "{}", r.text());
-    let r = rig.write(
-        &format!("db={DB}&precision=ms"),
-        b"prec_ms v=1 1700000000123\nprec_ms v=2 1700000000124\n",
-    );
+    let r = rig.write(&format!("db={DB}&precision=ms"), b"prec_ms v=1 1700000000123\nprec_ms v=2 1700000000124\n");
     assert_eq!(r.status, 204, "{}", r.text());
-    let r = rig.write(
-        &format!("db={DB}&precision=u"),
-        b"prec_u v=1 1700000000123456\n",
-    );
+    let r = rig.write(&format!("db={DB}&precision=u"), b"prec_u v=1 1700000000123456\n");
     assert_eq!(r.status, 204, "{}", r.text());
 
     wait_count(&a, DB, "prec_s", 2);
     wait_count(&a, DB, "prec_ms", 2);
     wait_count(&a, DB, "prec_u", 1);
-    assert_eq!(
-        times(&rows(&a, "SELECT v FROM prec_s")),
-        [1_700_000_000_000_000_000, 1_700_000_001_000_000_000]
-    );
-    assert_eq!(
-        times(&rows(&a, "SELECT v FROM prec_ms")),
-        [1_700_000_000_123_000_000, 1_700_000_000_124_000_000]
-    );
-    assert_eq!(
-        times(&rows(&a, "SELECT v FROM prec_u")),
-        [1_700_000_000_123_456_000]
-    );
+    assert_eq!(times(&rows(&a, "SELECT v FROM prec_s")), [1_700_000_000_000_000_000, 1_700_000_001_000_000_000]);
+    assert_eq!(times(&rows(&a, "SELECT v FROM prec_ms")), [1_700_000_000_123_000_000, 1_700_000_000_124_000_000]);
+    assert_eq!(times(&rows(&a, "SELECT v FROM prec_u")), [1_700_000_000_123_456_000]);
 }
 
 #[test]
 fn retention_policy_reaches_both_backends() {
     let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
     for influxd in [&a, &b] {
-        influx_exec(
-            influxd,
-            "CREATE RETENTION POLICY \"short\" ON \"db\" DURATION 2h REPLICATION 1",
-        );
+        influx_exec(influxd, "CREATE RETENTION POLICY \"short\" ON \"db\" DURATION 2h REPLICATION 1");
     }
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), FAST)
-        .keymap("rpm", &["a", "b"]);
+    let config =
+        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("rpm", &["a", "b"]);
     let rig = Rig::start(config, &[], &[]);
 
     // Recent timestamps: the policy only keeps two hours.
@@ -348,10 +258,7 @@ fn retention_policy_reaches_both_backends() {
         }
         assert_eq!(
             got,
-            [
-                [serde_json::json!(t), serde_json::json!(1)],
-                [serde_json::json!(t + 1), serde_json::json!(2)]
-            ],
+            [[serde_json::json!(t), serde_json::json!(1)], [serde_json::json!(t + 1), serde_json::json!(2)]],
             "rp \"short\" on {}",
             influxd.addr()
         );
@@ -390,20 +297,12 @@ fn points_without_timestamp_get_one_receive_time_on_every_replica() {
     let t = times(&ra);
     assert_eq!(t[0], t[1], "two points of one request got different times");
     let slack = 1_000_000_000;
-    assert!(
-        t[0] + slack >= before && t[0] <= after + slack,
-        "receive time {} not within [{before}, {after}]",
-        t[0]
-    );
+    assert!(t[0] + slack >= before && t[0] <= after + slack, "receive time {} not within [{before}, {after}]", t[0]);
 
     let q = "SELECT v FROM nots_s";
     let (sa, sb) = (times(&rows(&a, q)), times(&rows(&b, q)));
     assert_eq!(sa, sb, "replicas disagree on a precision=s point");
-    assert_eq!(
-        sa[0] % 1_000_000_000,
-        0,
-        "precision=s stamp not whole seconds"
-    );
+    assert_eq!(sa[0] % 1_000_000_000, 0, "precision=s stamp not whole seconds");
     assert!(
         sa[0] + slack >= before && sa[0] <= after + slack,
         "precision=s receive time {} not within [{before}, {after}]",
@@ -414,10 +313,8 @@ fn points_without_timestamp_get_one_receive_time_on_every_replica() {
 #[test]
 fn string_field_with_newline_stored_intact_on_every_replica() {
     let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), FAST)
-        .keymap("_default_", &["a", "b"]);
+    let config =
+        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
     let rig = Rig::start(config, &[], &[]);
 
     rig.write_ok(
@@ -429,10 +326,7 @@ fn string_field_with_newline_stored_intact_on_every_replica() {
         assert_eq!(
             rows(influxd, "SELECT msg FROM log"),
             [
-                [
-                    serde_json::json!(1000),
-                    serde_json::json!("line one\nline two")
-                ],
+                [serde_json::json!(1000), serde_json::json!("line one\nline two")],
                 [serde_json::json!(2000), serde_json::json!("after")]
             ],
             "on {}",
@@ -454,11 +348,7 @@ fn escaped_measurement_routed_by_unescaped_name() {
     rig.write_ok(b"my\\ m\\,x,t=1 v=1 1000\nmarker v=1 1000\n");
     wait_count(&b, DB, "marker", 1);
     wait_count(&a, DB, "my m,x", 1);
-    assert_eq!(
-        b.count(DB, "my m,x"),
-        0,
-        "escaped measurement went to _default_"
-    );
+    assert_eq!(b.count(DB, "my m,x"), 0, "escaped measurement went to _default_");
     assert_eq!(a.count(DB, "marker"), 0);
     let measurements = rows(&a, "SHOW MEASUREMENTS");
     assert_eq!(measurements, [[serde_json::json!("my m,x")]]);
@@ -467,9 +357,7 @@ fn escaped_measurement_routed_by_unescaped_name() {
 #[test]
 fn comments_blank_lines_and_crlf() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
     let before = now_ns();
@@ -498,39 +386,18 @@ fn comments_blank_lines_and_crlf() {
     );
     let tags = influx_tag_values(&a, "crlf", "t");
     assert_eq!(tags, ["a", "b", "c", "d", "e", "f"]);
-    let got = rows(
-        &a,
-        "SELECT v, t FROM crlf WHERE t = 'a' OR t = 'b' OR t = 'd'",
-    );
+    let got = rows(&a, "SELECT v, t FROM crlf WHERE t = 'a' OR t = 'b' OR t = 'd'");
     assert_eq!(
         got,
         [
-            [
-                serde_json::json!(1000),
-                serde_json::json!(1),
-                serde_json::json!("a")
-            ],
-            [
-                serde_json::json!(2000),
-                serde_json::json!(2),
-                serde_json::json!("b")
-            ],
-            [
-                serde_json::json!(4000),
-                serde_json::json!(4),
-                serde_json::json!("d")
-            ],
+            [serde_json::json!(1000), serde_json::json!(1), serde_json::json!("a")],
+            [serde_json::json!(2000), serde_json::json!(2), serde_json::json!("b")],
+            [serde_json::json!(4000), serde_json::json!(4), serde_json::json!("d")],
         ]
     );
-    assert_eq!(
-        rows(&a, "SELECT s FROM crlf WHERE t = 'b'"),
-        [[serde_json::json!(2000), serde_json::json!("x")]]
-    );
+    assert_eq!(rows(&a, "SELECT s FROM crlf WHERE t = 'b'"), [[serde_json::json!(2000), serde_json::json!("x")]]);
     // The last line has no newline at all; the two without timestamp got receive time.
-    assert_eq!(
-        rows(&a, "SELECT v FROM crlf WHERE t = 'f'"),
-        [[serde_json::json!(6000), serde_json::json!(6)]]
-    );
+    assert_eq!(rows(&a, "SELECT v FROM crlf WHERE t = 'f'"), [[serde_json::json!(6000), serde_json::json!(6)]]);
     for (tag, value) in [("c", serde_json::json!(3)), ("e", serde_json::json!(5))] {
         let got = rows(&a, &format!("SELECT v FROM crlf WHERE t = '{tag}'"));
         assert_eq!(got.len(), 1, "t={tag}: {got:?}");
@@ -546,10 +413,8 @@ fn comments_blank_lines_and_crlf() {
 /// Values of tag `key` in `measurement`, sorted.
 fn influx_tag_values(influxd: &Influxd, measurement: &str, key: &str) -> Vec<String> {
     let q = format!("SHOW TAG VALUES FROM \"{measurement}\" WITH KEY = \"{key}\"");
-    let mut values: Vec<String> = rows(influxd, &q)
-        .iter()
-        .map(|r| r[1].as_str().expect("tag value").to_string())
-        .collect();
+    let mut values: Vec<String> =
+        rows(influxd, &q).iter().map(|r| r[1].as_str().expect("tag value").to_string()).collect();
     values.sort();
     values
 }
@@ -557,10 +422,8 @@ fn influx_tag_values(influxd: &Influxd, measurement: &str, key: &str) -> Vec<Str
 #[test]
 fn hundred_thousand_lines_in_one_request_on_two_replicas() {
     let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), FAST)
-        .keymap("big", &["a", "b"]);
+    let config =
+        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("big", &["a", "b"]);
     let rig = Rig::start(config, &[], &[]);
 
     const N: u64 = 100_000;
@@ -574,21 +437,14 @@ fn hundred_thousand_lines_in_one_request_on_two_replicas() {
     for influxd in [&a, &b] {
         wait_count(influxd, DB, "big", N);
         let sum = rows(influxd, "SELECT sum(v) FROM big");
-        assert_eq!(
-            sum[0][1],
-            serde_json::json!(N * (N - 1) / 2),
-            "on {}",
-            influxd.addr()
-        );
+        assert_eq!(sum[0][1], serde_json::json!(N * (N - 1) / 2), "on {}", influxd.addr());
     }
 }
 
 #[test]
 fn thousand_requests_on_one_keep_alive_connection() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
     let mut conn = HttpConn::connect(&rig.addr());
@@ -606,20 +462,15 @@ fn thousand_requests_on_one_keep_alive_connection() {
 #[test]
 fn pipelined_requests_answered_in_order() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
     let mut raw = Vec::new();
     for i in 0..20u64 {
         let body = format!("pipe,r={i} v={i}i 1000\npipe,r={i} v={i}i 2000\n");
         raw.extend_from_slice(
-            format!(
-                "POST /write?db={DB} HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
+            format!("POST /write?db={DB} HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
         );
     }
     // A request of another kind in the middle: its answer must come at its place.
@@ -652,11 +503,7 @@ fn pipelined_requests_answered_in_order() {
 fn find_request_end(raw: &[u8], at: usize) -> usize {
     let mut pos = 0;
     while pos < at {
-        let head_end = raw[pos..]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| pos + i + 4)
-            .expect("request head");
+        let head_end = raw[pos..].windows(4).position(|w| w == b"\r\n\r\n").map(|i| pos + i + 4).expect("request head");
         let head = String::from_utf8_lossy(&raw[pos..head_end]);
         let len: usize = head
             .lines()
@@ -677,9 +524,7 @@ fn node_db_is_enforced() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     a.create_db("app");
     a.create_db("other");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[("db", "app")], &[]);
 
     let r = rig.write("db=other", b"nodedb v=1 1000\n");
@@ -692,10 +537,7 @@ fn node_db_is_enforced() {
     assert_eq!(r.status, 204, "write with db=app: {}", r.text());
 
     wait_count(&a, "app", "nodedb", 2);
-    assert_eq!(
-        times(&a.values("app", "SELECT v FROM nodedb")),
-        [2000, 3000]
-    );
+    assert_eq!(times(&a.values("app", "SELECT v FROM nodedb")), [2000, 3000]);
     assert_eq!(a.count("other", "nodedb"), 0, "refused write was stored");
     assert_eq!(a.count(DB, "nodedb"), 0);
 }
@@ -703,9 +545,7 @@ fn node_db_is_enforced() {
 #[test]
 fn error_answers_are_influxdb_style() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &["--max-body-bytes", "1000"]);
     let query = format!("db={DB}");
     let gz = [("Content-Encoding", "gzip")];
@@ -728,13 +568,7 @@ fn error_answers_are_influxdb_style() {
     let big = "toolarge,tag=aaaaaaaaaaaaaaaa v=1 1000\n".repeat(50);
     assert!(big.len() > 1000);
     let r = rig.write(&query, big.as_bytes());
-    assert_eq!(
-        r.status,
-        413,
-        "plain body of {} bytes: {}",
-        big.len(),
-        r.text()
-    );
+    assert_eq!(r.status, 413, "plain body of {} bytes: {}", big.len(), r.text());
     assert_version_header(&r);
     assert!(r.json()["error"].is_string(), "{}", r.text());
     assert!(r.header("X-Influxdb-Error").is_some(), "{r:?}");
@@ -743,14 +577,7 @@ fn error_answers_are_influxdb_style() {
     let bomb = http::gzip(big.repeat(4).as_bytes());
     assert!(bomb.len() < 1000, "gzip body of {} bytes", bomb.len());
     let r = rig.write_with(&query, &gz, &bomb);
-    assert_eq!(
-        r.status,
-        413,
-        "gzip body of {} bytes inflating to {}: {}",
-        bomb.len(),
-        big.len() * 4,
-        r.text()
-    );
+    assert_eq!(r.status, 413, "gzip body of {} bytes inflating to {}: {}", bomb.len(), big.len() * 4, r.text());
     assert_version_header(&r);
     assert!(r.json()["error"].is_string(), "{}", r.text());
     assert!(r.header("X-Influxdb-Error").is_some(), "{r:?}");
@@ -770,9 +597,7 @@ fn error_answers_are_influxdb_style() {
 #[test]
 fn expect_continue_and_chunked_bodies() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
     let path = format!("/write?db={DB}");
 
@@ -780,12 +605,7 @@ fn expect_continue_and_chunked_bodies() {
     let body = b"expect v=1 1000\nexpect v=2 2000\n";
     let len = body.len().to_string();
     // The head alone: the body follows only after the interim answer.
-    conn.send(
-        "POST",
-        &path,
-        &[("Expect", "100-continue"), ("Content-Length", &len)],
-        b"",
-    );
+    conn.send("POST", &path, &[("Expect", "100-continue"), ("Content-Length", &len)], b"");
     let interim = conn.read_response();
     assert_eq!(interim.status, 100, "{interim:?}");
     conn.send_raw(body);
@@ -793,18 +613,8 @@ fn expect_continue_and_chunked_bodies() {
     assert_eq!(r.status, 204, "{}", r.text());
 
     // Chunked, with chunk borders inside lines and inside a number.
-    let chunks: [&[u8]; 4] = [
-        b"chunk,t=a v=1 10",
-        b"00\nchunk,t=b v",
-        b"=2 2000\nchu",
-        b"nk,t=c v=3 3000\n",
-    ];
-    conn.send(
-        "POST",
-        &path,
-        &[("Transfer-Encoding", "chunked")],
-        &http::chunked(&chunks),
-    );
+    let chunks: [&[u8]; 4] = [b"chunk,t=a v=1 10", b"00\nchunk,t=b v", b"=2 2000\nchu", b"nk,t=c v=3 3000\n"];
+    conn.send("POST", &path, &[("Transfer-Encoding", "chunked")], &http::chunked(&chunks));
     let r = conn.read_response();
     assert_eq!(r.status, 204, "{}", r.text());
 
@@ -814,21 +624,9 @@ fn expect_continue_and_chunked_bodies() {
     assert_eq!(
         rows(&a, "SELECT v, t FROM chunk"),
         [
-            [
-                serde_json::json!(1000),
-                serde_json::json!(1),
-                serde_json::json!("a")
-            ],
-            [
-                serde_json::json!(2000),
-                serde_json::json!(2),
-                serde_json::json!("b")
-            ],
-            [
-                serde_json::json!(3000),
-                serde_json::json!(3),
-                serde_json::json!("c")
-            ],
+            [serde_json::json!(1000), serde_json::json!(1), serde_json::json!("a")],
+            [serde_json::json!(2000), serde_json::json!(2), serde_json::json!("b")],
+            [serde_json::json!(3000), serde_json::json!(3), serde_json::json!("c")],
         ]
     );
 }
@@ -836,10 +634,8 @@ fn expect_continue_and_chunked_bodies() {
 #[test]
 fn backend_down_for_a_while_gets_everything_after_it_returns() {
     let [a, mut b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), FAST)
-        .keymap("_default_", &["a", "b"]);
+    let config =
+        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
     let rig = Rig::start(config, &[], &[]);
 
     b.stop();
@@ -853,12 +649,7 @@ fn backend_down_for_a_while_gets_everything_after_it_returns() {
             body += &format!("outage,w=1 v={i}i {}\n", base + i);
         }
         let answer = rig.write(&format!("db={DB}"), body.as_bytes());
-        assert_eq!(
-            answer.status,
-            204,
-            "request {r} while b is down: {}",
-            answer.text()
-        );
+        assert_eq!(answer.status, 204, "request {r} while b is down: {}", answer.text());
         std::thread::sleep(Duration::from_millis(40));
     }
     wait_count(&a, DB, "outage", REQUESTS * LINES);
@@ -867,21 +658,14 @@ fn backend_down_for_a_while_gets_everything_after_it_returns() {
     for influxd in [&a, &b] {
         let sum = rows(influxd, "SELECT sum(v) FROM outage");
         let n = REQUESTS * LINES;
-        assert_eq!(
-            sum[0][1],
-            serde_json::json!(n * (n - 1) / 2),
-            "on {}",
-            influxd.addr()
-        );
+        assert_eq!(sum[0][1], serde_json::json!(n * (n - 1) / 2), "on {}", influxd.addr());
     }
 }
 
 #[test]
 fn rejected_batch_does_not_block_later_data_fake_backend() {
     let fake = FakeBackend::start();
-    let config = ProxyConfig::new()
-        .backend("f", &fake.url(), FAST)
-        .keymap("_default_", &["f"]);
+    let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("_default_", &["f"]);
     let rig = Rig::start(config, &[], &[]);
 
     fake.set_write(Behavior::respond(
@@ -889,9 +673,7 @@ fn rejected_batch_does_not_block_later_data_fake_backend() {
         r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"bad\" is type string, already exists as type float dropped=1"}"#,
     ));
     rig.write_ok(b"bad v=\"s\" 1000\n");
-    wait_until(WAIT, "the bad batch reaching the fake", || {
-        fake.write_lines().iter().any(|l| l == "bad v=\"s\" 1000")
-    });
+    wait_until(WAIT, "the bad batch reaching the fake", || fake.write_lines().iter().any(|l| l == "bad v=\"s\" 1000"));
     fake.set_write(Behavior::Ok);
     rig.write_ok(b"good v=1 2000\n");
     rig.write_ok(b"good v=2 3000\n");
@@ -903,27 +685,18 @@ fn rejected_batch_does_not_block_later_data_fake_backend() {
     std::thread::sleep(Duration::from_millis(1500));
     let lines = fake.write_lines();
     let bad = lines.iter().filter(|l| *l == "bad v=\"s\" 1000").count();
-    assert!(
-        (1..=2).contains(&bad),
-        "the 400 batch was sent {bad} times: {lines:?}"
-    );
+    assert!((1..=2).contains(&bad), "the 400 batch was sent {bad} times: {lines:?}");
     let good = lines.iter().filter(|l| l.starts_with("good ")).count();
     assert_eq!(good, 2, "good lines sent more than once: {lines:?}");
     std::thread::sleep(Duration::from_millis(1000));
-    let again = fake
-        .write_lines()
-        .iter()
-        .filter(|l| *l == "bad v=\"s\" 1000")
-        .count();
+    let again = fake.write_lines().iter().filter(|l| *l == "bad v=\"s\" 1000").count();
     assert_eq!(again, bad, "the 400 batch keeps being retried");
 }
 
 #[test]
 fn field_type_conflict_does_not_block_later_data_real_influxd() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
     rig.write_ok(b"conf v=1 1000000000\n");
@@ -947,24 +720,13 @@ fn field_type_conflict_does_not_block_later_data_real_influxd() {
 #[test]
 fn unrouted_measurement_is_a_partial_write() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("cpu", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
-    let r = rig.write(
-        &format!("db={DB}"),
-        b"cpu v=1 1000\nnowhere v=2 2000\ncpu v=3 3000\n",
-    );
+    let r = rig.write(&format!("db={DB}"), b"cpu v=1 1000\nnowhere v=2 2000\ncpu v=3 3000\n");
     let error = assert_json_error(&r, 400, "partial write");
-    assert!(
-        error.contains("nowhere"),
-        "error does not name it: {error:?}"
-    );
-    assert!(
-        !error.contains("cpu"),
-        "error names a routed measurement: {error:?}"
-    );
+    assert!(error.contains("nowhere"), "error does not name it: {error:?}");
+    assert!(!error.contains("cpu"), "error names a routed measurement: {error:?}");
     wait_count(&a, DB, "cpu", 2);
     assert_eq!(times(&rows(&a, "SELECT v FROM cpu")), [1000, 3000]);
     assert_eq!(a.count(DB, "nowhere"), 0);
@@ -973,9 +735,7 @@ fn unrouted_measurement_is_a_partial_write() {
 #[test]
 fn ping_get_head_and_verbose() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .keymap("_default_", &["a"]);
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
     let rig = Rig::start(config, &[], &[]);
 
     let r = http::get(&rig.addr(), "/ping");
@@ -994,10 +754,7 @@ fn ping_get_head_and_verbose() {
     let r = conn.read_response();
     assert_eq!(r.status, 200, "{r:?}");
     assert_version_header(&r);
-    let version = r.json()["version"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no version in {}", r.text()))
-        .to_string();
+    let version = r.json()["version"].as_str().unwrap_or_else(|| panic!("no version in {}", r.text())).to_string();
     assert!(version.starts_with("1."), "{version}");
     assert_eq!(Some(version.as_str()), r.header("X-Influxdb-Version"));
 

@@ -51,6 +51,8 @@ pub struct Head {
     pub authorization: Option<String>,
     /// Raw `Accept-Encoding` value, relayed to backends on queries.
     pub accept_encoding: Option<String>,
+    /// Raw `Accept` value (`application/csv`, msgpack...), relayed to backends on queries.
+    pub accept: Option<String>,
     /// Bytes the head took in the buffer, request line to the blank line included.
     pub len: usize,
 }
@@ -133,6 +135,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         form_body: false,
         authorization: None,
         accept_encoding: None,
+        accept: None,
         len,
     };
     for h in req.headers.iter() {
@@ -171,6 +174,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
                 trim(coding).eq_ignore_ascii_case(b"gzip")
             });
             head.accept_encoding = std::str::from_utf8(value).ok().map(str::to_string);
+        } else if name.eq_ignore_ascii_case("accept") {
+            head.accept = std::str::from_utf8(value).ok().map(str::to_string);
         } else if name.eq_ignore_ascii_case("content-type") {
             let v = trim(value);
             let mime = v.split(|&b| b == b';').next().unwrap_or(v);

@@ -28,38 +28,50 @@ pub const MAX_GATHER_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
     pub post: bool,
-    /// Parameters other than `q`, as the client sent them (minus those the proxy consumes).
-    pub params: Vec<(String, String)>,
+    /// Parameters other than `q` from the URL, and (POST) from the form body, each kept where the client
+    /// put it: InfluxDB reads some (`pretty`) from the URL only.
+    pub url_params: Vec<(String, String)>,
+    pub form_params: Vec<(String, String)>,
     pub q: String,
+    pub accept: Option<String>,
     pub accept_encoding: Option<String>,
     /// The client's Authorization header, passed on unless the backend has its own credentials.
     pub authorization: Option<String>,
 }
 
+fn encode_pairs(out: &mut String, pairs: &[(String, String)], skip_credentials: bool) {
+    for (k, v) in pairs {
+        if skip_credentials && (k == "u" || k == "p") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        encode_into(out, k);
+        out.push('=');
+        encode_into(out, v);
+    }
+}
+
 impl RequestSpec {
     fn build(&self, backend: &Backend, out: &mut Vec<u8>) {
-        let mut qs = String::new();
-        for (k, v) in &self.params {
-            if backend.auth.is_some() && (k == "u" || k == "p") {
-                continue;
-            }
-            if !qs.is_empty() {
-                qs.push('&');
-            }
-            encode_into(&mut qs, k);
-            qs.push('=');
-            encode_into(&mut qs, v);
-        }
-        let mut form = String::from("q=");
-        encode_into(&mut form, &self.q);
+        let own_credentials = backend.auth.is_some();
+        let mut url = String::new();
+        encode_pairs(&mut url, &self.url_params, own_credentials);
+        let mut form = String::new();
+        encode_pairs(&mut form, &self.form_params, own_credentials);
+        encode_pairs(&mut form, &[("q".to_string(), self.q.clone())], false);
         out.clear();
         if self.post {
-            out.extend_from_slice(format!("POST /query?{qs} HTTP/1.1\r\n").as_bytes());
+            out.extend_from_slice(format!("POST /query?{url} HTTP/1.1\r\n").as_bytes());
         } else {
-            let sep = if qs.is_empty() { "" } else { "&" };
-            out.extend_from_slice(format!("GET /query?{qs}{sep}{form} HTTP/1.1\r\n").as_bytes());
+            let sep = if url.is_empty() { "" } else { "&" };
+            out.extend_from_slice(format!("GET /query?{url}{sep}{form} HTTP/1.1\r\n").as_bytes());
         }
         out.extend_from_slice(format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes());
+        if let Some(a) = &self.accept {
+            out.extend_from_slice(format!("Accept: {a}\r\n").as_bytes());
+        }
         if let Some(ae) = &self.accept_encoding {
             out.extend_from_slice(format!("Accept-Encoding: {ae}\r\n").as_bytes());
         }
@@ -362,6 +374,19 @@ impl Gather {
         }
         if self.parts.iter().any(|p| p.answer.is_none()) {
             return TaskState::Running;
+        }
+        // A statement a backend cannot parse fails the whole query, as on InfluxDB.
+        let refused = self.parts.iter().find_map(|p| match (&p.answer, p.attempt.status()) {
+            (Some(Ok(v)), 400) => Some(v.get("error").and_then(Value::as_str).unwrap_or("bad query").to_string()),
+            _ => None,
+        });
+        if let Some(msg) = refused {
+            crate::http::response::write_error(&mut client.wbuf, 400, &msg, self.close);
+            client.closing |= self.close;
+            for part in &mut self.parts {
+                part.attempt.close(registry);
+            }
+            return TaskState::Done;
         }
         let body = self.assemble(config);
         let close = self.close;

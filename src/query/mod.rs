@@ -34,22 +34,26 @@ pub enum Prepared {
 const MERGE_DROPS: &[&str] = &["chunked", "chunk_size", "pretty", "q"];
 
 pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
-    let mut params = Params::parse(&head.query);
+    let mut url = Params::parse(&head.query);
+    let mut form = Params::default();
     if head.method == Method::Post && !body.is_empty() {
-        params.extend_from(body);
+        form.extend_from(body);
     }
-    let Some(q) = params.non_empty("q").map(str::to_string) else {
+    // Go's FormValue, which InfluxDB uses: the form body wins over the URL.
+    let value = |name: &str| form.non_empty(name).or_else(|| url.non_empty(name)).map(str::to_string);
+    let Some(q) = value("q") else {
         return Prepared::Error(400, "missing required parameter \"q\"".into());
     };
     if let Some(node_db) = &config.node.db {
-        match params.non_empty("db") {
-            Some(db) if db != node_db => {
+        match value("db") {
+            Some(db) if db != *node_db => {
                 return Prepared::Error(404, format!("database not found: \"{db}\""));
             }
             Some(_) => {}
             None => {
-                params.0.retain(|(k, _)| k != "db");
-                params.0.push(("db".into(), node_db.clone()));
+                url.0.retain(|(k, _)| k != "db");
+                form.0.retain(|(k, _)| k != "db");
+                url.0.push(("db".into(), node_db.clone()));
             }
         }
     }
@@ -79,12 +83,18 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
 
     // With proxy authentication on, the client's credentials are the proxy's, not the backends'.
     let own_auth = config.node.auth.is_some();
-    let forwarded: Vec<(String, String)> =
-        params.0.iter().filter(|(k, _)| k != "q" && !(own_auth && (k == "u" || k == "p"))).cloned().collect();
+    let keep = |drops: &[&str], p: &Params| -> Vec<(String, String)> {
+        p.0.iter()
+            .filter(|(k, _)| k != "q" && !drops.contains(&k.as_str()) && !(own_auth && (k == "u" || k == "p")))
+            .cloned()
+            .collect()
+    };
     let spec = RequestSpec {
         post: head.method == Method::Post,
-        params: forwarded.clone(),
+        url_params: keep(&[], &url),
+        form_params: keep(&[], &form),
         q: q.clone(),
+        accept: head.accept.clone(),
         accept_encoding: head.accept_encoding.clone(),
         authorization: head.authorization.clone().filter(|_| !own_auth),
     };
@@ -92,9 +102,12 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
         return Prepared::Relay { candidates, spec };
     }
 
+    // Answers to merge must be plain, whole JSON documents.
     let merge_spec = |q: String| RequestSpec {
-        params: forwarded.iter().filter(|(k, _)| !MERGE_DROPS.contains(&k.as_str())).cloned().collect(),
+        url_params: keep(MERGE_DROPS, &url),
+        form_params: keep(MERGE_DROPS, &form),
         q,
+        accept: None,
         accept_encoding: None,
         ..spec.clone()
     };
@@ -141,7 +154,8 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
             }
         }
     }
-    let pretty = params.get("pretty") == Some("true");
+    // InfluxDB reads `pretty` from the URL only.
+    let pretty = url.get("pretty") == Some("true");
     Prepared::Gather { parts, units, pretty }
 }
 

@@ -39,6 +39,8 @@ pub struct Client {
     pub busy: bool,
     /// The query task producing that response.
     pub task: Option<usize>,
+    /// The request being answered asked for `Connection: close`.
+    pub close_when_done: bool,
     interest: Interest,
 }
 
@@ -56,6 +58,15 @@ pub struct Request {
     pub decoded: Option<Vec<u8>>,
     /// Content-Length bodies: the first `len` bytes of `rbuf`.
     pub len: usize,
+}
+
+/// How a read ended. Readiness is edge-triggered: after `Limit` the socket still holds data and will
+/// not be reported again, so the caller must come back to it by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    Drained,
+    Limit,
+    Closed,
 }
 
 /// What reading found.
@@ -82,6 +93,7 @@ impl Client {
             closing: false,
             busy: false,
             task: None,
+            close_when_done: false,
             interest: Interest::READABLE,
         }
     }
@@ -95,14 +107,18 @@ impl Client {
         self.wbuf.len() - self.wpos
     }
 
-    /// Reads what the socket has. Returns false when the peer closed or failed.
-    pub fn read(&mut self, limit: usize) -> bool {
+    /// Reads what the socket has, up to `limit` buffered bytes.
+    pub fn read(&mut self, limit: usize) -> ReadEnd {
         let room = limit.saturating_sub(self.rbuf.len()).max(READ_CHUNK);
         let (n, result) = read_into(&mut self.stream, &mut self.rbuf, room);
         if n > 0 {
             self.last_active = Instant::now();
         }
-        !matches!(result, SocketResult::Closed | SocketResult::Error(_))
+        match result {
+            SocketResult::WouldBlock => ReadEnd::Drained,
+            SocketResult::Continue => ReadEnd::Limit,
+            SocketResult::Closed | SocketResult::Error(_) => ReadEnd::Closed,
+        }
     }
 
     /// Writes pending output. Returns false when the peer is gone.

@@ -29,7 +29,7 @@ use crate::query::{self, Prepared, exec};
 use crate::shared::Shared;
 use crate::upstream::BackendState;
 use crate::write;
-use client::{Client, Next, Request};
+use client::{Client, Next, ReadEnd, Request};
 use exec::{Task, TaskKind, TaskState};
 use slab::Slab;
 
@@ -67,6 +67,8 @@ pub struct Worker {
     clients: usize,
     outboxes: Slab<Outbox>,
     tasks: Slab<Task>,
+    /// Clients with unread data the last turn did not get to (readiness is edge-triggered).
+    revisit: Vec<usize>,
     /// Config backend index → outbox id.
     outbox_of: Vec<usize>,
     log_opts: LogOptions,
@@ -129,6 +131,7 @@ impl Worker {
             clients: 0,
             outboxes: Slab::default(),
             tasks: Slab::default(),
+            revisit: Vec::new(),
             outbox_of: Vec::new(),
             log_opts,
             scratch: write::Scratch::default(),
@@ -224,7 +227,8 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+            let timeout = if self.revisit.is_empty() { TICK } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 log::error!("worker {}: poll failed: {e}", self.id);
@@ -236,6 +240,12 @@ impl Worker {
                 if outcome.is_err() {
                     log::error!("worker {}: bug: panic while handling token {}; connection dropped", self.id, token.0);
                     self.drop_slot(token);
+                }
+            }
+            for i in std::mem::take(&mut self.revisit) {
+                if catch_unwind(AssertUnwindSafe(|| self.client_ready(i))).is_err() {
+                    log::error!("worker {}: bug: panic while reading client {i}; connection dropped", self.id);
+                    self.close_client(i);
                 }
             }
             let now = Instant::now();
@@ -337,6 +347,7 @@ impl Worker {
             return;
         }
         if let Some(Slot::Client(mut c)) = self.slots.remove(i) {
+            log::trace!("closing client {} (rbuf {} bytes, wbuf {} bytes)", c.peer, c.rbuf.len(), c.pending_output());
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.release(c.reserved);
             self.clients -= 1;
@@ -360,29 +371,45 @@ impl Worker {
                 return;
             }
         }
-        let Some(c) = self.client_mut(i) else { return };
         let mut open = true;
-        if !c.closing && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
-            let limit = c.read_limit();
-            open = c.read(limit);
-        }
         let shared = self.shared.clone();
-        loop {
+        // Read and answer until the socket is drained; a client with more to say than a few rounds
+        // is revisited after the other ready connections had their turn.
+        for round in 0.. {
             let Some(c) = self.client_mut(i) else { return };
-            if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
+            let mut more = false;
+            if !c.closing && !c.busy && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
+                let limit = c.read_limit();
+                match c.read(limit) {
+                    ReadEnd::Drained => {}
+                    ReadEnd::Limit => more = true,
+                    ReadEnd::Closed => open = false,
+                }
+            }
+            loop {
+                let Some(c) = self.client_mut(i) else { return };
+                if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
+                    break;
+                }
+                match c.next_request(max_body, |n| shared.reserve(n)) {
+                    Next::Wait => break,
+                    Next::Close => break,
+                    Next::Request(req) => self.handle(i, req),
+                }
+            }
+            if !more {
                 break;
             }
-            match c.next_request(max_body, |n| shared.reserve(n)) {
-                Next::Wait => break,
-                Next::Close => break,
-                Next::Request(req) => self.handle(i, req),
+            if round >= 8 {
+                self.revisit.push(i);
+                break;
             }
         }
         let registry = self.poll.registry();
         let Some(Slot::Client(c)) = self.slots.get_mut(i) else {
             return;
         };
-        if !c.flush() || (c.closing && c.pending_output() == 0) {
+        if !c.flush() || (c.closing && c.pending_output() == 0 && !c.busy) {
             return self.close_client(i);
         }
         if !open {
@@ -412,7 +439,10 @@ impl Worker {
             c.consumed(0);
             shared.release(c.reserved);
             c.reserved = 0;
-            if !req.head.keep_alive {
+            // A client that asked to close gets its answer first: at once, or when the busy
+            // operation (query, reload) completes.
+            c.close_when_done = !req.head.keep_alive;
+            if c.close_when_done && !c.busy {
                 c.closing = true;
             }
         }
@@ -508,7 +538,8 @@ impl Worker {
             return;
         }
         c.busy = false;
-        let close = c.closing;
+        let close = c.close_when_done;
+        c.closing |= close;
         match error {
             None => {
                 Response { close, content_type: Some("application/json"), ..Response::new(status) }.write_to(&mut out)
@@ -680,6 +711,7 @@ impl Worker {
         if let Some(Slot::Client(c)) = self.slots.get_mut(t.client) {
             c.busy = false;
             c.task = None;
+            c.closing |= c.close_when_done;
         }
     }
 

@@ -1,0 +1,164 @@
+//! Criterion benches of the per-line write path, each step alone and all together:
+//! * `split`: finding line ends, measurements and timestamps (`write::lineproto`);
+//! * `split_route`: plus the keymap lookup (`write::route`);
+//! * `store`: the whole `/write` body path into two replicated outboxes (split, route, copy into the
+//!   mmap logs, commit), as a 5000-line request costs a worker, network excluded;
+//! * `gzip1`: compressing a sealed batch at libdeflate level 1, what sending costs per line.
+//!
+//! Throughput is reported per byte and per line (`cargo bench --bench write_path`).
+
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use influx_proxy::cli::SyncPolicy;
+use influx_proxy::config::{Config, RawConfig};
+use influx_proxy::ops::ProxyStats;
+use influx_proxy::outbox::{LogOptions, Outbox};
+use influx_proxy::upstream::Registry;
+use influx_proxy::worker::slab::Slab;
+use influx_proxy::write::lineproto::Lines;
+use influx_proxy::write::{self, Scratch, WriteParams};
+
+const LINES: usize = 5000;
+const MEASUREMENTS: [&str; 10] =
+    ["cpu", "mem", "disk", "diskio", "net", "netstat", "processes", "swap", "system", "kernel"];
+
+/// A Telegraf-like batch: runs of 500 lines per measurement, ~110 bytes a line.
+fn telegraf_body() -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..LINES {
+        let m = MEASUREMENTS[i / 500 % MEASUREMENTS.len()];
+        body.push_str(&format!(
+            "{m},host=server-{:02},region=eu-west,cpu=cpu{} usage_user={}.5,usage_system=3.25,usage_idle=84.25 {}\n",
+            i % 16,
+            i % 8,
+            i % 100,
+            1_700_000_000_000_000_000u64 + i as u64
+        ));
+    }
+    body.into_bytes()
+}
+
+/// Short lines (~60 bytes), the size the issue's per-line figures assume.
+fn short_body() -> Vec<u8> {
+    (0..LINES)
+        .map(|i| format!("{},host=h{} value={}i {}\n", MEASUREMENTS[i % 10], i % 7, i, 1_700_000_000_000 + i))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn config() -> Config {
+    let mut keymaps = String::new();
+    for (i, m) in MEASUREMENTS.iter().enumerate() {
+        keymaps.push_str(&format!("\"{m}\": [\"a\", \"b\"], \"{m}_extra{i}\": [\"a\"], "));
+    }
+    let json = format!(
+        r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
+            "BACKENDS": {{"a": {{"url": "http://127.0.0.1:9"}}, "b": {{"url": "http://127.0.0.1:10"}}}},
+            "KEYMAPS": {{ {keymaps} "_default_": ["a"] }}}}"#
+    );
+    let raw = RawConfig::from_json(&json).expect("bench config");
+    Config::build(raw, "l1", &Registry::default()).expect("valid bench config")
+}
+
+fn bench_split(c: &mut Criterion) {
+    let config = config();
+    for (name, body) in [("telegraf", telegraf_body()), ("short", short_body())] {
+        let mut g = c.benchmark_group(format!("split/{name}"));
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function("bytes", |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for line in Lines::new(&body).flatten() {
+                    n += line.measurement_len;
+                }
+                n
+            })
+        });
+        g.throughput(Throughput::Elements(LINES as u64));
+        g.bench_function("split_route_lines", |b| {
+            let mut scratch = Vec::new();
+            b.iter(|| {
+                let mut routed = 0usize;
+                for line in Lines::new(&body).flatten() {
+                    let m = line.measurement(&mut scratch);
+                    if let Some(r) = config.routes.lookup(m) {
+                        routed += config.routes.backends(r).len();
+                    }
+                }
+                routed
+            })
+        });
+        g.finish();
+    }
+}
+
+fn bench_store(c: &mut Criterion) {
+    let config = Arc::new(config());
+    let body = telegraf_body();
+    let stats = ProxyStats::default();
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(LINES as u64));
+    g.bench_function("5000_lines_to_2_replicas", |b| {
+        let mut scratch = Scratch::default();
+        let mut request = 0;
+        b.iter_batched(
+            || {
+                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = std::env::temp_dir().join(format!("ifxp-bench-{}-{n}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let opts = LogOptions {
+                    data_dir: dir.clone(),
+                    worker: 0,
+                    threads: 1,
+                    segment_bytes: 8 << 20,
+                    sync: SyncPolicy::Never,
+                };
+                let mut outboxes = Slab::default();
+                let outbox_of: Vec<usize> = config
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let (o, _) = Outbox::open(b.clone(), mio::Token(100), &opts).expect("outbox");
+                        outboxes.insert(o)
+                    })
+                    .collect();
+                (DirGuard(dir), outboxes, outbox_of)
+            },
+            |(guard, mut outboxes, outbox_of)| {
+                request += 1;
+                let wp = WriteParams { request, db: "telegraf", rp: None, precision: None };
+                let r = write::store(&config, &wp, &body, &mut outboxes, &outbox_of, &mut scratch, &stats);
+                assert_eq!(r.status, 204);
+                (guard, outboxes)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn bench_gzip(c: &mut Criterion) {
+    let body = telegraf_body();
+    let mut g = c.benchmark_group("gzip1");
+    g.throughput(Throughput::Elements(LINES as u64));
+    g.bench_function("batch_of_5000", |b| {
+        let mut comp = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("level"));
+        let mut out = vec![0; comp.gzip_compress_bound(body.len())];
+        b.iter(|| comp.gzip_compress(&body, &mut out).expect("gzip"))
+    });
+    g.finish();
+}
+
+static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct DirGuard(std::path::PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+criterion_group!(benches, bench_split, bench_store, bench_gzip);
+criterion_main!(benches);

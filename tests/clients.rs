@@ -1,0 +1,264 @@
+//! Real InfluxDB clients pointed at the proxy: the `influx` CLI (Debian `influxdb-client`) and the
+//! Python `influxdb` package. They must work as they do against an InfluxDB: writes through
+//! `/write`, reads through `/query`, `/ping`, and the query policy's refusals shown as errors.
+
+mod util;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{Influxd, Proxy, ProxyConfig, Redis, free_port, wait_until};
+
+const DB: &str = "db";
+const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Two backends with database `db` and a proxy routing `cpu` to both, everything else to i1.
+struct Rig {
+    proxy: Proxy,
+    _redis: Redis,
+    i1: Influxd,
+    i2: Influxd,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let (i1, i2) = (Influxd::start(), Influxd::start());
+        i1.create_db(DB);
+        i2.create_db(DB);
+        let redis = Redis::start();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        ProxyConfig::new()
+            .backend("i1", &i1.url(), FAST)
+            .backend("i2", &i2.url(), FAST)
+            .keymap("cpu", &["i1", "i2"])
+            .keymap("_default_", &["i1"])
+            .node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")])
+            .write_to(&redis);
+        let proxy = Proxy::builder(&redis, "l1", port).start();
+        Rig { proxy, _redis: redis, i1, i2 }
+    }
+}
+
+/// Runs a command with a deadline; panics if it cannot start or outlives it.
+fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            // SAFETY: a plain kill(2) of the child we started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{what} still running after {timeout:?}");
+        }
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Whether `cmd` starts and exits with success.
+fn works(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Installs a missing tool with `install` (each a command line), panicking if it still lacks.
+fn ensure(what: &str, present: impl Fn() -> bool, installs: &[&[&str]]) {
+    if present() {
+        return;
+    }
+    let mut log = String::new();
+    for argv in installs {
+        let out = Command::new(argv[0]).args(&argv[1..]).output();
+        match out {
+            Ok(o) => log += &format!("{argv:?}: {}\n", text(&o)),
+            Err(e) => log += &format!("{argv:?}: {e}\n"),
+        }
+        if present() {
+            return;
+        }
+    }
+    panic!("{what} is missing and could not be installed:\n{log}");
+}
+
+fn ensure_influx_cli() {
+    ensure(
+        "the influx CLI",
+        || works(Command::new("influx").arg("-version")),
+        &[
+            &["apt-get", "install", "-y", "influxdb-client"],
+            &["apt-get", "update"],
+            &["apt-get", "install", "-y", "influxdb-client"],
+        ],
+    );
+}
+
+fn ensure_python_influxdb() {
+    ensure(
+        "the Python influxdb package",
+        || works(Command::new("python3").args(["-c", "import influxdb"])),
+        &[
+            &["python3", "-m", "pip", "install", "influxdb"],
+            &["python3", "-m", "pip", "install", "--break-system-packages", "influxdb"],
+            &["apt-get", "install", "-y", "python3-influxdb"],
+        ],
+    );
+}
+
+/// `influx -host 127.0.0.1 -port P -database db [extra] -execute statement`.
+fn influx(rig: &Rig, extra: &[&str], statement: &str) -> Output {
+    let port = rig.proxy.port().to_string();
+    let mut cmd = Command::new("influx");
+    cmd.args(["-host", "127.0.0.1", "-port", &port, "-database", DB]).args(extra).args(["-execute", statement]);
+    run(&mut cmd, Duration::from_secs(20))
+}
+
+fn databases(influxd: &Influxd) -> Vec<String> {
+    let json = influxd.query("", "SHOW DATABASES");
+    json["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn influx_cli_through_the_proxy() {
+    ensure_influx_cli();
+    let rig = Rig::start();
+
+    // CREATE DATABASE passes the default policy and reaches every backend.
+    let out = influx(&rig, &[], "CREATE DATABASE clidb");
+    assert!(out.status.success(), "CREATE DATABASE: {}", text(&out));
+    for (name, influxd) in [("i1", &rig.i1), ("i2", &rig.i2)] {
+        let dbs = databases(influxd);
+        assert!(dbs.contains(&"clidb".to_string()), "clidb not created on {name}: {dbs:?}");
+    }
+
+    // A statement the default policy refuses is shown as the proxy's error.
+    let out = influx(&rig, &[], "DROP MEASUREMENT cpu");
+    let all = text(&out);
+    assert!(all.contains("forbidden by rule drop"), "DROP MEASUREMENT: {all}");
+    assert!(!out.status.success(), "refused statement exited 0: {all}");
+    let out = influx(&rig, &[], "SELECT * FROM cpu");
+    assert!(text(&out).contains("select_star"), "{}", text(&out));
+
+    // INSERT goes through /write, to both replicas of cpu.
+    let out = influx(&rig, &[], "INSERT cpu,host=a v=1");
+    assert!(out.status.success(), "INSERT: {}", text(&out));
+    for (name, influxd) in [("i1", &rig.i1), ("i2", &rig.i2)] {
+        wait_until(WAIT, &format!("the CLI's point on {name}"), || influxd.count(DB, "cpu") == 1);
+    }
+
+    // SELECT reads it back, as JSON and as the CLI's column format.
+    let out = influx(&rig, &["-format", "json"], "SELECT v FROM cpu WHERE time > now() - 1h");
+    assert!(out.status.success(), "SELECT: {}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("CLI JSON output unreadable ({e}): {}", text(&out)));
+    let series = &json["results"][0]["series"][0];
+    assert_eq!(series["name"], "cpu", "{json}");
+    assert_eq!(series["columns"], serde_json::json!(["time", "v"]), "{json}");
+    assert_eq!(series["values"][0][1], 1, "{json}");
+    let out = influx(&rig, &[], "SELECT v, host FROM cpu WHERE time > now() - 1h");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "SELECT: {}", text(&out));
+    assert!(stdout.contains("name: cpu") && stdout.lines().any(|l| l.ends_with(" 1 a")), "{}", text(&out));
+
+    // SHOW MEASUREMENTS (a fan-out) lists it.
+    let out = influx(&rig, &["-format", "json"], "SHOW MEASUREMENTS");
+    assert!(out.status.success(), "SHOW MEASUREMENTS: {}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("CLI JSON output unreadable ({e}): {}", text(&out)));
+    assert_eq!(json["results"][0]["series"][0]["values"], serde_json::json!([["cpu"]]), "{json}");
+    let out = influx(&rig, &[], "SHOW DATABASES");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && stdout.lines().any(|l| l.trim() == "clidb"), "{}", text(&out));
+}
+
+const PYTHON_CLIENT: &str = r#"
+import json, sys, time
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError
+
+c = InfluxDBClient(host="127.0.0.1", port=int(sys.argv[1]), database="db", timeout=10)
+out = {"ping": c.ping()}
+out["write_ns"] = c.write_points([
+    {"measurement": "py", "tags": {"host": "a"}, "time": 1700000000000000000, "fields": {"v": 1.5}},
+    {"measurement": "py", "tags": {"host": "b"}, "time": 1700000001000000000, "fields": {"v": 2.0}},
+])
+out["write_s"] = c.write_points([
+    {"measurement": "py", "tags": {"host": "a"}, "time": 1700000010, "fields": {"v": 3.25}},
+    {"measurement": "py", "tags": {"host": "c"}, "time": 1700000011, "fields": {"v": 4.0}},
+], time_precision="s")
+deadline = time.time() + 15
+while True:
+    points = list(c.query("SELECT v, host FROM py WHERE time > 0", epoch="s").get_points())
+    if len(points) >= 4 or time.time() > deadline:
+        break
+    time.sleep(0.05)
+out["points"] = points
+out["measurements"] = list(c.query("SHOW MEASUREMENTS").get_points())
+out["post"] = list(c.query("SELECT count(v) FROM py WHERE time > 0", method="POST").get_points())
+try:
+    c.query("SELECT * FROM py")
+    out["refused"] = None
+except InfluxDBClientError as e:
+    out["refused"] = {"code": e.code, "content": str(e.content)}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn python_influxdb_client_through_the_proxy() {
+    ensure_python_influxdb();
+    let rig = Rig::start();
+    let port = rig.proxy.port().to_string();
+    let started = Instant::now();
+    let out = run(Command::new("python3").args(["-c", PYTHON_CLIENT, &port]), Duration::from_secs(40));
+    assert!(out.status.success(), "python client: {}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python output unreadable ({e}): {}", text(&out)));
+    assert!(json["ping"].as_str().is_some_and(|v| v.starts_with("1.")), "ping() returned {}", json["ping"]);
+    assert_eq!(json["write_ns"], true, "{json}");
+    assert_eq!(json["write_s"], true, "{json}");
+    assert_eq!(
+        json["points"],
+        serde_json::json!([
+            {"time": 1700000000, "v": 1.5, "host": "a"},
+            {"time": 1700000001, "v": 2, "host": "b"},
+            {"time": 1700000010, "v": 3.25, "host": "a"},
+            {"time": 1700000011, "v": 4, "host": "c"},
+        ]),
+        "{json}"
+    );
+    assert_eq!(json["measurements"], serde_json::json!([{"name": "py"}]), "{json}");
+    assert_eq!(json["post"][0]["count"], 4, "{json}");
+    assert_eq!(json["refused"]["code"], 400, "{json}");
+    assert!(json["refused"]["content"].as_str().is_some_and(|c| c.contains("select_star")), "{json}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // The points are on the backend `_default_` names, exactly.
+    let rows = rig.i1.values(DB, "SELECT v FROM py");
+    let times: Vec<u64> = rows.iter().filter_map(|r| r[0].as_u64()).collect();
+    assert_eq!(
+        times,
+        [1_700_000_000_000_000_000, 1_700_000_001_000_000_000, 1_700_000_010_000_000_000, 1_700_000_011_000_000_000]
+    );
+    assert_eq!(rig.i2.count(DB, "py"), 0);
+}
