@@ -11,7 +11,6 @@ fn main() {
         std::process::exit(2);
     }
     if let Err(e) = influx_proxy::run::run(args) {
-        log::error!("{e}");
         eprintln!("influx-proxy: {e}");
         std::process::exit(1);
     }

@@ -159,6 +159,10 @@ impl Config {
             warn_unknown(&mut warnings, &format!("b:{name}"), fields, BACKEND_FIELDS);
             backends.push(Arc::new(build_backend(name, fields, registry)?));
         }
+        if backends.is_empty() {
+            // An empty Redis (restarted without persistence, flushed) must not wipe a working config.
+            return err("the config has no backends (no b:<name> keys: is Redis empty?)");
+        }
         if backends.len() > usize::from(u16::MAX) {
             return err("too many backends");
         }

@@ -102,6 +102,8 @@ pub struct Log {
     pub max_disk: u64,
     sync: SyncPolicy,
     state: Arc<BackendState>,
+    /// A fully acknowledged segment kept for reuse.
+    spare: Option<Segment>,
     /// Segments numbered from here on were created by this run; older ones were recovered and are
     /// read-only.
     first_fresh_seq: u64,
@@ -139,6 +141,7 @@ impl Log {
             max_disk,
             sync,
             state,
+            spare: None,
             first_fresh_seq: 0,
             pending_records: 0,
             pending_bytes: 0,
@@ -398,16 +401,30 @@ impl Log {
         }
         let size =
             if exact { (HEADER_LEN + need).max(self.segment_bytes) } else { self.segment_bytes.max(HEADER_LEN + need) };
-        let used = self.state.disk_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        if !self.segments.is_empty() && used + size as u64 > self.max_disk {
-            return Err(AppendError::DiskFull);
-        }
-        let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;
+        let seg = match self.spare.take() {
+            Some(spare) if spare.size >= size => match spare.recycle(&self.dir, self.next_seq) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    // The spare's file is in an unknown state: forget it, its bytes are not counted.
+                    BackendState::sub(&self.state.disk_bytes, self.segment_bytes as u64);
+                    return Err(AppendError::Io(e));
+                }
+            },
+            spare => {
+                self.spare = spare;
+                let used = self.state.disk_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                if !self.segments.is_empty() && used + size as u64 > self.max_disk {
+                    return Err(AppendError::DiskFull);
+                }
+                let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;
+                BackendState::add(&self.state.disk_bytes, size as u64);
+                seg
+            }
+        };
         self.next_seq += 1;
         if self.sync != SyncPolicy::Never {
             sync_dir(&self.dir);
         }
-        BackendState::add(&self.state.disk_bytes, size as u64);
         if self.segments.len() >= 2
             && let Some(old_tail) = self.segments.back_mut()
         {
@@ -501,7 +518,13 @@ impl Log {
 
     /// Deletes the head segment (fully acknowledged).
     fn pop_head(&mut self) {
-        if let Some(seg) = self.segments.pop_front() {
+        if let Some(mut seg) = self.segments.pop_front() {
+            if self.writable && self.spare.is_none() && seg.size == self.segment_bytes {
+                // Kept for the next rotation (see `Segment::recycle`).
+                seg.unmap();
+                self.spare = Some(seg);
+                return;
+            }
             BackendState::sub(&self.state.disk_bytes, seg.size as u64);
             let path = seg.path.clone();
             drop(seg);
@@ -524,7 +547,7 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.seal();
-        for seg in &self.segments {
+        for seg in self.segments.iter().chain(&self.spare) {
             BackendState::sub(&self.state.disk_bytes, seg.size as u64);
         }
         BackendState::sub(&self.state.backlog_records, self.pending_records);
@@ -647,7 +670,7 @@ mod tests {
         assert!(files() < before);
         assert_eq!(log.segment_count(), 1, "only the tail remains");
         assert_eq!(st.backlog_records.load(Relaxed), 0);
-        assert_eq!(st.disk_bytes.load(Relaxed), seg as u64);
+        assert_eq!(st.disk_bytes.load(Relaxed), 2 * seg as u64, "the tail and one spare");
     }
 
     #[test]

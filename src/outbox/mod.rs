@@ -254,6 +254,12 @@ impl Outbox {
         &self.backend.state
     }
 
+    /// Worth sending to: the health checker says up. A retired backend is no longer checked, so its
+    /// own send attempts (with their backoff) are the only way to find out.
+    fn reachable(&self) -> bool {
+        self.retired || self.state().is_up()
+    }
+
     fn own(&mut self) -> &mut Log {
         let last = self.logs.len() - 1;
         &mut self.logs[last]
@@ -392,7 +398,7 @@ impl Outbox {
         if self.inflight.is_some() {
             return;
         }
-        let main_ready = self.retry_at.is_none_or(|t| now >= t) && self.state().is_up();
+        let main_ready = self.retry_at.is_none_or(|t| now >= t) && self.reachable();
         let Some((source, front)) = self.next_record(now, main_ready) else {
             self.logs.retain_mut(|l| !l.remove_if_drained());
             return;
@@ -404,7 +410,7 @@ impl Outbox {
     /// parked log.
     fn next_record(&mut self, now: Instant, main_ready: bool) -> Option<(Source, Front)> {
         self.parked_turn = !self.parked_turn;
-        let parked_due = self.state().is_up().then(|| self.parked.iter().position(|p| now >= p.retry_at)).flatten();
+        let parked_due = self.reachable().then(|| self.parked.iter().position(|p| now >= p.retry_at)).flatten();
         if let Some(i) = parked_due
             && (self.parked_turn || !main_ready)
         {
@@ -553,6 +559,9 @@ impl Outbox {
         let c = &self.backend.state.counters;
         match outcome {
             Outcome::Ack => {
+                if self.retired {
+                    self.backend.state.set_up(true, None);
+                }
                 BackendState::add(&c.lines_sent, f.lines);
                 BackendState::add(&c.bytes_sent, f.bytes);
                 BackendState::add(&c.batches_sent, 1);

@@ -13,12 +13,12 @@
 //! the old or the new commit word, each consistent with the bytes it covers. The mapping is `MAP_SHARED`:
 //! stores land in the page cache and survive the process. Power loss is what `--sync` is for.
 //!
-//! Files are preallocated with `posix_fallocate`, so a full disk shows up as an error when a segment is
-//! created, never as SIGBUS on a store into a sparse page.
+//! Files are written full of zeros when created (and zeroed again when recycled), so a full disk shows up
+//! as an error when a segment is created, never as SIGBUS on a store into a sparse page; it also makes
+//! first stores into the mapping cheap (no block allocation per page fault).
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -117,40 +117,70 @@ impl Segment {
     pub fn create(dir: &Path, seq: u64, size: usize) -> io::Result<Segment> {
         let path = dir.join(segment_file_name(seq));
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-        let prealloc = || -> io::Result<MmapMut> {
-            // SAFETY: plain syscall on an fd we own.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-            // SAFETY: the file is ours (created above, lives in our locked data dir) and is never
-            // truncated while mapped.
-            unsafe { MmapOptions::new().len(size).map_mut(&file) }
+        let mut seg = Segment {
+            seq,
+            path,
+            file,
+            map: None,
+            size,
+            end: HEADER_LEN,
+            read: HEADER_LEN,
+            holes: Vec::new(),
+            released: HEADER_LEN,
         };
-        let mut map = match prealloc() {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-        };
+        if let Err(e) = seg.zero_fill(size).and_then(|()| seg.map()) {
+            let _ = std::fs::remove_file(&seg.path);
+            return Err(e);
+        }
+        seg.write_header();
+        Ok(seg)
+    }
+
+    /// Makes a fully acknowledged segment the new segment `seq`: zeroed, renamed, fresh header. Reusing
+    /// files is much cheaper than creating them: their blocks are allocated and their pages cached, while
+    /// a new file costs a block allocation per page on first touch.
+    pub fn recycle(mut self, dir: &Path, seq: u64) -> io::Result<Segment> {
+        self.unmap();
+        // Zero first: a crash before the new header leaves an all-zero file, which recovery deletes.
+        self.zero_fill(self.size)?;
+        let path = dir.join(segment_file_name(seq));
+        std::fs::rename(&self.path, &path)?;
+        self.path = path;
+        self.seq = seq;
+        self.end = HEADER_LEN;
+        self.read = HEADER_LEN;
+        self.holes.clear();
+        self.map()?;
+        self.write_header();
+        Ok(self)
+    }
+
+    /// Writes zeros over the first `len` bytes with plain writes: blocks get allocated in bulk (and a
+    /// full disk is an error here, never a SIGBUS on a store into the mapping later).
+    fn zero_fill(&mut self, len: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(ZEROS.len());
+            self.file.write_all_at(&ZEROS[..n], off as u64)?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    fn write_header(&mut self) {
+        let seq = self.seq;
+        let map = self.bytes_mut();
+        if map.len() < HEADER_LEN {
+            return;
+        }
         map[8..16].copy_from_slice(&seq.to_le_bytes());
         map[ACKED_AT..ACKED_AT + 8].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
         let now = crate::upstream::unix_ms(std::time::SystemTime::now());
         map[24..32].copy_from_slice(&now.to_le_bytes());
         // The magic goes last: a header with a magic is complete.
         map[..8].copy_from_slice(SEGMENT_MAGIC);
-        Ok(Segment {
-            seq,
-            path,
-            file,
-            map: Some(map),
-            size,
-            end: HEADER_LEN,
-            read: HEADER_LEN,
-            holes: Vec::new(),
-            released: HEADER_LEN,
-        })
     }
 
     /// Opens an existing segment for recovery (mapped).

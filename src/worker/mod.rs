@@ -612,6 +612,7 @@ impl Worker {
 
     /// Starts answering a query: at once for errors, else by creating a task.
     fn query(&mut self, i: usize, head: &crate::http::request::Head, body: &[u8], close: bool) {
+        let now = Instant::now();
         BackendState::add(&self.shared.stats.query_requests, 1);
         let config = self.config.clone();
         let prepared = query::prepare(&config, head, body);
@@ -624,7 +625,6 @@ impl Worker {
             }
             log::info!("query from {peer}: db={} q={q}", params.get("db").unwrap_or(""));
         }
-        let now = Instant::now();
         let task_id = self.tasks.vacant();
         let new_attempt = |slots: &mut Slab<Slot>, candidates: Vec<usize>, spec| {
             let slot = slots.insert(Slot::Query(task_id));
@@ -633,6 +633,7 @@ impl Worker {
         let registry = self.poll.registry();
         let kind = match prepared {
             Prepared::Error(status, msg) => {
+                self.shared.stats.query_latency.observe(now.elapsed());
                 BackendState::add(&self.shared.stats.queries_refused, 1);
                 let counter =
                     if status >= 500 { &self.shared.stats.server_errors } else { &self.shared.stats.client_errors };

@@ -30,10 +30,7 @@ pub enum Behavior {
 
 impl Behavior {
     pub fn respond(status: u16, body: impl Into<String>) -> Behavior {
-        Behavior::Respond {
-            status,
-            body: body.into(),
-        }
+        Behavior::Respond { status, body: body.into() }
     }
 
     pub fn delay(ms: u64, then: Behavior) -> Behavior {
@@ -58,10 +55,7 @@ impl Recorded {
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -120,16 +114,10 @@ impl FakeBackend {
         let (listener, port) = (0..20)
             .find_map(|_| {
                 let port = free_port();
-                TcpListener::bind(("127.0.0.1", port))
-                    .ok()
-                    .map(|l| (l, port))
+                TcpListener::bind(("127.0.0.1", port)).ok().map(|l| (l, port))
             })
             .expect("fake backend: no port could be bound");
-        let fake = FakeBackend {
-            shared,
-            port,
-            acceptor: Mutex::new(None),
-        };
+        let fake = FakeBackend { shared, port, acceptor: Mutex::new(None) };
         fake.serve(listener);
         fake
     }
@@ -175,19 +163,13 @@ impl FakeBackend {
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
-        lock(&self.shared.requests)
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        lock(&self.shared.requests).iter().filter(|r| r.path == path).cloned().collect()
     }
 
     /// The non-empty lines of all /write bodies, in arrival order.
     pub fn write_lines(&self) -> Vec<String> {
         let writes = self.requests_to("/write");
-        let lines = writes
-            .iter()
-            .flat_map(|r| r.text().lines().map(String::from).collect::<Vec<_>>());
+        let lines = writes.iter().flat_map(|r| r.text().lines().map(String::from).collect::<Vec<_>>());
         lines.filter(|l| !l.trim().is_empty()).collect()
     }
 
@@ -270,15 +252,7 @@ fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) {
         };
         let head_only = recorded.method == "HEAD";
         lock(&shared.requests).push(recorded);
-        match act(
-            shared,
-            &behavior,
-            route,
-            &stream,
-            &mut reader,
-            head_only,
-            close,
-        ) {
+        match act(shared, &behavior, route, &stream, &mut reader, head_only, close) {
             Next::KeepAlive if !close => continue,
             Next::KeepAlive => break Next::Close,
             other => break other,
@@ -289,21 +263,10 @@ fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) {
     // registry's handle must go first.
     lock(&shared.conns).remove(&id);
     if let Next::Reset = ending {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
         let linger_ptr = (&linger as *const libc::linger).cast();
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                linger_ptr,
-                size,
-            )
-        };
+        unsafe { libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, linger_ptr, size) };
     }
 }
 
@@ -335,18 +298,13 @@ fn act(
                 if shared.stopping.load(Ordering::SeqCst) {
                     return Next::Close;
                 }
-                std::thread::sleep(
-                    until
-                        .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(10)),
-                );
+                std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(10)));
             }
             return act(shared, then, route, stream, reader, head_only, close);
         }
     };
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    head +=
-        "Content-Type: application/json\r\nX-Influxdb-Version: 1.6.7\r\nX-Influxdb-Build: OSS\r\n";
+    head += "Content-Type: application/json\r\nX-Influxdb-Version: 1.6.7\r\nX-Influxdb-Build: OSS\r\n";
     if status >= 400 {
         head += &format!("X-Influxdb-Error: {}\r\n", error_message(body));
     }
@@ -369,10 +327,7 @@ fn act(
 
 /// A whole request, and whether the connection is to be closed after answering it.
 /// `Ok(None)` when the client closed the connection between requests.
-fn read_request(
-    reader: &mut impl BufRead,
-    mut stream: &TcpStream,
-) -> io::Result<Option<(Recorded, bool)>> {
+fn read_request(reader: &mut impl BufRead, mut stream: &TcpStream) -> io::Result<Option<(Recorded, bool)>> {
     let line = match http::read_line(reader) {
         Ok(line) => line,
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
@@ -382,10 +337,7 @@ fn read_request(
     let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v)) => (m.to_string(), t.to_string(), v.to_string()),
         _ => {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                format!("bad request line {line:?}"),
-            ));
+            return Err(io::Error::new(ErrorKind::InvalidData, format!("bad request line {line:?}")));
         }
     };
     let headers = http::read_headers(reader)?;
@@ -399,28 +351,15 @@ fn read_request(
     if has("content-encoding", "gzip") {
         body = http::try_gunzip(&body).unwrap_or(body);
     }
-    let close =
-        has("connection", "close") || (version == "HTTP/1.0" && !has("connection", "keep-alive"));
+    let close = has("connection", "close") || (version == "HTTP/1.0" && !has("connection", "keep-alive"));
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let (path, query) = (path.to_string(), http::parse_query(query));
-    Ok(Some((
-        Recorded {
-            method,
-            path,
-            query,
-            headers,
-            body,
-        },
-        close,
-    )))
+    Ok(Some((Recorded { method, path, query, headers, body }, close)))
 }
 
 fn error_message(body: &str) -> String {
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let error = json
-        .as_ref()
-        .and_then(|j| j["error"].as_str())
-        .unwrap_or(body);
+    let error = json.as_ref().and_then(|j| j["error"].as_str()).unwrap_or(body);
     error.replace(['\r', '\n'], " ").trim().to_string()
 }
 

@@ -29,32 +29,18 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body of {} response is not JSON ({e}): {:?}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body of {} response is not JSON ({e}): {:?}", self.status, self.text()))
     }
 }
 
 pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// One request on a fresh connection (`Connection: close` unless given); interim 1xx
 /// responses are skipped. `addr` is "host:port", an "http://host:port" URL also works.
-pub fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     try_request(addr, method, path, headers, body, DEFAULT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{method} {path} on {addr} failed: {e}"))
 }
@@ -102,8 +88,7 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub fn connect(addr: &str) -> HttpConn {
-        HttpConn::try_connect(addr, DEFAULT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+        HttpConn::try_connect(addr, DEFAULT_TIMEOUT).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
     }
 
     pub fn try_connect(addr: &str, timeout: Duration) -> io::Result<HttpConn> {
@@ -113,23 +98,14 @@ impl HttpConn {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let reader = BufReader::new(stream);
-        Ok(HttpConn {
-            addr,
-            reader,
-            timeout,
-            unanswered: VecDeque::new(),
-        })
+        Ok(HttpConn { addr, reader, timeout, unanswered: VecDeque::new() })
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
         let stream = self.reader.get_ref();
-        stream
-            .set_read_timeout(Some(timeout))
-            .expect("set_read_timeout");
-        stream
-            .set_write_timeout(Some(timeout))
-            .expect("set_write_timeout");
+        stream.set_read_timeout(Some(timeout)).expect("set_read_timeout");
+        stream.set_write_timeout(Some(timeout)).expect("set_write_timeout");
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
@@ -143,13 +119,7 @@ impl HttpConn {
             .unwrap_or_else(|e| panic!("sending {method} {path} to {} failed: {e}", self.addr));
     }
 
-    pub fn try_send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> io::Result<()> {
+    pub fn try_send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         if find_pair(headers, "host").is_none() {
             head += &format!("Host: {}\r\n", self.addr);
@@ -157,8 +127,8 @@ impl HttpConn {
         for (name, value) in headers {
             head += &format!("{name}: {value}\r\n");
         }
-        let framed = find_pair(headers, "content-length").is_some()
-            || find_pair(headers, "transfer-encoding").is_some();
+        let framed =
+            find_pair(headers, "content-length").is_some() || find_pair(headers, "transfer-encoding").is_some();
         if !framed && (!body.is_empty() || !matches!(method, "GET" | "HEAD")) {
             head += &format!("Content-Length: {}\r\n", body.len());
         }
@@ -173,17 +143,13 @@ impl HttpConn {
     /// Writes bytes verbatim, for pipelining, malformed or hand-framed requests.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let addr = &self.addr;
-        self.reader
-            .get_mut()
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write to {addr}: {e}"));
+        self.reader.get_mut().write_all(bytes).unwrap_or_else(|e| panic!("write to {addr}: {e}"));
     }
 
     /// The next response, read as the answer to the oldest unanswered `send` (or to a
     /// GET after `send_raw`). A `100 Continue` is returned as a response of its own.
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response()
-            .unwrap_or_else(|e| panic!("reading a response from {} failed: {e}", self.addr))
+        self.try_read_response().unwrap_or_else(|e| panic!("reading a response from {} failed: {e}", self.addr))
     }
 
     /// The next response, read as the answer to a `method` request.
@@ -193,11 +159,7 @@ impl HttpConn {
     }
 
     pub fn try_read_response(&mut self) -> io::Result<Response> {
-        let method = self
-            .unanswered
-            .front()
-            .cloned()
-            .unwrap_or_else(|| "GET".into());
+        let method = self.unanswered.front().cloned().unwrap_or_else(|| "GET".into());
         self.try_read_response_to(&method)
     }
 
@@ -230,10 +192,7 @@ fn host_port(addr: &str) -> &str {
 }
 
 fn find_pair<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| *v)
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
 }
 
 fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response> {
@@ -245,18 +204,9 @@ fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response
         return Err(invalid(format!("bad status line {line:?}")));
     };
     let headers = read_headers(reader)?;
-    let bodiless =
-        method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304;
-    let body = if bodiless {
-        Vec::new()
-    } else {
-        read_body(reader, &headers, true)?
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    let bodiless = method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304;
+    let body = if bodiless { Vec::new() } else { read_body(reader, &headers, true)? };
+    Ok(Response { status, headers, body })
 }
 
 /// One CRLF- (or LF-) terminated line without its terminator; EOF before any byte is
@@ -264,16 +214,10 @@ fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response
 pub fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
     let mut line = Vec::new();
     if reader.read_until(b'\n', &mut line)? == 0 {
-        return Err(io::Error::new(
-            ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "connection closed"));
     }
     if line.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            ErrorKind::UnexpectedEof,
-            "connection closed mid-line",
-        ));
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "connection closed mid-line"));
     }
     line.pop();
     if line.last() == Some(&b'\r') {
@@ -299,21 +243,15 @@ pub fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String, String
 
 /// A message body framed by chunked encoding or Content-Length; otherwise the rest of
 /// the stream when `until_eof` (responses) or nothing (requests).
-pub fn read_body(
-    reader: &mut impl BufRead,
-    headers: &[(String, String)],
-    until_eof: bool,
-) -> io::Result<Vec<u8>> {
-    let chunked = find_header(headers, "transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+pub fn read_body(reader: &mut impl BufRead, headers: &[(String, String)], until_eof: bool) -> io::Result<Vec<u8>> {
+    let chunked =
+        find_header(headers, "transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     if chunked {
         return read_chunked(reader);
     }
     let mut body = Vec::new();
     if let Some(len) = find_header(headers, "content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| invalid(format!("bad Content-Length {len:?}")))?;
+        let len: usize = len.parse().map_err(|_| invalid(format!("bad Content-Length {len:?}")))?;
         body.resize(len, 0);
         reader.read_exact(&mut body)?;
     } else if until_eof {
@@ -327,8 +265,7 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     loop {
         let line = read_line(reader)?;
         let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+        let size = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
         if size == 0 {
             while !read_line(reader)?.is_empty() {} // trailers
             return Ok(body);
@@ -361,9 +298,7 @@ pub fn chunked(parts: &[&[u8]]) -> Vec<u8> {
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut compressor = Compressor::new(CompressionLvl::default());
     let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
-    let len = compressor
-        .gzip_compress(data, &mut out)
-        .expect("gzip compression failed");
+    let len = compressor.gzip_compress(data, &mut out).expect("gzip compression failed");
     out.truncate(len);
     out
 }
@@ -401,9 +336,7 @@ pub fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -424,10 +357,7 @@ pub fn decode(s: &str) -> String {
 
 /// "k1=v1&k2=v2" with both sides encoded.
 pub fn query_string(params: &[(&str, &str)]) -> String {
-    let pairs: Vec<String> = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect();
+    let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
     pairs.join("&")
 }
 

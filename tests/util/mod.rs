@@ -16,6 +16,8 @@
 
 pub mod fake;
 pub mod http;
+pub mod inspect;
+pub mod load;
 pub mod procs;
 pub mod proxy;
 
@@ -108,11 +110,7 @@ fn quiet_port_range() -> (u16, u16) {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(0);
-    if ephemeral_start >= 12_000 {
-        (10_000, ephemeral_start)
-    } else {
-        (0, 0)
-    }
+    if ephemeral_start >= 12_000 { (10_000, ephemeral_start) } else { (0, 0) }
 }
 
 /// Polls `f` every 10 ms until it returns true; panics naming `what` after `timeout`.

@@ -27,15 +27,8 @@ impl Process {
             (Err(e), _) | (_, Err(e)) => panic!("cannot open log {}: {e}", log.display()),
         };
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        Process {
-            name: name.to_string(),
-            child: Some(child),
-            status: None,
-            log: log.to_path_buf(),
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        Process { name: name.to_string(), child: Some(child), status: None, log: log.to_path_buf() }
     }
 
     /// None once the process has been reaped.
@@ -113,11 +106,7 @@ impl Process {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                panic!(
-                    "{} not ready ({what}) after {timeout:?}; log tail:\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
+                panic!("{} not ready ({what}) after {timeout:?}; log tail:\n{}", self.name, self.log_tail(40));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -128,9 +117,7 @@ impl Process {
     }
 
     pub fn log(&self) -> String {
-        fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -154,12 +141,8 @@ impl Process {
         fds.flatten().any(|fd| {
             let target = fs::read_link(fd.path()).unwrap_or_default();
             let target = target.to_string_lossy();
-            let inode = target
-                .strip_prefix("socket:[")
-                .and_then(|s| s.strip_suffix(']'));
-            inode
-                .and_then(|i| i.parse::<u64>().ok())
-                .is_some_and(|i| inodes.contains(&i))
+            let inode = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'));
+            inode.and_then(|i| i.parse::<u64>().ok()).is_some_and(|i| inodes.contains(&i))
         })
     }
 }
@@ -196,9 +179,7 @@ fn retry_on_port_clash<T>(what: &str, mut launch: impl FnMut() -> Result<T, Stri
     for attempt in 1..=ATTEMPTS {
         match launch() {
             Ok(server) => return server,
-            Err(log)
-                if attempt < ATTEMPTS && log.to_lowercase().contains("address already in use") =>
-            {
+            Err(log) if attempt < ATTEMPTS && log.to_lowercase().contains("address already in use") => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(log) => {
@@ -235,13 +216,10 @@ impl Redis {
     fn launch(dir: &TempDir, port: u16) -> Result<Process, String> {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-        cmd.args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path());
+        cmd.args(["--save", "", "--appendonly", "no", "--dir"]).arg(dir.path());
         let mut process = Process::spawn("redis-server", &mut cmd, &dir.join("redis.log"));
         let url = format!("redis://127.0.0.1:{port}/");
-        match process.wait_ready(START_TIMEOUT, "PING", |p| {
-            p.listens_on(port) && redis_ping(&url)
-        }) {
+        match process.wait_ready(START_TIMEOUT, "PING", |p| p.listens_on(port) && redis_ping(&url)) {
             Ok(()) => Ok(process),
             Err(_) => Err(process.log_tail(40)),
         }
@@ -261,10 +239,8 @@ impl Redis {
 
     pub fn conn(&self) -> redis::Connection {
         let conn = redis::Client::open(self.url()).and_then(|c| c.get_connection());
-        let conn =
-            conn.unwrap_or_else(|e| panic!("cannot connect to redis at {}: {e}", self.addr()));
-        conn.set_read_timeout(Some(http::DEFAULT_TIMEOUT))
-            .expect("redis set_read_timeout");
+        let conn = conn.unwrap_or_else(|e| panic!("cannot connect to redis at {}: {e}", self.addr()));
+        conn.set_read_timeout(Some(http::DEFAULT_TIMEOUT)).expect("redis set_read_timeout");
         conn
     }
 
@@ -306,21 +282,14 @@ pub fn set_toml(config: &mut String, section: &str, key: &str, value: &str) {
     let mut lines: Vec<String> = config.lines().map(String::from).collect();
     let header = format!("[{section}]");
     let line = format!("  {key} = {value}");
-    let body_start = if section.is_empty() {
-        Some(0)
-    } else {
-        lines.iter().position(|l| l.trim() == header).map(|i| i + 1)
-    };
+    let body_start =
+        if section.is_empty() { Some(0) } else { lines.iter().position(|l| l.trim() == header).map(|i| i + 1) };
     match body_start {
         None => lines.extend([String::new(), header, line]),
         Some(start) => {
-            let end = lines[start..]
-                .iter()
-                .position(|l| l.trim_start().starts_with('['))
-                .map_or(lines.len(), |i| start + i);
-            let existing = lines[start..end]
-                .iter()
-                .position(|l| l.split('=').next().map(str::trim) == Some(key));
+            let end =
+                lines[start..].iter().position(|l| l.trim_start().starts_with('[')).map_or(lines.len(), |i| start + i);
+            let existing = lines[start..end].iter().position(|l| l.split('=').next().map(str::trim) == Some(key));
             match existing {
                 Some(i) => lines[start + i] = line,
                 None => lines.insert(start, line),
@@ -353,11 +322,7 @@ impl Influxd {
             fs::write(dir.join("influxd.toml"), config).expect("write influxd.toml");
             Influxd::launch(&dir, http_port).map(|p| (p, http_port))
         });
-        Influxd {
-            process,
-            dir,
-            http_port,
-        }
+        Influxd { process, dir, http_port }
     }
 
     fn launch(dir: &TempDir, http_port: u16) -> Result<Process, String> {
@@ -365,9 +330,7 @@ impl Influxd {
         cmd.arg("run").arg("-config").arg(dir.join("influxd.toml"));
         let mut process = Process::spawn("influxd", &mut cmd, &dir.join("influxd.log"));
         let addr = format!("127.0.0.1:{http_port}");
-        match process.wait_ready(START_TIMEOUT, "GET /ping", |p| {
-            p.listens_on(http_port) && ping_ok(&addr)
-        }) {
+        match process.wait_ready(START_TIMEOUT, "GET /ping", |p| p.listens_on(http_port) && ping_ok(&addr)) {
             Ok(()) => Ok(process),
             Err(_) => Err(process.log_tail(40)),
         }
@@ -420,20 +383,12 @@ impl Influxd {
         let path = format!("/query?{}", http::query_string(&[("q", &q)]));
         let response = http::request(&self.addr(), "POST", &path, &[], b"");
         let error = &response.json()["results"][0]["error"];
-        assert!(
-            response.status == 200 && error.is_null(),
-            "{q}: {} {}",
-            response.status,
-            response.text()
-        );
+        assert!(response.status == 200 && error.is_null(), "{q}: {} {}", response.status, response.text());
     }
 
     /// GET /query with `epoch=ns`; panics unless the status is 200.
     pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
-        let path = format!(
-            "/query?{}",
-            http::query_string(&[("db", db), ("q", q), ("epoch", "ns")])
-        );
+        let path = format!("/query?{}", http::query_string(&[("db", db), ("q", q), ("epoch", "ns")]));
         let response = http::get(&self.addr(), &path);
         assert_eq!(response.status, 200, "{q}: {}", response.text());
         response.json()
@@ -442,31 +397,15 @@ impl Influxd {
     /// The rows of the first series of the first result; empty if there is none.
     /// Panics on a statement error (e.g. "database not found").
     pub fn values(&self, db: &str, q: &str) -> Vec<Vec<serde_json::Value>> {
-        self.first_series(db, q)
-            .map(|(_, rows)| rows)
-            .unwrap_or_default()
+        self.first_series(db, q).map(|(_, rows)| rows).unwrap_or_default()
     }
 
-    fn first_series(
-        &self,
-        db: &str,
-        q: &str,
-    ) -> Option<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+    fn first_series(&self, db: &str, q: &str) -> Option<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
         let result = &self.query(db, q)["results"][0];
-        assert!(
-            result["error"].is_null(),
-            "{q} on {db}: {}",
-            result["error"]
-        );
+        assert!(result["error"].is_null(), "{q} on {db}: {}", result["error"]);
         let series = &result["series"][0];
-        let columns = series["columns"]
-            .as_array()?
-            .iter()
-            .map(|c| c.as_str().unwrap_or_default().to_string());
-        let rows = series["values"]
-            .as_array()?
-            .iter()
-            .map(|r| r.as_array().cloned().unwrap_or_default());
+        let columns = series["columns"].as_array()?.iter().map(|c| c.as_str().unwrap_or_default().to_string());
+        let rows = series["values"].as_array()?.iter().map(|r| r.as_array().cloned().unwrap_or_default());
         Some((columns.collect(), rows.collect()))
     }
 
@@ -484,15 +423,9 @@ impl Influxd {
 
     /// Points of `measurement` that have `field`.
     pub fn count_field(&self, db: &str, measurement: &str, field: &str) -> u64 {
-        let q = format!(
-            "SELECT count({}) FROM {}",
-            quote_ident(field),
-            quote_ident(measurement)
-        );
+        let q = format!("SELECT count({}) FROM {}", quote_ident(field), quote_ident(measurement));
         let rows = self.values(db, &q);
-        rows.first()
-            .and_then(|row| row.get(1)?.as_u64())
-            .unwrap_or(0)
+        rows.first().and_then(|row| row.get(1)?.as_u64()).unwrap_or(0)
     }
 
     /// POST /write (nanosecond timestamps); asserts 204.

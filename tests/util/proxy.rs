@@ -25,10 +25,7 @@ pub struct ProxyConfig {
 }
 
 fn fields(pairs: &[(&str, &str)]) -> Fields {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl ProxyConfig {
@@ -72,17 +69,10 @@ impl ProxyConfig {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("DEL").arg(&stale).ignore();
-        let hashes = self
-            .default_node
-            .iter()
-            .map(|f| ("default_node".to_string(), f));
+        let hashes = self.default_node.iter().map(|f| ("default_node".to_string(), f));
         let hashes = hashes
             .chain(self.nodes.iter().map(|(name, f)| (format!("n:{name}"), f)))
-            .chain(
-                self.backends
-                    .iter()
-                    .map(|(name, f)| (format!("b:{name}"), f)),
-            );
+            .chain(self.backends.iter().map(|(name, f)| (format!("b:{name}"), f)));
         for (key, hash) in hashes.filter(|(_, f)| !f.is_empty()) {
             let mut hset = redis::cmd("HSET");
             hset.arg(key);
@@ -92,13 +82,9 @@ impl ProxyConfig {
             pipe.add_command(hset).ignore();
         }
         for (measurement, backends) in self.keymaps.iter().filter(|(_, b)| !b.is_empty()) {
-            pipe.cmd("RPUSH")
-                .arg(format!("m:{measurement}"))
-                .arg(backends)
-                .ignore();
+            pipe.cmd("RPUSH").arg(format!("m:{measurement}")).arg(backends).ignore();
         }
-        pipe.query::<()>(&mut conn)
-            .unwrap_or_else(|e| panic!("writing proxy config to redis: {e}"));
+        pipe.query::<()>(&mut conn).unwrap_or_else(|e| panic!("writing proxy config to redis: {e}"));
     }
 }
 
@@ -107,14 +93,8 @@ fn scan(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
     let mut cursor = 0u64;
     loop {
         let mut scan = redis::cmd("SCAN");
-        scan.arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000);
-        let (next, batch): (u64, Vec<String>) = scan
-            .query(conn)
-            .unwrap_or_else(|e| panic!("SCAN {pattern}: {e}"));
+        scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+        let (next, batch): (u64, Vec<String>) = scan.query(conn).unwrap_or_else(|e| panic!("SCAN {pattern}: {e}"));
         keys.extend(batch);
         if next == 0 {
             return keys;
@@ -125,6 +105,8 @@ fn scan(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
 
 pub struct ProxyBuilder {
     redis_addr: String,
+    /// `--config FILE` instead of `--redis`, when set.
+    config_file: Option<PathBuf>,
     node: String,
     port: u16,
     data_dir: Option<PathBuf>,
@@ -161,9 +143,13 @@ impl ProxyBuilder {
     pub fn spawn(self) -> Proxy {
         let dir = TempDir::new("proxy");
         let data_dir = self.data_dir.unwrap_or_else(|| dir.join("data"));
+        let [source_flag, source] = match self.config_file {
+            Some(file) => ["--config".to_string(), file.display().to_string()],
+            None => ["--redis".to_string(), self.redis_addr],
+        };
         let mut args: Vec<String> = vec![
-            "--redis".into(),
-            self.redis_addr,
+            source_flag,
+            source,
             "--node".into(),
             self.node,
             "--data-dir".into(),
@@ -192,6 +178,21 @@ impl Proxy {
     pub fn builder(redis: &Redis, node: &str, listen_port: u16) -> ProxyBuilder {
         ProxyBuilder {
             redis_addr: redis.addr(),
+            config_file: None,
+            node: node.to_string(),
+            port: listen_port,
+            data_dir: None,
+            threads: 2,
+            args: Vec::new(),
+        }
+    }
+
+    /// Like [`Proxy::builder`], but the proxy reads its configuration from the JSON file
+    /// `config` (`--config FILE`, the structure `config.py --json` prints) instead of Redis.
+    pub fn builder_with_file(config: impl AsRef<Path>, node: &str, listen_port: u16) -> ProxyBuilder {
+        ProxyBuilder {
+            redis_addr: String::new(),
+            config_file: Some(config.as_ref().to_path_buf()),
             node: node.to_string(),
             port: listen_port,
             data_dir: None,
@@ -211,12 +212,7 @@ impl Proxy {
         let mut cmd = Command::new(PROXY_BIN);
         cmd.args(&args);
         let process = Process::spawn("influx-proxy", &mut cmd, &dir.join("proxy.log"));
-        Proxy {
-            process,
-            args,
-            port,
-            dir,
-        }
+        Proxy { process, args, port, dir }
     }
 
     fn wait_ready(&mut self) {
@@ -291,10 +287,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.process.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "---- last 100 lines of influx-proxy log ({}) ----",
-                self.log_path().display()
-            );
+            eprintln!("---- last 100 lines of influx-proxy log ({}) ----", self.log_path().display());
             eprintln!("{}", self.process.log_tail(100));
             eprintln!("---- end of influx-proxy log ----");
         }
