@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite of influx-proxy, on a fresh Debian/Ubuntu machine: installs what the tests need
+# (redis-server, InfluxDB 1.x and its CLI, Python's redis and influxdb packages), then checks formatting,
+# runs clippy, builds the benches, runs every unit and integration test (real redis-server and influxd
+# processes on free loopback ports, started and stopped by the tests), and finally runs the README's
+# demo end to end. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for cmd in redis-server:redis-server influxd:influxdb influx:influxdb-client python3:python3 curl:curl cc:build-essential; do
+    command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd#*:}")
+done
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import redis, influxdb' 2>/dev/null; then
+    echo "==> installing Python packages redis, influxdb"
+    python3 -m pip install -q redis influxdb 2>/dev/null || python3 -m pip install -q --break-system-packages redis influxdb
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "==> installing Rust (rustup)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "==> cargo bench --no-run"
+cargo bench --no-run -q
+echo "==> cargo test"
+cargo test -q
+echo "==> scripts/demo.sh --no-wait"
+scripts/demo.sh --no-wait
+echo "==> all tests passed"
