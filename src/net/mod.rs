@@ -33,36 +33,19 @@ pub enum SocketResult {
 /// Reads into `buf` until it would block, EOF, or `max` more bytes were read. Returns the bytes read
 /// and how it ended.
 pub fn read_into<R: Read>(src: &mut R, buf: &mut Vec<u8>, max: usize) -> (usize, SocketResult) {
-    let mut total = 0;
-    loop {
-        if total >= max {
-            return (total, SocketResult::Continue);
-        }
-        let want = (max - total).min(crate::defaults::READ_CHUNK);
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        let r = src.read(&mut buf[start..]);
-        match r {
-            Ok(0) => {
-                buf.truncate(start);
-                return (total, SocketResult::Closed);
-            }
-            Ok(n) => {
-                buf.truncate(start + n);
-                total += n;
-            }
-            Err(e) => {
-                buf.truncate(start);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return (total, SocketResult::WouldBlock),
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                        return (total, SocketResult::Closed);
-                    }
-                    _ => return (total, SocketResult::Error(e)),
-                }
-            }
-        }
+    let start = buf.len();
+    // `read_to_end` reads into the vector's spare capacity without zeroing it first, and keeps what it
+    // read when it stops on an error (WouldBlock included); `take` bounds it.
+    let result = src.take(max as u64).read_to_end(buf);
+    let total = buf.len() - start;
+    match result {
+        Ok(_) if total >= max => (total, SocketResult::Continue),
+        Ok(_) => (total, SocketResult::Closed),
+        Err(e) => match e.kind() {
+            io::ErrorKind::WouldBlock => (total, SocketResult::WouldBlock),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => (total, SocketResult::Closed),
+            _ => (total, SocketResult::Error(e)),
+        },
     }
 }
 

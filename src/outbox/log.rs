@@ -412,8 +412,11 @@ impl Log {
             },
             spare => {
                 self.spare = spare;
-                let used = self.state.disk_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                if !self.segments.is_empty() && used + size as u64 > self.max_disk {
+                // The cap is on data waiting for the backend (all workers together), not on files: a
+                // fully acknowledged tail or a spare holds nothing and must not block new data. With
+                // nothing waiting, a segment is always allowed, so each worker can hold one.
+                let waiting = self.state.backlog_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                if waiting > 0 && waiting + size as u64 > self.max_disk {
                     return Err(AppendError::DiskFull);
                 }
                 let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;

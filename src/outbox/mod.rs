@@ -469,14 +469,20 @@ impl Outbox {
         let Some(conn) = conn.as_mut() else { return };
         let (target, payload) = log.record(&front);
         let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
-        let body: &[u8] = match compressor {
+        let (body, gzipped): (&[u8], bool) = match compressor {
             Some((_, c)) if level > 0 => {
-                gz.resize(c.gzip_compress_bound(payload.len()), 0);
-                let n = c.gzip_compress(payload, gz).unwrap_or(0);
-                gz.truncate(n);
-                gz
+                // `gz` only grows: zeroing it again for every batch would cost a memset of its size.
+                let bound = c.gzip_compress_bound(payload.len());
+                if gz.len() < bound {
+                    gz.resize(bound, 0);
+                }
+                match c.gzip_compress(payload, &mut gz[..bound]) {
+                    Ok(n) => (&gz[..n], true),
+                    // Cannot happen with a bound-sized buffer; if it did, plain bytes are still right.
+                    Err(_) => (payload, false),
+                }
             }
-            _ => payload,
+            _ => (payload, false),
         };
         conn.begin_request();
         let out = &mut conn.out;
@@ -485,7 +491,7 @@ impl Outbox {
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(backend.host.as_bytes());
         out.extend_from_slice(b"\r\nUser-Agent: influx-proxy\r\nContent-Type: text/plain; charset=utf-8\r\n");
-        if level > 0 {
+        if gzipped {
             out.extend_from_slice(b"Content-Encoding: gzip\r\n");
         }
         if let Some(auth) = &backend.auth {
@@ -495,7 +501,7 @@ impl Outbox {
         }
         out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         out.extend_from_slice(body);
-        if gz.capacity() > 4 * DEFAULT_BATCH_MAX_BYTES {
+        if gz.len() > 4 * DEFAULT_BATCH_MAX_BYTES {
             *gz = Vec::new();
         }
         let reused = conn.exchanges > 0;

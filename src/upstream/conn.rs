@@ -102,7 +102,12 @@ impl Conn {
             if !self.flush()? {
                 return Ok(Drive { done: false, blocked: true });
             }
-            self.out = Vec::new();
+            // Keep the buffer for the next request (a fresh allocation of this size costs page faults),
+            // unless an oversized request grew it.
+            self.out.clear();
+            if self.out.capacity() > 16 << 20 {
+                self.out = Vec::new();
+            }
             self.set_interest(registry, Interest::READABLE);
         }
         let fill = if budget > 0 { self.fill(budget)? } else { Fill { read: 0, closed: false, blocked: false } };
