@@ -3,7 +3,7 @@
 //!
 //! A relay never holds more than about `MAX_CLIENT_OUTPUT_BYTES` of an answer: it reads from the
 //! backend only while the client's output buffer has room, and is resumed when the client drains. A
-//! gather buffers each sub-answer (they are parsed and merged), bounded by `MAX_GATHER_BYTES`.
+//! gather buffers its sub-answers (they are parsed and merged), `MAX_GATHER_BYTES` for all of them.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -21,8 +21,9 @@ use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
 use crate::worker::client::Client;
 
-/// Largest sub-answer a merge will buffer.
-pub const MAX_GATHER_BYTES: usize = 64 << 20;
+/// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
+/// times more).
+pub const MAX_GATHER_BYTES: usize = 16 << 20;
 
 /// What to ask a backend, independent of which backend it is.
 #[derive(Debug, Clone)]
@@ -346,6 +347,8 @@ impl Relay {
 pub struct Part {
     pub attempt: Attempt,
     pub answer: Option<PartAnswer>,
+    /// Answer bytes it took (counted against `MAX_GATHER_BYTES`).
+    pub bytes: usize,
 }
 
 /// How parts' answers become statement results.
@@ -366,11 +369,18 @@ pub struct Gather {
 
 impl Gather {
     pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
-        for part in &mut self.parts {
-            if part.answer.is_some() {
+        for i in 0..self.parts.len() {
+            if self.parts[i].answer.is_some() {
                 continue;
             }
-            part.answer = advance_part(&mut part.attempt, config, registry, now);
+            let buffered: usize = self.parts.iter().map(|p| p.bytes.max(p.attempt.body.len())).sum();
+            let room = MAX_GATHER_BYTES.saturating_sub(buffered - self.parts[i].attempt.body.len());
+            let part = &mut self.parts[i];
+            part.answer = advance_part(&mut part.attempt, room, config, registry, now);
+            if part.answer.is_some() {
+                part.bytes = part.attempt.body.len();
+                part.attempt.body = Vec::new();
+            }
         }
         if self.parts.iter().any(|p| p.answer.is_none()) {
             return TaskState::Running;
@@ -433,13 +443,17 @@ impl Gather {
 }
 
 /// Drives a part; `Some` once it has an answer (or has failed for good).
-fn advance_part(a: &mut Attempt, config: &Config, registry: &Registry, now: Instant) -> Option<PartAnswer> {
+fn advance_part(a: &mut Attempt, room: usize, config: &Config, registry: &Registry, now: Instant) -> Option<PartAnswer> {
     loop {
         match a.drive(4 * READ_CHUNK, registry) {
             Ok(d) => {
-                if a.body.len() > MAX_GATHER_BYTES {
+                if a.body.len() > room {
                     a.close(registry);
-                    return Some(Err("answer too large to merge; query these statements separately".into()));
+                    return Some(Err(format!(
+                        "the answers are too large to merge in the proxy (over {} MiB): narrow the query or send \
+                         its statements separately",
+                        MAX_GATHER_BYTES >> 20
+                    )));
                 }
                 if a.head().is_some() && a.status() >= 500 && a.has_candidates() {
                     let status = a.status();

@@ -655,7 +655,7 @@ impl Worker {
                         let mut attempt = new_attempt(&mut self.slots, candidates, spec);
                         let answer =
                             (!attempt.start_next(&config, registry, now)).then(|| Err(attempt.failures.join("; ")));
-                        exec::Part { attempt, answer }
+                        exec::Part { attempt, answer, bytes: 0 }
                     })
                     .collect();
                 TaskKind::Gather(exec::Gather { parts, units, pretty, close })
