@@ -9,12 +9,13 @@
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use util::inspect::{self, RecordInfo};
 use util::load::{self, Load, LoadSpec};
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, Redis, TempDir, free_port, wait_until};
+use util::site::Site;
+use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
 
 /// Every bounded wait for data to show up on a backend.
 const WAIT: Duration = Duration::from_secs(15);
@@ -22,45 +23,6 @@ const DB: &str = "db";
 /// Backend fields that make batches, health checks and retries fast.
 const FAST: &[(&str, &str)] =
     &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
-
-/// Redis with the config, the node's port and a data dir that outlives proxy processes.
-struct Site {
-    redis: Redis,
-    port: u16,
-    data: TempDir,
-}
-
-impl Site {
-    /// Writes `config` plus node `l1` (self-statistics off) into a fresh Redis.
-    fn new(config: ProxyConfig) -> Site {
-        let redis = Redis::start();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        config.node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")]).write_to(&redis);
-        Site { redis, port, data: TempDir::new("durability-data") }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.data.path()
-    }
-
-    /// A proxy on the site's port and data dir.
-    fn proxy(&self, threads: usize, args: &[&str]) -> Proxy {
-        let mut builder = Proxy::builder(&self.redis, "l1", self.port).data_dir(self.data.path()).threads(threads);
-        for a in args {
-            builder = builder.arg(*a);
-        }
-        builder.start()
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spec(&self, measurement: &str) -> LoadSpec {
-        LoadSpec::new(&self.addr(), DB, measurement)
-    }
-}
 
 fn influxd_with_db() -> Influxd {
     let influxd = Influxd::start();
@@ -82,10 +44,11 @@ fn replica_outage_under_continuous_load_loses_nothing() {
     let mut b = influxd_with_db();
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("load", &["a", "b"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let proxy = site.proxy(2, &[]);
 
-    let spec = LoadSpec { writers: 2, lines_per_request: 100, pause: Duration::from_millis(10), ..site.spec("load") };
+    let spec =
+        LoadSpec { writers: 2, lines_per_request: 100, pause: Duration::from_millis(10), ..site.spec(DB, "load") };
     let started = Instant::now();
     let running = Load::start(&spec);
     running.wait_acked_requests(20, WAIT);
@@ -114,10 +77,10 @@ fn replica_outage_keeps_order_per_series() {
     let fake = FakeBackend::start();
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("f", &fake.url(), FAST).keymap("ord", &["a", "f"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let _proxy = site.proxy(2, &[]);
 
-    let spec = LoadSpec { writers: 3, lines_per_request: 50, pause: Duration::from_millis(10), ..site.spec("ord") };
+    let spec = LoadSpec { writers: 3, lines_per_request: 50, pause: Duration::from_millis(10), ..site.spec(DB, "ord") };
     let running = Load::start(&spec);
     running.wait_acked_requests(15, WAIT);
     fake.set_write(Behavior::Reset);
@@ -212,12 +175,12 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
         FAST.iter().filter(|(k, _)| *k != "interval").copied().chain([("interval", "1000")]).collect();
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), &slow).keymap("k9", &["a", "b"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     // Small segments: the log of each worker spans several files, recovered and rotated.
     let mut all_args = vec!["--segment-bytes", "65536"];
     all_args.extend_from_slice(args);
     let mut proxy = site.proxy(2, &all_args);
-    let spec = LoadSpec { lines_per_request: 100, ..site.spec("k9") };
+    let spec = LoadSpec { lines_per_request: 100, ..site.spec(DB, "k9") };
 
     b.stop();
     wait_until(WAIT, "b reported down", || inspect::backend_health(&site.addr(), "b")["up"] == false);
@@ -273,10 +236,11 @@ fn kill9_under_load_with_backends_up() {
     let b = influxd_with_db();
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("crash", &["a", "b"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(2, &["--segment-bytes", "262144"]);
 
-    let spec = LoadSpec { writers: 3, lines_per_request: 100, pause: Duration::from_millis(2), ..site.spec("crash") };
+    let spec =
+        LoadSpec { writers: 3, lines_per_request: 100, pause: Duration::from_millis(2), ..site.spec(DB, "crash") };
     let running = Load::start(&spec);
     for cycle in 0..3u64 {
         let before = running.acked_requests();
@@ -305,11 +269,11 @@ fn kill9_under_load_with_backends_up() {
 fn kill9_recovered_data_is_sent_before_newer_data() {
     let fake = FakeBackend::start();
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("seq", &["f"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(1, &["--segment-bytes", "65536"]);
     fake.stop();
     wait_until(WAIT, "f reported down", || inspect::backend_health(&site.addr(), "f")["up"] == false);
-    let spec = LoadSpec { lines_per_request: 100, ..site.spec("seq") };
+    let spec = LoadSpec { lines_per_request: 100, ..site.spec(DB, "seq") };
     let mut acked = load::write_acked(&spec, 0, 0, 20, Duration::from_millis(5));
     acked.extend(load::write_acked(&spec, 1, 100_000, 20, Duration::from_millis(5)));
     proxy.kill9();
@@ -337,7 +301,7 @@ struct StoppedLog {
 /// becomes its own record; then SIGTERM (exit 0) and the segment file is parsed.
 fn write_then_stop(site: &Site, proxy: &mut Proxy, name: &str, measurement: &str, requests: u64) -> StoppedLog {
     wait_until(WAIT, "backend reported down", || inspect::backend_health(&site.addr(), name)["up"] == false);
-    let spec = LoadSpec { lines_per_request: 20, ..site.spec(measurement) };
+    let spec = LoadSpec { lines_per_request: 20, ..site.spec(DB, measurement) };
     load::write_acked(&spec, 0, 0, requests, Duration::from_millis(90));
     let status = proxy.terminate();
     assert!(status.success(), "SIGTERM exit status {status}");
@@ -366,7 +330,7 @@ fn ids_of(records: &[RecordInfo]) -> BTreeSet<u64> {
 fn torn_tail_test(damage: impl FnOnce(&StoppedLog)) {
     let mut a = influxd_with_db();
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("torn", &["a"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(1, &[]);
     a.stop();
     let log = write_then_stop(&site, &mut proxy, "a", "torn", 12);
@@ -416,7 +380,7 @@ fn torn_tail_truncated_inside_last_record_is_cut() {
 fn flipped_byte_mid_segment_costs_one_record_only() {
     let fake = FakeBackend::start();
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("flip", &["f"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(1, &[]);
     fake.stop();
     let log = write_then_stop(&site, &mut proxy, "f", "flip", 12);
@@ -464,13 +428,13 @@ fn flipped_byte_mid_segment_costs_one_record_only() {
 fn fewer_threads_after_restart_adopt_every_workers_log() {
     let mut a = influxd_with_db();
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("thr", &["a"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(4, &[]);
     a.stop();
     wait_until(WAIT, "a reported down", || inspect::backend_health(&site.addr(), "a")["up"] == false);
 
     // New connections until some worker other than 0 holds data (and at least two workers do).
-    let spec = LoadSpec { lines_per_request: 20, ..site.spec("thr") };
+    let spec = LoadSpec { lines_per_request: 20, ..site.spec(DB, "thr") };
     let mut acked = BTreeSet::new();
     let workers_with_data = || -> BTreeSet<String> {
         inspect::segment_files(site.data_dir(), "a")
@@ -509,12 +473,13 @@ fn sigterm_under_load_exits_zero_in_time_and_loses_nothing() {
     let mut b = influxd_with_db();
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("term", &["a", "b"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(2, &["--shutdown-timeout", "3"]);
     b.stop();
     wait_until(WAIT, "b reported down", || inspect::backend_health(&site.addr(), "b")["up"] == false);
 
-    let spec = LoadSpec { writers: 3, lines_per_request: 100, pause: Duration::from_millis(5), ..site.spec("term") };
+    let spec =
+        LoadSpec { writers: 3, lines_per_request: 100, pause: Duration::from_millis(5), ..site.spec(DB, "term") };
     let running = Load::start(&spec);
     running.wait_acked_requests(40, WAIT);
     let sent = Instant::now();
@@ -544,13 +509,13 @@ fn sigterm_under_load_exits_zero_in_time_and_loses_nothing() {
 fn fewer_threads_send_adopted_data_before_newer_data() {
     let fake = FakeBackend::start();
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("thro", &["f"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(3, &["--segment-bytes", "65536"]);
     fake.stop();
     wait_until(WAIT, "f reported down", || inspect::backend_health(&site.addr(), "f")["up"] == false);
 
     // One series per connection; connections until a worker other than 0 holds data.
-    let spec = LoadSpec { lines_per_request: 50, ..site.spec("thro") };
+    let spec = LoadSpec { lines_per_request: 50, ..site.spec(DB, "thro") };
     let mut expected = BTreeSet::new();
     let mut series = 0;
     for conn in 0..40u64 {
@@ -591,9 +556,9 @@ fn sigterm_with_hung_backend_exits_at_shutdown_timeout() {
     let fields: Vec<(&str, &str)> =
         FAST.iter().filter(|(k, _)| *k != "timeout").copied().chain([("timeout", "30000")]).collect();
     let config = ProxyConfig::new().backend("f", &fake.url(), &fields).keymap("hung", &["f"]);
-    let site = Site::new(config);
+    let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(2, &["--shutdown-timeout", "2"]);
-    let spec = LoadSpec { lines_per_request: 50, ..site.spec("hung") };
+    let spec = LoadSpec { lines_per_request: 50, ..site.spec(DB, "hung") };
     let ids = load::write_acked(&spec, 0, 0, 10, Duration::from_millis(10));
     wait_until(WAIT, "a batch hanging on f", || !fake.requests_to("/write").is_empty());
 

@@ -17,54 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use util::http;
 use util::inspect;
 use util::load::{self, LoadSpec};
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, Redis, TempDir, free_port, wait_until};
+use util::site::Site;
+use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
 
 const WAIT: Duration = Duration::from_secs(15);
 const DB: &str = "db";
 /// Backend fields that make batches, health checks and retries fast.
 const FAST: &[(&str, &str)] =
     &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
-
-/// Redis with the config, the node's port and the proxy's data dir.
-struct Site {
-    redis: Redis,
-    port: u16,
-    data: TempDir,
-}
-
-impl Site {
-    fn new(config: ProxyConfig) -> Site {
-        let redis = Redis::start();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        config.node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")]).write_to(&redis);
-        Site { redis, port, data: TempDir::new("faults-data") }
-    }
-
-    fn proxy(&self, args: &[&str]) -> Proxy {
-        self.proxy_with(2, args)
-    }
-
-    fn proxy_with(&self, threads: usize, args: &[&str]) -> Proxy {
-        let mut builder = Proxy::builder(&self.redis, "l1", self.port).data_dir(self.data.path()).threads(threads);
-        for a in args {
-            builder = builder.arg(*a);
-        }
-        builder.start()
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spec(&self, measurement: &str) -> LoadSpec {
-        LoadSpec { lines_per_request: 20, ..LoadSpec::new(&self.addr(), DB, measurement) }
-    }
-
-    fn health(&self, backend: &str) -> serde_json::Value {
-        inspect::backend_health(&self.addr(), backend)
-    }
-}
 
 fn influxd_with_db() -> Influxd {
     let influxd = Influxd::start();
@@ -140,9 +100,9 @@ fn failing_replica_then_ok(failure: Behavior, f_fields: &[(&str, &str)]) {
         .backend("a", &a.url(), FAST)
         .backend("f", &fake.url(), &fields(f_fields))
         .keymap("rep", &["a", "f"]);
-    let site = Site::new(config);
-    let proxy = site.proxy(&[]);
-    let spec = site.spec("rep");
+    let site = Site::new(config, "faults-data");
+    let proxy = site.proxy(2, &[]);
+    let spec = LoadSpec { lines_per_request: 20, ..site.spec(DB, "rep") };
 
     let first = load::write_acked(&spec, 0, 0, 10, Duration::from_millis(20));
     let t = Instant::now();
@@ -214,9 +174,9 @@ fn http_400_drops_the_batch_once_counts_it_and_later_batches_flow() {
         r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"bad\" is type integer, already exists as type float dropped=25"}"#,
     ));
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("bad", &["f"]);
-    let site = Site::new(config);
-    let proxy = site.proxy(&[]);
-    let spec = LoadSpec { lines_per_request: 25, ..site.spec("bad") };
+    let site = Site::new(config, "faults-data");
+    let proxy = site.proxy(2, &[]);
+    let spec = LoadSpec { lines_per_request: 25, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "bad") } };
 
     let bad = load::write_acked(&spec, 0, 0, 1, Duration::ZERO);
     let bad_line = spec.line(0, 0);
@@ -248,8 +208,8 @@ fn missing_database_and_retention_policy_park_only_their_target() {
     let a = Influxd::start();
     a.create_db("y");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let site = Site::new(config);
-    let _proxy = site.proxy(&[]);
+    let site = Site::new(config, "faults-data");
+    let _proxy = site.proxy(2, &[]);
     // Recent timestamps: retention policy `nope` will keep one hour only.
     let base = now_ns() / 1_000_000_000 * 1_000_000_000 - 600_000_000_000;
     let spec = |query: &str, m: &str| LoadSpec {
@@ -299,8 +259,8 @@ fn missing_database_and_retention_policy_park_only_their_target() {
 fn failing_health_check_marks_backend_down_and_data_waits_for_it() {
     let fake = FakeBackend::start();
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("hc", &["f"]);
-    let site = Site::new(config);
-    let proxy = site.proxy(&[]);
+    let site = Site::new(config, "faults-data");
+    let proxy = site.proxy(2, &[]);
     let up_metric = || inspect::metric(&proxy.addr(), "influx_proxy_backend_up", &[("backend", "f")]);
     wait_until(Duration::from_secs(3), "f up", || site.health("f")["up"] == true);
     assert_eq!(up_metric(), Some(1.0));
@@ -315,7 +275,7 @@ fn failing_health_check_marks_backend_down_and_data_waits_for_it() {
     assert!(health["last_error"].as_str().is_some_and(|e| e.contains("500")), "{health}");
 
     // Written while f is down: acknowledged, kept, not sent.
-    let spec = site.spec("hc");
+    let spec = LoadSpec { lines_per_request: 20, ..site.spec(DB, "hc") };
     let ids = load::write_acked(&spec, 0, 0, 5, Duration::from_millis(20));
     std::thread::sleep(Duration::from_millis(600));
     let early = lines_of(&spec, 0, &ids).iter().filter(|l| sends_of(&fake, l) > 0).count();
@@ -353,13 +313,13 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
         .backend("b", &b.url(), &fields(&[("maxdisk", &max_disk)]))
         .keymap("both", &["a", "b"])
         .keymap("solo", &["b"]);
-    let site = Site::new(config);
-    let proxy = site.proxy_with(threads, &["--segment-bytes", "65536"]);
+    let site = Site::new(config, "faults-data");
+    let proxy = site.proxy(threads, &["--segment-bytes", "65536"]);
     b.stop();
     wait_until(WAIT, "b reported down", || site.health("b")["up"] == false);
 
     // Replicated lines: always 204 (a takes them), b keeps what fits.
-    let both = LoadSpec { lines_per_request: 200, ..site.spec("both") };
+    let both = LoadSpec { lines_per_request: 200, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "both") } };
     let mut acked = BTreeSet::new();
     for w in 0..6u64 {
         acked.extend(load::write_acked(&both, w as usize, w * 100_000, 10, Duration::ZERO));
@@ -386,7 +346,7 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
     load::wait_for_ids(&a, DB, "both", &acked, &acked, WAIT);
 
     // Lines only b could store: 503 with an InfluxDB-style error once b's cap is reached.
-    let solo = LoadSpec { lines_per_request: 200, ..site.spec("solo") };
+    let solo = LoadSpec { lines_per_request: 200, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "solo") } };
     let (mut solo_acked, mut solo_attempted) = (BTreeSet::new(), BTreeSet::new());
     let mut refused = None;
     for r in 0..100u64 {

@@ -199,8 +199,18 @@ impl FakeBackend {
     /// Listens again on the same port after `stop`, keeping behaviours and records.
     pub fn start_again(&self) {
         self.stop();
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| panic!("fake backend cannot bind port {} again: {e}", self.port));
+        // Sockets of the old listener can take a moment to go away (a peer still holding a connection
+        // it is being reset on): retry for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline && e.kind() == io::ErrorKind::AddrInUse => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("fake backend cannot bind port {} again: {e}", self.port),
+            }
+        };
         self.serve(listener);
     }
 }

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod load;
 pub mod procs;
 pub mod proxy;
+pub mod site;
 
 pub use fake::{Behavior, FakeBackend, Recorded};
 pub use http::{HttpConn, Response};
