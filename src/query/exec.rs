@@ -443,7 +443,13 @@ impl Gather {
 }
 
 /// Drives a part; `Some` once it has an answer (or has failed for good).
-fn advance_part(a: &mut Attempt, room: usize, config: &Config, registry: &Registry, now: Instant) -> Option<PartAnswer> {
+fn advance_part(
+    a: &mut Attempt,
+    room: usize,
+    config: &Config,
+    registry: &Registry,
+    now: Instant,
+) -> Option<PartAnswer> {
     loop {
         match a.drive(4 * READ_CHUNK, registry) {
             Ok(d) => {
