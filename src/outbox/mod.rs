@@ -20,6 +20,7 @@
 //! Logs left by workers that no longer exist (the thread count went down) are adopted read-only and sent
 //! before this worker's own log, so a backend's data keeps its order.
 
+pub mod deflate;
 pub mod log;
 pub mod segment;
 
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use libdeflater::{CompressionLvl, Compressor};
 use mio::{Registry, Token};
 
 use crate::cli::SyncPolicy;
@@ -39,6 +39,14 @@ use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
 pub use log::{AppendError, Recovery};
 use log::{Front, Log};
+
+/// What an outbox needs from its worker to send: the time, the poll to register connections with, and
+/// the worker's compressor.
+pub struct Cx<'a> {
+    pub now: Instant,
+    pub registry: &'a Registry,
+    pub deflate: &'a mut deflate::Deflate,
+}
 
 /// Where a worker keeps its outbox logs and how.
 #[derive(Debug, Clone)]
@@ -159,8 +167,6 @@ pub struct Outbox {
     /// Request that last appended, and the target its lines go to.
     request: u64,
     target: Vec<u8>,
-    compressor: Option<(u32, Compressor)>,
-    gz: Vec<u8>,
     conn: Option<Conn>,
     inflight: Option<InFlight>,
     retry_at: Option<Instant>,
@@ -237,8 +243,6 @@ impl Outbox {
             parked,
             request: u64::MAX,
             target: Vec::new(),
-            compressor: None,
-            gz: Vec::new(),
             conn: None,
             inflight: None,
             retry_at: None,
@@ -332,20 +336,20 @@ impl Outbox {
     // ---------------------------------------------------------------- timers
 
     /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
-    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+    pub fn tick(&mut self, cx: &mut Cx) {
         let interval = self.backend.interval;
         if let Some(open) = self.own().open_record()
-            && now.duration_since(open.opened) >= interval
+            && cx.now.duration_since(open.opened) >= interval
         {
             self.own().seal();
         }
         if let Some(f) = &self.inflight
-            && now >= f.deadline
+            && cx.now >= f.deadline
         {
             let timeout = self.backend.timeout;
-            self.fail(now, registry, format!("no answer within {} ms", timeout.as_millis()));
+            self.fail(cx, format!("no answer within {} ms", timeout.as_millis()));
         }
-        self.pump(now, registry);
+        self.pump(cx);
     }
 
     /// When this outbox next needs `tick`.
@@ -394,16 +398,16 @@ impl Outbox {
     // ---------------------------------------------------------------- sending
 
     /// Starts the next send if nothing is in flight and the backend may be sent to.
-    pub fn pump(&mut self, now: Instant, registry: &Registry) {
+    pub fn pump(&mut self, cx: &mut Cx) {
         if self.inflight.is_some() {
             return;
         }
-        let main_ready = self.retry_at.is_none_or(|t| now >= t) && self.reachable();
-        let Some((source, front)) = self.next_record(now, main_ready) else {
+        let main_ready = self.retry_at.is_none_or(|t| cx.now >= t) && self.reachable();
+        let Some((source, front)) = self.next_record(cx.now, main_ready) else {
             self.logs.retain_mut(|l| !l.remove_if_drained());
             return;
         };
-        self.start_send(now, registry, source, front);
+        self.start_send(cx, source, front);
     }
 
     /// Picks the record to send next. Records of parked targets met on the way are moved to their
@@ -444,24 +448,20 @@ impl Outbox {
         }
     }
 
-    fn start_send(&mut self, now: Instant, registry: &Registry, source: Source, front: Front) {
+    fn start_send(&mut self, cx: &mut Cx, source: Source, front: Front) {
         let backend = self.backend.clone();
         if self.conn.is_none() {
-            match Conn::connect(backend.addr, self.token, registry) {
+            match Conn::connect(backend.addr, self.token, cx.registry) {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    self.backoff_after(now, format!("connect to {}: {e}", backend.url));
+                    self.backoff_after(cx.now, format!("connect to {}: {e}", backend.url));
                     return;
                 }
             }
         }
         let level = backend.gzip;
-        if level > 0 && self.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
-            let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
-            self.compressor = Some((level, Compressor::new(lvl)));
-        }
         // Split borrows: the record is read from the log while the request is written into the conn.
-        let Outbox { logs, parked, conn, compressor, gz, .. } = self;
+        let Outbox { logs, parked, conn, .. } = self;
         let log = match source {
             Source::Main(i) => &logs[i],
             Source::Parked(i) => &parked[i].log,
@@ -469,20 +469,11 @@ impl Outbox {
         let Some(conn) = conn.as_mut() else { return };
         let (target, payload) = log.record(&front);
         let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
-        let (body, gzipped): (&[u8], bool) = match compressor {
-            Some((_, c)) if level > 0 => {
-                // `gz` only grows: zeroing it again for every batch would cost a memset of its size.
-                let bound = c.gzip_compress_bound(payload.len());
-                if gz.len() < bound {
-                    gz.resize(bound, 0);
-                }
-                match c.gzip_compress(payload, &mut gz[..bound]) {
-                    Ok(n) => (&gz[..n], true),
-                    // Cannot happen with a bound-sized buffer; if it did, plain bytes are still right.
-                    Err(_) => (payload, false),
-                }
-            }
-            _ => (payload, false),
+        // A failed compression cannot happen with libdeflate's bound-sized buffer; plain bytes are
+        // still right if it did.
+        let (body, gzipped) = match (level > 0).then(|| cx.deflate.gzip(level, payload)).flatten() {
+            Some(gz) => (gz, true),
+            None => (payload, false),
         };
         conn.begin_request();
         let out = &mut conn.out;
@@ -501,43 +492,40 @@ impl Outbox {
         }
         out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         out.extend_from_slice(body);
-        if gz.len() > 4 * DEFAULT_BATCH_MAX_BYTES {
-            *gz = Vec::new();
-        }
         let reused = conn.exchanges > 0;
         self.inflight = Some(InFlight {
             source,
             front,
             lines,
             bytes: front.payload_len() as u64,
-            deadline: now + backend.timeout,
+            deadline: cx.now + backend.timeout,
             ex: Exchange::default(),
             answer: Vec::new(),
             reused,
         });
-        self.on_event(now, registry);
+        self.on_event(cx);
     }
 
     /// Readiness on the connection (or a nudge after starting a send).
-    pub fn on_event(&mut self, now: Instant, registry: &Registry) {
+    pub fn on_event(&mut self, cx: &mut Cx) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let Some(f) = self.inflight.as_mut() else {
             // Idle keep-alive connection: anything readable is the backend closing it (or junk).
             if !matches!(conn.fill(READ_CHUNK), Ok(fill) if !fill.closed && fill.read == 0) {
-                self.drop_conn(registry);
+                self.drop_conn(cx.registry);
             }
             return;
         };
         // An answer to a write is small; a backend streaming more than a few MB is not answering a
         // write, and the send timeout will deal with it. The bound keeps this event handler short.
-        let mut step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, registry);
+        let mut step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry);
         for _ in 0..64 {
             match step {
                 Ok(d) if !d.done && !d.blocked => {
                     f.answer.truncate(MAX_UPSTREAM_ERROR_BODY);
-                    step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, registry);
+                    step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry);
                 }
                 _ => break,
             }
@@ -550,16 +538,16 @@ impl Outbox {
                     return;
                 };
                 if !f.ex.reusable {
-                    self.drop_conn(registry);
+                    self.drop_conn(cx.registry);
                 }
                 let status = f.ex.status();
-                self.handle_answer(now, registry, f, status);
+                self.handle_answer(cx, f, status);
             }
-            Err(e) => self.fail(now, registry, e),
+            Err(e) => self.fail(cx, e),
         }
     }
 
-    fn handle_answer(&mut self, now: Instant, registry: &Registry, f: InFlight, status: u16) {
+    fn handle_answer(&mut self, cx: &mut Cx, f: InFlight, status: u16) {
         let outcome = classify(status, &f.answer);
         let name = self.backend.name.clone();
         let c = &self.backend.state.counters;
@@ -575,7 +563,7 @@ impl Outbox {
                 if let Source::Parked(i) = f.source
                     && let Some(p) = self.parked.get_mut(i)
                 {
-                    p.retry_at = now;
+                    p.retry_at = cx.now;
                 }
                 if let Some(what) = self.failing.take() {
                     ::log::info!("backend {name}: writes succeed again (after: {what})");
@@ -586,7 +574,7 @@ impl Outbox {
             }
             Outcome::Retry(msg) => {
                 BackendState::add(&c.retries, 1);
-                self.backoff_after(now, msg);
+                self.backoff_after(cx.now, msg);
             }
             Outcome::Park(msg) => {
                 let target = String::from_utf8_lossy(self.log_of(f.source).map_or(&[][..], |l| l.record(&f.front).0))
@@ -594,7 +582,7 @@ impl Outbox {
                 match f.source {
                     Source::Parked(i) => {
                         if let Some(p) = self.parked.get_mut(i) {
-                            p.retry_at = now + self.backend.rewrite_interval;
+                            p.retry_at = cx.now + self.backend.rewrite_interval;
                         }
                     }
                     Source::Main(_) => {
@@ -619,7 +607,7 @@ impl Outbox {
                 self.ack(f.source, &f.front);
             }
         }
-        self.pump(now, registry);
+        self.pump(cx);
     }
 
     fn ack(&mut self, source: Source, front: &Front) {
@@ -629,14 +617,14 @@ impl Outbox {
     }
 
     /// Network-level failure of the send in flight.
-    fn fail(&mut self, now: Instant, registry: &Registry, why: String) {
-        self.drop_conn(registry);
+    fn fail(&mut self, cx: &mut Cx, why: String) {
+        self.drop_conn(cx.registry);
         let Some(f) = self.inflight.take() else {
             return;
         };
         if f.reused && f.ex.head.is_none() {
             // Probably a keep-alive connection the backend closed while idle: retry once, fresh.
-            self.start_send(now, registry, f.source, f.front);
+            self.start_send(cx, f.source, f.front);
             if let Some(nf) = &mut self.inflight {
                 nf.reused = false;
             }
@@ -645,11 +633,11 @@ impl Outbox {
         BackendState::add(&self.backend.state.counters.retries, 1);
         if let Source::Parked(i) = f.source {
             if let Some(p) = self.parked.get_mut(i) {
-                p.retry_at = now + self.backend.rewrite_interval;
+                p.retry_at = cx.now + self.backend.rewrite_interval;
             }
             return;
         }
-        self.backoff_after(now, format!("{}: {why}", self.backend.url));
+        self.backoff_after(cx.now, format!("{}: {why}", self.backend.url));
     }
 
     fn backoff_after(&mut self, now: Instant, why: String) {

@@ -24,7 +24,8 @@ use crate::http::params::Params;
 use crate::http::request::Method;
 use crate::http::response::{Response, write_error};
 use crate::ops;
-use crate::outbox::{LogOptions, Outbox};
+use crate::outbox::deflate::Deflate;
+use crate::outbox::{Cx, LogOptions, Outbox};
 use crate::query::{self, Prepared, exec};
 use crate::shared::Shared;
 use crate::upstream::BackendState;
@@ -67,6 +68,8 @@ pub struct Worker {
     clients: usize,
     outboxes: Slab<Outbox>,
     tasks: Slab<Task>,
+    /// Gzip for every outbox of this worker (replicas share identical batches).
+    deflate: Deflate,
     /// Clients with unread data the last turn did not get to (readiness is edge-triggered).
     revisit: Vec<usize>,
     /// Config backend index → outbox id.
@@ -131,6 +134,7 @@ impl Worker {
             clients: 0,
             outboxes: Slab::default(),
             tasks: Slab::default(),
+            deflate: Deflate::default(),
             revisit: Vec::new(),
             outbox_of: Vec::new(),
             log_opts,
@@ -268,7 +272,9 @@ impl Worker {
                 Some(Slot::Outbox(oid)) => {
                     let oid = *oid;
                     if let Some(o) = self.outboxes.get_mut(oid) {
-                        o.on_event(Instant::now(), self.poll.registry());
+                        let cx =
+                            &mut Cx { now: Instant::now(), registry: self.poll.registry(), deflate: &mut self.deflate };
+                        o.on_event(cx);
                     }
                 }
                 Some(Slot::Query(task)) => {
@@ -761,7 +767,7 @@ impl Worker {
         }
         let registry = self.poll.registry();
         for (_, o) in self.outboxes.iter_mut() {
-            o.tick(now, registry);
+            o.tick(&mut Cx { now, registry, deflate: &mut self.deflate });
         }
         let drained: Vec<usize> =
             self.outboxes.iter().filter(|(_, o)| o.retired && o.is_drained()).map(|(i, _)| i).collect();
