@@ -1,10 +1,10 @@
 //! One segment file of an outbox log: a fixed-size, preallocated, memory-mapped file of framed records.
 //!
 //! ```text
-//! segment: [header 64 B][record][record]...[zeros]
+//! segment: [header 64 B][record][record]...[record being filled][zeros: terminator][stale bytes]
 //! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
-//! record:  magic u32 | target_len u16 | 0 u16 | commit u64 | target | payload | zero pad to 8
-//!          commit = crc32(target ++ payload) << 32 | payload_len
+//! record:  magic u32 | target_len u16 | 0 u16 | commit u64 | target | payload | pad to 8
+//!          commit = crc32(seq ++ target ++ payload) << 32 | payload_len
 //! ```
 //!
 //! Crash safety rests on two single, aligned 8-byte stores: `commit` makes a record's bytes (up to
@@ -13,9 +13,12 @@
 //! the old or the new commit word, each consistent with the bytes it covers. The mapping is `MAP_SHARED`:
 //! stores land in the page cache and survive the process. Power loss is what `--sync` is for.
 //!
-//! Files are written full of zeros when created (and zeroed again when recycled), so a full disk shows up
-//! as an error when a segment is created, never as SIGBUS on a store into a sparse page; it also makes
-//! first stores into the mapping cheap (no block allocation per page fault).
+//! Files are written full of zeros when created, so a full disk shows up as an error when a segment is
+//! created, never as SIGBUS on a store into a sparse page; it also makes first stores into the mapping
+//! cheap (no block allocation per page fault). Fully acknowledged files are recycled without zeroing:
+//! the sequence number in every record's checksum makes a stale record of a file's previous life
+//! invalid, and every append leaves `TERMINATOR` zero bytes after the last byte written, so the records
+//! of this life end at a zero slot and the stale bytes beyond it are never mistaken for a torn write.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -29,6 +32,8 @@ pub const HEADER_LEN: usize = 64;
 const ACKED_AT: usize = 16;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"RECD");
 pub const RECORD_HEADER: usize = 16;
+/// Zero bytes kept after the last byte written: they cover the padding and the next record header.
+pub const TERMINATOR: usize = 24;
 const COMMIT_AT: usize = 8;
 const PAGE: usize = 4096;
 
@@ -64,8 +69,15 @@ pub enum Slot {
     Damaged(&'static str),
 }
 
-/// Reads the slot at `off` of a segment's bytes.
-pub fn read_slot(buf: &[u8], off: usize) -> Slot {
+/// The checksum of a record: its segment's sequence number, target and payload.
+pub fn record_crc(seq: u64) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h
+}
+
+/// Reads the slot at `off` of the bytes of segment `seq`.
+pub fn read_slot(buf: &[u8], off: usize, seq: u64) -> Slot {
     let Some(header) = buf.get(off..off + RECORD_HEADER) else {
         return Slot::End;
     };
@@ -89,7 +101,9 @@ pub fn read_slot(buf: &[u8], off: usize) -> Slot {
     let Some(bytes) = buf.get(target..end) else {
         return Slot::Damaged("record runs past the end of the file");
     };
-    if crc32fast::hash(bytes) != (commit >> 32) as u32 {
+    let mut crc = record_crc(seq);
+    crc.update(bytes);
+    if crc.finalize() != (commit >> 32) as u32 {
         return Slot::Damaged("checksum mismatch");
     }
     Slot::Record { target: (target, payload), payload: (payload, end), next: align8(end) }
@@ -140,9 +154,11 @@ impl Segment {
     /// files is much cheaper than creating them: their blocks are allocated and their pages cached, while
     /// a new file costs a block allocation per page on first touch.
     pub fn recycle(mut self, dir: &Path, seq: u64) -> io::Result<Segment> {
-        self.unmap();
-        // Zero first: a crash before the new header leaves an all-zero file, which recovery deletes.
-        self.zero_fill(self.size)?;
+        self.map()?;
+        // Invalidate the old header and first slot before the rename: a crash in between leaves a
+        // header recovery deletes, never the old life's records under the new name.
+        self.bytes_mut()[..HEADER_LEN].fill(0);
+        self.terminate(HEADER_LEN);
         let path = dir.join(segment_file_name(seq));
         std::fs::rename(&self.path, &path)?;
         self.path = path;
@@ -150,9 +166,18 @@ impl Segment {
         self.end = HEADER_LEN;
         self.read = HEADER_LEN;
         self.holes.clear();
-        self.map()?;
         self.write_header();
         Ok(self)
+    }
+
+    /// Zeroes the `TERMINATOR` bytes at `at` (fewer at the end of the file).
+    #[inline]
+    pub fn terminate(&mut self, at: usize) {
+        let b = self.bytes_mut();
+        let end = (at + TERMINATOR).min(b.len());
+        if at < end {
+            b[at..end].fill(0);
+        }
     }
 
     /// Writes zeros over the first `len` bytes with plain writes: blocks get allocated in bulk (and a
@@ -309,7 +334,7 @@ impl Segment {
         if off >= self.end {
             return (off, Slot::End);
         }
-        (off, read_slot(self.bytes(), off))
+        (off, read_slot(self.bytes(), off, self.seq))
     }
 }
 
@@ -336,11 +361,12 @@ pub fn scan(seg: &mut Segment) -> ScanReport {
         report.damage.push((ACKED_AT, 8, "bad acknowledged position; resending the whole segment"));
         acked = HEADER_LEN;
     }
+    let seq = seg.seq;
     let buf = seg.bytes();
     let mut off = acked;
     let mut holes = Vec::new();
     loop {
-        let slot = read_slot(buf, off);
+        let slot = read_slot(buf, off, seq);
         if let Slot::Record { payload, next, .. } = slot {
             report.records += 1;
             report.payload_bytes += (payload.1 - payload.0) as u64;
@@ -348,15 +374,17 @@ pub fn scan(seg: &mut Segment) -> ScanReport {
             continue;
         }
         if let Slot::Damaged(reason) = slot
-            && let Some(q) = (off + 8..len).step_by(8).find(|&q| matches!(read_slot(buf, q), Slot::Record { .. }))
+            && let Some(q) = (off + 8..len).step_by(8).find(|&q| matches!(read_slot(buf, q, seq), Slot::Record { .. }))
         {
             report.damage.push((off, q - off, reason));
             holes.push((off, q));
             off = q;
             continue;
         }
-        let last_nonzero = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        report.torn_tail = last_nonzero.saturating_sub(off);
+        // Up to the terminator: what lies beyond are stale bytes of a recycled file's previous life.
+        let rest = buf.get(off..).unwrap_or(&[]);
+        let written = rest.windows(16).position(|w| w.iter().all(|&b| b == 0)).unwrap_or(rest.len());
+        report.torn_tail = rest[..written].iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         break;
     }
     seg.end = off;
@@ -376,7 +404,7 @@ mod tests {
         let t = off + RECORD_HEADER;
         b[t..t + target.len()].copy_from_slice(target);
         b[t + target.len()..t + target.len() + payload.len()].copy_from_slice(payload);
-        let mut h = crc32fast::Hasher::new();
+        let mut h = record_crc(seg.seq);
         h.update(target);
         h.update(payload);
         seg.store_commit(off, payload.len(), h.finalize());
@@ -422,10 +450,10 @@ mod tests {
         assert_eq!(r.damage, vec![(starts[2], starts[3] - starts[2], "checksum mismatch")]);
         assert_eq!(seg.slot_at(starts[2]).0, starts[3]);
 
-        // Garbage after the last record is a torn tail.
+        // Bytes past the zero terminator are stale (a recycled file's previous life): not a torn tail.
         seg.bytes_mut()[off + 100] = b'x';
         let r = scan(&mut seg);
-        assert_eq!(r.torn_tail, 101);
+        assert_eq!(r.torn_tail, 4, "only the begun record's magic was written in this life");
         assert_eq!(seg.end, off);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -433,14 +461,14 @@ mod tests {
     #[test]
     fn slots_reject_lies() {
         let mut buf = vec![0u8; 256];
-        assert_eq!(read_slot(&buf, 0), Slot::End);
-        assert_eq!(read_slot(&buf, 250), Slot::End);
+        assert_eq!(read_slot(&buf, 0, 0), Slot::End);
+        assert_eq!(read_slot(&buf, 250, 0), Slot::End);
         buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         buf[8..16].copy_from_slice(&(1000u64).to_le_bytes());
-        assert_eq!(read_slot(&buf, 0), Slot::Damaged("record runs past the end of the file"));
+        assert_eq!(read_slot(&buf, 0, 0), Slot::Damaged("record runs past the end of the file"));
         buf[8..16].copy_from_slice(&(10u64 | 1 << 40).to_le_bytes());
-        assert_eq!(read_slot(&buf, 0), Slot::Damaged("checksum mismatch"));
+        assert_eq!(read_slot(&buf, 0, 0), Slot::Damaged("checksum mismatch"));
         buf[0] = b'Z';
-        assert_eq!(read_slot(&buf, 0), Slot::Damaged("bad record header"));
+        assert_eq!(read_slot(&buf, 0, 0), Slot::Damaged("bad record header"));
     }
 }

@@ -6,7 +6,7 @@
 //! segment: [header 64 B][record][record]...[zeros]
 //! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
 //! record:  magic "RECD" | target_len u16 | 0 u16 | commit u64 | target | payload | zero pad to 8
-//!          commit = crc32(target ++ payload) << 32 | payload_len
+//!          commit = crc32(seq ++ target ++ payload) << 32 | payload_len   (seq: header bytes 8..16)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -134,6 +134,7 @@ pub fn parse_records(bytes: &[u8]) -> Vec<RecordInfo> {
     assert!(bytes.len() >= SEGMENT_HEADER && &bytes[..8] == b"IFXPSEG1", "not a segment file");
     let mut out = Vec::new();
     let mut off = acked_offset(bytes);
+    let seq = &bytes[8..16];
     while let Some(h) = bytes.get(off..off + RECORD_HEADER) {
         if &h[..4] != b"RECD" {
             break;
@@ -144,7 +145,7 @@ pub fn parse_records(bytes: &[u8]) -> Vec<RecordInfo> {
         let t = off + RECORD_HEADER;
         let p = t + target_len;
         let Some(covered) = bytes.get(t..p + payload_len) else { break };
-        if payload_len == 0 || crc32(covered) != (commit >> 32) as u32 {
+        if payload_len == 0 || crc32(&[seq, covered].concat()) != (commit >> 32) as u32 {
             break;
         }
         let len = (RECORD_HEADER + target_len + payload_len + 7) & !7;
