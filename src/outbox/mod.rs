@@ -655,6 +655,13 @@ impl Outbox {
         self.backoff = (self.backoff * 2).min(self.backend.rewrite_interval);
     }
 
+    /// Forgets the send in flight and its connection (after a bug was caught): the record stays in the
+    /// log and is sent again.
+    pub fn reset_sender(&mut self, registry: &Registry) {
+        self.inflight = None;
+        self.drop_conn(registry);
+    }
+
     fn drop_conn(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             c.deregister(registry);

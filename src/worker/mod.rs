@@ -290,8 +290,20 @@ impl Worker {
         let Some(i) = token.0.checked_sub(FIRST_SLOT) else {
             return;
         };
-        if let Some(Slot::Client(_)) = self.slots.get(i) {
-            self.close_client(i);
+        match self.slots.get(i) {
+            Some(Slot::Client(_)) => self.close_client(i),
+            Some(Slot::Query(task)) => {
+                if let Some(client) = self.tasks.get(*task).map(|t| t.client) {
+                    self.close_client(client);
+                }
+            }
+            Some(Slot::Outbox(oid)) => {
+                let oid = *oid;
+                if let Some(o) = self.outboxes.get_mut(oid) {
+                    o.reset_sender(self.poll.registry());
+                }
+            }
+            None => {}
         }
     }
 
