@@ -8,80 +8,16 @@
 //! `cargo bench --bench load` — knobs: LOAD_SECS (default 10), LOAD_CONNS (default 4),
 //! LOAD_THREADS (proxy workers, default 2), LOAD_GZIP_LEVEL (backend gzip, default 1).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use common::{Client, TempDir, env_or, free_port, proxy_config, spawn_proxy, start_sink};
+use serde_json::json;
+
 const LINES_PER_BATCH: usize = 5000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A backend that reads requests and answers 204, counting body bytes.
-struct Sink {
-    port: u16,
-    bytes: Arc<AtomicU64>,
-    requests: Arc<AtomicU64>,
-}
-
-fn start_sink() -> Sink {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-    let port = listener.local_addr().expect("sink addr").port();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let (b, r) = (bytes.clone(), requests.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (b, r) = (b.clone(), r.clone());
-            std::thread::spawn(move || serve_sink(stream, &b, &r));
-        }
-    });
-    Sink { port, bytes, requests }
-}
-
-fn serve_sink(stream: TcpStream, bytes: &AtomicU64, requests: &AtomicU64) {
-    let _ = stream.set_nodelay(true);
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, stream);
-    let mut line = String::new();
-    let mut body = vec![0u8; 1 << 20];
-    loop {
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut left = length;
-        while left > 0 {
-            let n = left.min(body.len());
-            if reader.read_exact(&mut body[..n]).is_err() {
-                return;
-            }
-            left -= n;
-        }
-        bytes.fetch_add(length as u64, Relaxed);
-        requests.fetch_add(1, Relaxed);
-        if writer.write_all(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: sink\r\n\r\n").is_err() {
-            return;
-        }
-    }
-}
 
 fn batch(seed: usize) -> Vec<u8> {
     let mut body = String::with_capacity(LINES_PER_BATCH * 120);
@@ -106,133 +42,37 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads one response; returns its status.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Option<u16> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let status = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(status)
-}
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; here 11 and 12 after the ')'.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn proc_peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn wait_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 204") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("proxy did not start");
-}
-
 fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: u64, level: u64) {
     let (a, b) = (start_sink(), start_sink());
-    let dir = std::env::temp_dir().join(format!("ifxp-load-{}-{mode}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("load dir");
+    let dir = TempDir::new(&format!("load-{mode}"));
     let port = free_port();
-    let config = format!(
-        r#"{{"NODES": {{"load": {{"listenaddr": "127.0.0.1:{port}", "interval": "0"}}}},
-            "BACKENDS": {{"a": {{"url": "http://127.0.0.1:{}", "gzip": "{level}"}},
-                          "b": {{"url": "http://127.0.0.1:{}", "gzip": "{level}"}}}},
-            "KEYMAPS": {{"_default_": ["a", "b"]}}}}"#,
-        a.port, b.port
-    );
+    let backend = |sink_port: u16| json!({"url": format!("http://127.0.0.1:{sink_port}"), "gzip": level.to_string()});
+    let config = proxy_config("load", port, &[("a", backend(a.port)), ("b", backend(b.port))]);
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config).expect("write config");
-    let proxy = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_influx-proxy"))
-            .args(["--config", &config_path.to_string_lossy(), "--node", "load", "--log-level", "warn"])
-            .args(["--threads", &threads.to_string(), "--data-dir", &dir.join("data").to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start proxy"),
-    };
-    wait_ping(port);
-    let pid = proxy.child.id();
+    let mut proxy = spawn_proxy(&config_path, "load", &dir.join("data"), threads, "warn", &[], None);
+    proxy.wait_ping(port, Duration::from_secs(20));
+    let pid = proxy.pid();
 
     let bodies: Vec<Vec<u8>> = (0..8).map(|s| if gzip_body { gzip(&batch(s)) } else { batch(s) }).collect::<Vec<_>>();
     let bodies = Arc::new(bodies);
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = proc_cpu_seconds(pid);
+    let cpu_before = common::proc_cpu_seconds(pid);
     let started = Instant::now();
     let workers: Vec<_> = (0..conns)
         .map(|c| {
             let (bodies, stop) = (bodies.clone(), stop.clone());
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect proxy");
-                let _ = stream.set_nodelay(true);
-                let mut writer = stream.try_clone().expect("clone");
-                let mut reader = BufReader::with_capacity(64 << 10, stream);
+                let mut client = Client::connect(port, Duration::from_secs(60)).expect("connect proxy");
                 let mut latencies = Vec::new();
                 let mut i = c;
                 while !stop.load(Relaxed) {
                     let body = &bodies[i % bodies.len()];
                     i += 1;
                     let enc = if gzip_body { "Content-Encoding: gzip\r\n" } else { "" };
-                    let head = format!(
-                        "POST /write?db=load HTTP/1.1\r\nHost: x\r\n{enc}Content-Length: {}\r\n\r\n",
-                        body.len()
-                    );
                     let t = Instant::now();
-                    writer.write_all(head.as_bytes()).expect("send head");
-                    writer.write_all(body).expect("send body");
-                    match read_response(&mut reader) {
-                        Some(204) => latencies.push(t.elapsed()),
+                    match client.request("POST", "/write?db=load", enc, body).map(|r| r.status) {
+                        Ok(204) => latencies.push(t.elapsed()),
                         other => panic!("unexpected answer {other:?}"),
                     }
                 }
@@ -258,8 +98,8 @@ fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: u64, level
             last = (now.0, Instant::now());
         }
     }
-    let cpu = proc_cpu_seconds(pid) - cpu_before;
-    let rss = proc_peak_rss_mb(pid);
+    let cpu = common::proc_cpu_seconds(pid) - cpu_before;
+    let rss = common::proc_peak_rss_mb(pid);
     latencies.sort();
     let lines = (latencies.len() * LINES_PER_BATCH) as f64;
     let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
@@ -275,12 +115,11 @@ fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: u64, level
         b.bytes.load(Relaxed),
     );
     drop(proxy);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that short.
-    let quick = std::env::args().all(|a| a != "--bench");
+    let quick = !common::full_run();
     let secs = if quick { 1 } else { env_or("LOAD_SECS", 10) };
     let conns = env_or("LOAD_CONNS", 4) as usize;
     let threads = env_or("LOAD_THREADS", 2);

@@ -53,18 +53,24 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<(), String>>();
+    let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
     for id in 0..settings.threads {
         let listener = crate::net::reuseport_listener(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let setup = WorkerSetup::new(id, listener).map_err(|e| format!("cannot create worker poll: {e}"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         handles.push(WorkerHandle { tx, waker: setup.waker.clone() });
         let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
+        let go = go_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || match Worker::new(setup, shared, rx, config) {
                 Ok(w) => {
                     let _ = ready.send(Ok(()));
-                    w.run();
+                    // Serve only once every worker has recovered its logs, so an answered /ping means
+                    // the whole proxy is ready (connections meanwhile wait in the listen backlog).
+                    if go.recv().is_ok() {
+                        w.run();
+                    }
                 }
                 Err(e) => {
                     let _ = ready.send(Err(format!("worker {id}: {e}")));
@@ -83,6 +89,9 @@ pub fn run(args: Args) -> Result<(), String> {
             }
             Err(_) => return Err("a worker thread died while starting".into()),
         }
+    }
+    for _ in 0..settings.threads {
+        let _ = go_tx.send(());
     }
     log::info!(
         "influx-proxy {} node {} listening on {listen} with {} workers; config from {origin}; data in {}",

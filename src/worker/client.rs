@@ -133,6 +133,11 @@ impl Client {
             if self.wbuf.capacity() > 1 << 20 {
                 self.wbuf = Vec::new();
             }
+        } else if self.wpos >= 1 << 20 {
+            // A client slower than a relayed answer never empties the buffer: drop what it has taken,
+            // or the buffer would grow by the whole answer.
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
         }
         !matches!(r, SocketResult::Closed | SocketResult::Error(_))
     }
