@@ -366,15 +366,7 @@ impl Log {
             tail.bytes_mut()[open.start..end].fill(0);
             return;
         }
-        let len = record_len(open.target_len, open.committed);
-        // Bytes appended but never committed (a request that failed half way) are dropped with the
-        // padding: zero them, so recovery never mistakes them for a torn write.
-        let dirty_end = open.start + RECORD_HEADER + open.target_len + open.len;
-        let end = open.start + len;
-        if dirty_end > end {
-            tail.bytes_mut()[end..dirty_end].fill(0);
-        }
-        tail.end = end;
+        tail.end = open.start + record_len(open.target_len, open.committed);
         if self.sync != SyncPolicy::Never
             && let Err(e) = tail.sync_range(open.start, tail.end)
         {
@@ -384,13 +376,6 @@ impl Log {
         self.pending_bytes += open.committed as u64;
         BackendState::add(&self.state.backlog_records, 1);
         BackendState::add(&self.state.backlog_bytes, open.committed as u64);
-    }
-
-    /// Drops appended bytes that were not committed (the request appending them failed).
-    pub fn rollback(&mut self) {
-        if let Some(open) = &mut self.open {
-            open.len = open.committed;
-        }
     }
 
     /// Makes sure the tail has `need` free bytes, creating a segment if not.
@@ -628,15 +613,13 @@ mod tests {
     }
 
     #[test]
-    fn uncommitted_lines_are_not_recovered_and_rollback_drops_them() {
+    fn uncommitted_lines_are_not_recovered() {
         let d = Dir::new("commit");
         {
             let (mut log, _) = open(&d.0, 1 << 16);
             log.begin(b"db=a").unwrap();
             line(&mut log, "kept v=1");
             log.commit();
-            line(&mut log, "lost v=2");
-            log.rollback();
             line(&mut log, "kept v=3");
             log.commit();
             line(&mut log, "never committed v=4");

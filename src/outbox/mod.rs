@@ -328,11 +328,6 @@ impl Outbox {
         BackendState::add(&c.bytes_in, bytes);
     }
 
-    /// The request failed after appending: its uncommitted lines are dropped.
-    pub fn abort_request(&mut self) {
-        self.own().rollback();
-    }
-
     // ---------------------------------------------------------------- timers
 
     /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
