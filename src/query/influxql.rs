@@ -559,6 +559,10 @@ enum Clause {
     Into,
     Where,
     Other,
+    /// After an outer LIMIT/OFFSET/SLIMIT/SOFFSET: only more of those (and `tz()`) may follow, as in
+    /// InfluxQL's grammar. Anything else is an error, so that stripping LIMIT/OFFSET for a merge can
+    /// never change what the rest of the statement means.
+    Limits,
 }
 
 struct Parser<'a> {
@@ -676,6 +680,9 @@ impl Parser<'_> {
                 Tok::Op(Op::RParen) => level = level.saturating_sub(1),
                 _ => {}
             }
+            if level == 0 && clause == Clause::Limits {
+                self.after_limits(i, true)?;
+            }
             if level == 0 {
                 match self
                     .keyword(i, &["INTO", "FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET"])
@@ -696,13 +703,16 @@ impl Parser<'_> {
                         if let Some(tail) = tail.as_deref_mut() {
                             tail.record(kw, n, span);
                         }
-                        clause = Clause::Other;
+                        clause = Clause::Limits;
                         i += 2;
                         continue;
                     }
                     _ => {
                         // fill() and tz() may follow WHERE without GROUP BY and end it.
-                        if self.keyword(i, &["FILL", "TZ"]).is_some() && self.is_op(i + 1, Op::LParen) {
+                        if clause != Clause::Limits
+                            && self.keyword(i, &["FILL", "TZ"]).is_some()
+                            && self.is_op(i + 1, Op::LParen)
+                        {
                             clause = Clause::Other;
                         }
                     }
@@ -825,6 +835,18 @@ impl Parser<'_> {
         Ok((source, i))
     }
 
+    /// Token `i` stands after an outer LIMIT/OFFSET: it must be another of them, or (in a SELECT) the
+    /// `tz(` ... `)` that may close the statement.
+    fn after_limits(&self, i: usize, select: bool) -> Result<(), ParseError> {
+        let ok = self.keyword(i, &["LIMIT", "OFFSET", "SLIMIT", "SOFFSET"]).is_some()
+            || select && self.is_kw(i, "TZ") && self.is_op(i + 1, Op::LParen)
+            || select && self.is_op(i, Op::RParen);
+        if ok {
+            return Ok(());
+        }
+        Err(ParseError::new("unexpected clause after LIMIT/OFFSET (they come last)", self.pos(i)))
+    }
+
     /// Scans the clauses of a non-SELECT statement from token `start` to `end`: `ON db`, FROM lists
     /// (when `sources`), `WITH MEASUREMENT`, WHERE, LIMIT and OFFSET.
     fn clauses(
@@ -844,6 +866,9 @@ impl Parser<'_> {
                 Tok::Op(Op::LParen) => level += 1,
                 Tok::Op(Op::RParen) => level = level.saturating_sub(1),
                 _ => {}
+            }
+            if level == 0 && clause == Clause::Limits {
+                self.after_limits(i, false)?;
             }
             if level == 0 {
                 match self.keyword(
@@ -878,7 +903,7 @@ impl Parser<'_> {
                     Some(kw @ ("LIMIT" | "OFFSET" | "SLIMIT" | "SOFFSET")) => {
                         let (n, span) = self.count(i, end, kw)?;
                         tail.record(kw, n, span);
-                        clause = Clause::Other;
+                        clause = Clause::Limits;
                         i += 2;
                         continue;
                     }
@@ -2013,5 +2038,27 @@ mod tests {
     fn display_of_parse_error() {
         let e = ParseError { message: "unterminated string literal".to_string(), position: 17 };
         assert_eq!(e.to_string(), "unterminated string literal at 17");
+    }
+
+    /// Regression (found by fuzzing): clauses after LIMIT/OFFSET were read as part of nothing, so
+    /// stripping LIMIT/OFFSET for a merge changed the statement's meaning.
+    #[test]
+    fn clauses_after_limit_are_errors() {
+        for q in [
+            "SELECT a LIMIT 1 FROM cpu",
+            "SELECT OFFSET 1 FROM cpu",
+            "SELECT LIMIT 1 *",
+            "SHOW TAG KEYS WHERE a = 'b' LIMIT 1 ON secret",
+            "SHOW MEASUREMENTS LIMIT 1 WHERE time > 0",
+        ] {
+            let e = classify(q).expect_err(q);
+            assert!(e.message.contains("after LIMIT/OFFSET"), "{q}: {e}");
+        }
+        for q in [
+            "SELECT v FROM cpu WHERE time > 0 LIMIT 10 OFFSET 2 SLIMIT 1 SOFFSET 1 tz('Europe/Paris')",
+            "SHOW MEASUREMENTS LIMIT 100 OFFSET 5",
+        ] {
+            assert!(classify(q).is_ok(), "{q}");
+        }
     }
 }
