@@ -176,7 +176,7 @@ fn http_400_drops_the_batch_once_counts_it_and_later_batches_flow() {
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("bad", &["f"]);
     let site = Site::new(config, "faults-data");
     let proxy = site.proxy(2, &[]);
-    let spec = LoadSpec { lines_per_request: 25, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "bad") } };
+    let spec = LoadSpec { lines_per_request: 25, ..site.spec(DB, "bad") };
 
     let bad = load::write_acked(&spec, 0, 0, 1, Duration::ZERO);
     let bad_line = spec.line(0, 0);
@@ -319,7 +319,7 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
     wait_until(WAIT, "b reported down", || site.health("b")["up"] == false);
 
     // Replicated lines: always 204 (a takes them), b keeps what fits.
-    let both = LoadSpec { lines_per_request: 200, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "both") } };
+    let both = LoadSpec { lines_per_request: 200, ..site.spec(DB, "both") };
     let mut acked = BTreeSet::new();
     for w in 0..6u64 {
         acked.extend(load::write_acked(&both, w as usize, w * 100_000, 10, Duration::ZERO));
@@ -346,7 +346,7 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
     load::wait_for_ids(&a, DB, "both", &acked, &acked, WAIT);
 
     // Lines only b could store: 503 with an InfluxDB-style error once b's cap is reached.
-    let solo = LoadSpec { lines_per_request: 200, ..LoadSpec { lines_per_request: 20, ..site.spec(DB, "solo") } };
+    let solo = LoadSpec { lines_per_request: 200, ..site.spec(DB, "solo") };
     let (mut solo_acked, mut solo_attempted) = (BTreeSet::new(), BTreeSet::new());
     let mut refused = None;
     for r in 0..100u64 {

@@ -137,6 +137,21 @@ pub enum Outcome {
     DropRejected(String),
 }
 
+/// How many lines of a batch a 400 answer says were not stored: InfluxDB lists each unparsable line
+/// (`unable to parse`) and counts the points it dropped (`dropped=N`). `None` when the answer says
+/// neither (then the whole batch counts as lost).
+pub fn refused_lines(body: &[u8]) -> Option<u64> {
+    let unparsable = memchr::memmem::find_iter(body, b"unable to parse").count() as u64;
+    let dropped = memchr::memmem::rfind(body, b"dropped=").and_then(|i| {
+        let digits: Vec<u8> = body[i + 8..].iter().copied().take_while(u8::is_ascii_digit).collect();
+        std::str::from_utf8(&digits).ok()?.parse::<u64>().ok()
+    });
+    match (unparsable, dropped) {
+        (0, None) => None,
+        (n, d) => Some(n + d.unwrap_or(0)),
+    }
+}
+
 /// The decision table of the module doc.
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
     let msg = || {
@@ -590,8 +605,14 @@ impl Outbox {
                 }
             }
             Outcome::DropBadData(msg) => {
-                BackendState::add(&c.dropped_bad_data, f.lines);
-                ::log::warn!("backend {name}: dropped a batch of {} lines it refused as bad data: {msg}", f.lines);
+                // InfluxDB stored the batch's good lines; only the ones it names are lost.
+                let refused = refused_lines(&f.answer).unwrap_or(f.lines).min(f.lines);
+                BackendState::add(&c.dropped_bad_data, refused);
+                ::log::warn!(
+                    "backend {name}: refused {refused} of a batch of {} lines as bad data (it kept the others; \
+                     the batch is not retried): {msg}",
+                    f.lines
+                );
                 self.backend.state.set_error(&msg);
                 self.ack(f.source, &f.front);
             }
@@ -780,6 +801,15 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn refused_lines_are_read_from_the_answer() {
+        let partial = b"{\"error\":\"partial write: unable to parse 'a': missing fields\\nunable to parse 'b': bad timestamp dropped=0\"}";
+        assert_eq!(refused_lines(partial), Some(2));
+        let conflict = b"{\"error\":\"partial write: field type conflict: input field \\\"v\\\" dropped=3\"}";
+        assert_eq!(refused_lines(conflict), Some(3));
+        assert_eq!(refused_lines(b"{\"error\":\"something else\"}"), None);
     }
 
     #[test]
