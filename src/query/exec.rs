@@ -170,7 +170,12 @@ impl Attempt {
 
     fn note_failure(&mut self, backend: &Backend, why: String) {
         BackendState::add(&backend.state.counters.query_errors, 1);
-        log::warn!("query to backend {} failed: {why}", backend.name);
+        // Logged when the failure is new for this backend, not once per query of a dashboard.
+        let msg = format!("query failed: {why}");
+        if backend.state.last_error() != msg {
+            log::warn!("backend {}: {msg}", backend.name);
+            backend.state.set_error(&msg);
+        }
         self.failures.push(format!("backend {}: {why}", backend.name));
     }
 
