@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{Client, TempDir, env_or, free_port, proxy_config, spawn_proxy, start_sink};
-use serde_json::json;
+use common::util::http::{self, HttpConn};
+use common::util::{ProxyConfig, TempDir};
+use common::{env_or, proxy_builder, proxy_pid, start_sink};
+use libdeflater::CompressionLvl;
 
 const LINES_PER_BATCH: usize = 5000;
 
@@ -35,24 +37,20 @@ fn batch(seed: usize) -> Vec<u8> {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("level"));
-    let mut out = vec![0; c.gzip_compress_bound(data.len())];
-    let n = c.gzip_compress(data, &mut out).expect("gzip");
-    out.truncate(n);
-    out
+    http::gzip_with(data, CompressionLvl::new(1).expect("level"))
 }
 
-fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: u64, level: u64) {
+fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: usize, level: u64) {
     let (a, b) = (start_sink(), start_sink());
     let dir = TempDir::new(&format!("load-{mode}"));
-    let port = free_port();
-    let backend = |sink_port: u16| json!({"url": format!("http://127.0.0.1:{sink_port}"), "gzip": level.to_string()});
-    let config = proxy_config("load", port, &[("a", backend(a.port)), ("b", backend(b.port))]);
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config).expect("write config");
-    let mut proxy = spawn_proxy(&config_path, "load", &dir.join("data"), threads, "warn", &[], None);
-    proxy.wait_ping(port, Duration::from_secs(20));
-    let pid = proxy.pid();
+    let level = level.to_string();
+    let config = ProxyConfig::new()
+        .backend("a", &format!("http://127.0.0.1:{}", a.port), &[("gzip", &level)])
+        .backend("b", &format!("http://127.0.0.1:{}", b.port), &[("gzip", &level)])
+        .keymap("_default_", &["a", "b"]);
+    let builder = proxy_builder(&dir.join("config.json"), "load", config, threads, "warn");
+    let proxy = builder.data_dir(dir.join("data")).inherit_stderr().start();
+    let (addr, pid) = (proxy.addr(), proxy_pid(&proxy));
 
     let bodies: Vec<Vec<u8>> = (0..8).map(|s| if gzip_body { gzip(&batch(s)) } else { batch(s) }).collect::<Vec<_>>();
     let bodies = Arc::new(bodies);
@@ -61,17 +59,19 @@ fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: u64, level
     let started = Instant::now();
     let workers: Vec<_> = (0..conns)
         .map(|c| {
-            let (bodies, stop) = (bodies.clone(), stop.clone());
+            let (bodies, stop, addr) = (bodies.clone(), stop.clone(), addr.clone());
             std::thread::spawn(move || {
-                let mut client = Client::connect(port, Duration::from_secs(60)).expect("connect proxy");
+                let mut client = HttpConn::try_connect(&addr, Duration::from_secs(60)).expect("connect proxy");
                 let mut latencies = Vec::new();
                 let mut i = c;
                 while !stop.load(Relaxed) {
                     let body = &bodies[i % bodies.len()];
                     i += 1;
-                    let enc = if gzip_body { "Content-Encoding: gzip\r\n" } else { "" };
+                    let enc: &[(&str, &str)] = if gzip_body { &[("Content-Encoding", "gzip")] } else { &[] };
                     let t = Instant::now();
-                    match client.request("POST", "/write?db=load", enc, body).map(|r| r.status) {
+                    let answer =
+                        client.try_send("POST", "/write?db=load", enc, body).and_then(|()| client.try_read_response());
+                    match answer.map(|r| r.status) {
                         Ok(204) => latencies.push(t.elapsed()),
                         other => panic!("unexpected answer {other:?}"),
                     }
@@ -122,7 +122,7 @@ fn main() {
     let quick = !common::full_run();
     let secs = if quick { 1 } else { env_or("LOAD_SECS", 10) };
     let conns = env_or("LOAD_CONNS", 4) as usize;
-    let threads = env_or("LOAD_THREADS", 2);
+    let threads = env_or("LOAD_THREADS", 2) as usize;
     let level = env_or("LOAD_GZIP_LEVEL", 1);
     println!(
         "load: {conns} keep-alive connections x {LINES_PER_BATCH}-line batches for {secs} s, proxy --threads {threads}, \

@@ -22,49 +22,48 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    Client, Influxd, Proc, TempDir, env_or, free_port, mb, mean_ms, pct_ms, proxy_config, query_path, spawn_proxy,
-};
-use serde_json::json;
+use common::util::http::{self, HttpConn};
+use common::util::{Influxd, Proxy, ProxyConfig, TempDir};
+use common::{env_or, mb, mean_ms, pct_ms, proxy_builder, proxy_cpu, proxy_pid, start_influxd};
 
 const DB: &str = "bench";
-const THREADS: u64 = 2;
+const THREADS: usize = 2;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn start_proxy(dir: &TempDir, tag: &str, backend_url: &str) -> (Proc, u16) {
-    let port = free_port();
-    let config_path = dir.join(&format!("proxy-{tag}.json"));
-    let config = proxy_config("bench", port, &[("backend", json!({"url": backend_url}))]);
-    std::fs::write(&config_path, config).expect("write config");
-    let data_dir = dir.join(&format!("data-{tag}"));
-    let mut proxy = spawn_proxy(&config_path, "bench", &data_dir, THREADS, "warn", &[], None);
-    proxy.wait_ping(port, Duration::from_secs(20));
-    (proxy, port)
+fn start_proxy(dir: &TempDir, tag: &str, backend_url: &str) -> Proxy {
+    let config = ProxyConfig::new().backend("backend", backend_url, &[]).keymap("_default_", &["backend"]);
+    let builder = proxy_builder(&dir.join(format!("proxy-{tag}.json")), "bench", config, THREADS, "warn");
+    builder.data_dir(dir.join(format!("data-{tag}"))).inherit_stderr().start()
+}
+
+/// `/query?db=DB&q=Q` plus `extra` parameters.
+fn query_path(q: &str, extra: &[(&str, &str)]) -> String {
+    let params = [&[("db", DB), ("q", q)], extra].concat();
+    format!("/query?{}", http::query_string(&params))
 }
 
 // ------------------------------------------------------------------------------------------ latency
 
 fn latency(dir: &TempDir, n: usize) {
-    let mut influxd = Influxd::new(&dir.join("influxd"));
-    influxd.start();
+    let mut influxd = start_influxd();
     influxd.create_db(DB);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as u64;
     let points: String = (0..1000u64)
         .map(|i| format!("cpu,host=server-{:02} v={}.25 {}\n", i % 10, i % 97, now - (i + 1) * 3_000_000_000))
         .collect();
-    influxd.write(DB, points.as_bytes());
-    let (proxy, port) = start_proxy(dir, "latency", &influxd.url());
+    influxd.write(DB, &points);
+    let proxy = start_proxy(dir, "latency", &influxd.url());
 
     let queries = [
         ("mean(v) over 1h", "SELECT mean(v) FROM cpu WHERE time > now() - 1h"),
         ("v LIMIT 10", "SELECT v FROM cpu WHERE time > 0 LIMIT 10"),
     ];
-    let paths: Vec<String> = queries.iter().map(|(_, q)| query_path(DB, q, "")).collect();
-    let mut direct = Client::connect(influxd.http_port, TIMEOUT).expect("connect influxd");
-    let mut proxied = Client::connect(port, TIMEOUT).expect("connect proxy");
-    let timed = |c: &mut Client, path: &str| {
+    let paths: Vec<String> = queries.iter().map(|(_, q)| query_path(q, &[])).collect();
+    let mut direct = HttpConn::try_connect(&influxd.addr(), TIMEOUT).expect("connect influxd");
+    let mut proxied = HttpConn::try_connect(&proxy.addr(), TIMEOUT).expect("connect proxy");
+    let timed = |c: &mut HttpConn, path: &str| {
         let t = Instant::now();
-        let r = c.request("GET", path, "", b"").expect("query");
+        let r = c.try_send("GET", path, &[], b"").and_then(|()| c.try_read_response()).expect("query");
         let took = t.elapsed();
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         (took, r.body)
@@ -78,7 +77,7 @@ fn latency(dir: &TempDir, n: usize) {
     }
     let mut times = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); queries.len()];
     let mut mismatches = vec![0u64; queries.len()];
-    let cpu_before = proxy.cpu_seconds();
+    let cpu_before = proxy_cpu(&proxy);
     let started = Instant::now();
     for round in 0..n {
         for (qi, p) in paths.iter().enumerate() {
@@ -97,7 +96,7 @@ fn latency(dir: &TempDir, n: usize) {
         }
     }
     let elapsed = started.elapsed();
-    let cpu = proxy.cpu_seconds() - cpu_before;
+    let cpu = proxy_cpu(&proxy) - cpu_before;
     println!(
         "query latency: {n} rounds x {} queries, direct and via the proxy alternately (one keep-alive connection \
          each), {:.1} s, proxy --threads {THREADS}",
@@ -285,9 +284,9 @@ struct RelayResult {
 fn relay(dir: &TempDir, tag: &str, total: u64, slow: bool) -> RelayResult {
     let answer = Arc::new(Answer::new(total));
     let backend = start_fake_backend(answer.clone());
-    let (proxy, port) = start_proxy(dir, tag, &format!("http://127.0.0.1:{}", backend.port));
-    let pid = proxy.pid();
-    let baseline_rss_kb = proxy.status_kb("VmRSS");
+    let proxy = start_proxy(dir, tag, &format!("http://127.0.0.1:{}", backend.port));
+    let pid = proxy_pid(&proxy);
+    let baseline_rss_kb = common::proc_status_kb(pid, "VmRSS");
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -304,52 +303,35 @@ fn relay(dir: &TempDir, tag: &str, total: u64, slow: bool) -> RelayResult {
             (rss, anon, between, samples)
         })
     };
-    let cpu_before = proxy.cpu_seconds();
+    let cpu_before = common::proc_cpu_seconds(pid);
     let started = Instant::now();
     let q = "SELECT v FROM cpu WHERE time > 0";
-    let mut client = Client::connect_with(port, TIMEOUT, if slow { 64 << 10 } else { 1 << 20 }).expect("connect");
-    client.send("GET", &query_path(DB, q, "&chunked=true"), "", b"").expect("send query");
-    let head = client.read_head().expect("answer head");
-    assert_eq!(head.status, 200, "relay answer status");
-    let mut buf = vec![0u8; if slow { 64 << 10 } else { 1 << 20 }];
+    let buffer = if slow { 64 << 10 } else { 1 << 20 };
+    let mut client = HttpConn::try_connect_buffered(&proxy.addr(), TIMEOUT, buffer).expect("connect");
+    client.try_send("GET", &query_path(q, &[("chunked", "true")]), &[], b"").expect("send query");
+    let mut streamed = client.try_read_streamed().expect("answer head");
+    assert_eq!(streamed.status, 200, "relay answer status");
+    // Each read takes what is there, up to the buffer and the end of the current chunk.
+    let mut buf = vec![0u8; buffer];
     let mut pos = 0u64;
     let mut intact = true;
-    let mut consume = |client: &mut Client, limit: u64, pos: &mut u64| -> u64 {
-        let want = (buf.len() as u64).min(limit) as usize;
-        let n = client.reader.read(&mut buf[..want]).expect("read answer");
-        assert!(n > 0, "answer ended early at {pos} bytes");
-        intact &= answer.matches(*pos, &buf[..n]);
-        *pos += n as u64;
-        received.store(*pos, Relaxed);
+    loop {
+        let n = streamed.body.read(&mut buf).unwrap_or_else(|e| panic!("reading the answer at {pos} bytes: {e}"));
+        if n == 0 {
+            break;
+        }
+        intact &= answer.matches(pos, &buf[..n]);
+        pos += n as u64;
+        received.store(pos, Relaxed);
         if slow {
             std::thread::sleep(Duration::from_millis(1));
         }
-        n as u64
-    };
-    if head.chunked {
-        loop {
-            let size = client.read_chunk_size().expect("chunk size");
-            if size == 0 {
-                break;
-            }
-            let mut left = size;
-            while left > 0 {
-                left -= consume(&mut client, left, &mut pos);
-            }
-            client.read_chunk_end().expect("chunk end");
-        }
-    } else if let Some(n) = head.content_length {
-        while pos < n {
-            consume(&mut client, n - pos, &mut pos);
-        }
-    } else {
-        panic!("the proxy's answer has neither chunked encoding nor a length");
     }
     let elapsed = started.elapsed();
-    let cpu = proxy.cpu_seconds() - cpu_before;
+    let cpu = common::proc_cpu_seconds(pid) - cpu_before;
     done.store(true, Relaxed);
     let (peak_rss_kb, peak_anon_kb, peak_in_between, samples) = sampler.join().expect("sampler");
-    let hwm_kb = proxy.status_kb("VmHWM");
+    let hwm_kb = common::proc_status_kb(pid, "VmHWM");
     let intact = intact && pos == answer.len();
     RelayResult {
         received: pos,

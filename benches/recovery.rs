@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{Client, Influxd, Proc, TempDir, dir_usage, env_or, free_port, mb, pct_ms, proxy_config, spawn_proxy};
-use serde_json::{Value, json};
+use common::util::http::HttpConn;
+use common::util::{Influxd, Proxy, ProxyConfig, TempDir, inspect};
+use common::{dir_usage, env_or, influxd_cpu, mb, pct_ms, proc_status_kb, proxy_builder, proxy_cpu, proxy_pid};
 
 const LINE_BYTES: usize = 100;
 const LINES_PER_REQUEST: usize = 5000;
 const CONNS: usize = 4;
-const THREADS: u64 = 2;
+const THREADS: usize = 2;
 const DB: &str = "bench";
 const BASE_TS: u64 = 1_700_000_000_000_000_000;
 
@@ -74,10 +75,8 @@ fn digits(out: &mut [u8], mut n: u64) {
 }
 
 /// The proxy's `/health` entry for its backend: (up, backlog_records, backlog_bytes, disk_bytes).
-fn backend_health(port: u16) -> Option<(bool, u64, u64, u64)> {
-    let r = common::get(port, "/health").ok()?;
-    let h: Value = r.json();
-    let b = h["backends"].as_array()?.iter().find(|b| b["name"] == "influx")?.clone();
+fn backend_health(proxy: &Proxy) -> Option<(bool, u64, u64, u64)> {
+    let b = inspect::try_backend_health(&proxy.addr(), "influx")?;
     let n = |k: &str| b[k].as_u64().unwrap_or(0);
     Some((b["up"].as_bool().unwrap_or(false), n("backlog_records"), n("backlog_bytes"), n("disk_bytes")))
 }
@@ -90,6 +89,7 @@ struct WritePhase {
 /// How to post line batches.
 #[derive(Clone, Copy)]
 struct Posting {
+    /// Of a proxy or influxd on 127.0.0.1.
     port: u16,
     db: &'static str,
     conns: usize,
@@ -121,7 +121,8 @@ fn post_batches(p: Posting) -> WritePhase {
                     let _ = error.set(e);
                     failed.store(true, Relaxed);
                 };
-                let mut client = match Client::connect(p.port, Duration::from_secs(60)) {
+                let addr = format!("127.0.0.1:{}", p.port);
+                let mut client = match HttpConn::try_connect(&addr, Duration::from_secs(60)) {
                     Ok(c) => c,
                     Err(e) => return fail(format!("connect: {e}")),
                 };
@@ -135,10 +136,11 @@ fn post_batches(p: Posting) -> WritePhase {
                     let t = Instant::now();
                     let sent = if p.gzip {
                         let n = compressor.gzip_compress(&body, &mut gz).expect("gzip");
-                        client.request("POST", &path, "Content-Encoding: gzip\r\n", &gz[..n])
+                        client.try_send("POST", &path, &[("Content-Encoding", "gzip")], &gz[..n])
                     } else {
-                        client.request("POST", &path, "", &body)
+                        client.try_send("POST", &path, &[], &body)
                     };
+                    let sent = sent.and_then(|()| client.try_read_response());
                     match sent {
                         Ok(r) if r.status == 204 => mine.push(t.elapsed()),
                         Ok(r) => fail(format!("request {k}: HTTP {} {}", r.status, r.text())),
@@ -165,17 +167,7 @@ fn post_batches(p: Posting) -> WritePhase {
 /// start reads the segments from the disk. Returns (seconds spent in fdatasync, MiB still resident).
 fn evict_page_cache(dir: &Path) -> (f64, f64) {
     use std::os::fd::AsRawFd;
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            } else {
-                files.push(e.path());
-            }
-        }
-    }
+    let files = inspect::files_ending(dir, "");
     let t = Instant::now();
     for f in &files {
         if let Ok(file) = std::fs::File::open(f) {
@@ -234,22 +226,24 @@ fn recovered_from_log(log: &str) -> (u64, u64, u64, String) {
     (total.0, total.1, total.2, per_worker.join(", "))
 }
 
-/// Starts the proxy; returns it, the time from spawn to its first 204 on `/ping`, and the time until it
-/// logged "listening on" (which it does once every worker has opened and checked its logs: a worker
-/// serves its own listener as soon as its own recovery is done). Prints what it logged about recovery.
-fn restart(start: &dyn Fn() -> Proc, log: &Path, port: u16, label: &str, payload: u64) -> (Proc, Duration, Duration) {
-    let log_before = std::fs::metadata(log).map_or(0, |m| m.len() as usize);
+/// Starts the (stopped) proxy again; returns the time from spawn to its first 204 on `/ping`, and the
+/// time until it logged "listening on" (which it does once every worker has opened and checked its logs:
+/// a worker serves its own listener as soon as its own recovery is done). Prints what it logged about
+/// recovery.
+fn restart(proxy: &mut Proxy, label: &str, payload: u64) -> (Duration, Duration) {
+    let log_before = std::fs::metadata(proxy.log_path()).map_or(0, |m| m.len() as usize);
     let spawned = Instant::now();
-    let mut proxy = start();
-    let first_ping = proxy.wait_ping(port, Duration::from_secs(600));
-    let logged = |proxy: &Proc| proxy.log().get(log_before..).unwrap_or_default().to_string();
+    proxy.respawn();
+    let first_ping = proxy.wait_ping(Duration::from_secs(600));
+    let logged = |proxy: &Proxy| proxy.log().get(log_before..).unwrap_or_default().to_string();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !logged(&proxy).contains(" listening on ") {
+    while !logged(proxy).contains(" listening on ") {
         assert!(Instant::now() < deadline, "no 'listening on' log line; log:\n{}", proxy.log_tail(20));
         std::thread::sleep(Duration::from_millis(1));
     }
     let all = spawned.elapsed();
-    let restart_log = logged(&proxy);
+    let restart_log = logged(proxy);
+    let pid = proxy_pid(proxy);
     let (batches, bytes, segments, per_worker) = recovered_from_log(&restart_log);
     println!(
         "  recovery ({label}): spawn → first /ping 204 {:.3} s, → all workers recovered ('listening on' logged) \
@@ -259,9 +253,9 @@ fn restart(start: &dyn Fn() -> Proc, log: &Path, port: u16, label: &str, payload
         all.as_secs_f64(),
         mb(bytes),
         mb(bytes) / all.as_secs_f64(),
-        proxy.status_kb("VmRSS") as f64 / 1024.0,
-        proxy.status_kb("RssFile") as f64 / 1024.0,
-        proxy.status_kb("RssAnon") as f64 / 1024.0,
+        proc_status_kb(pid, "VmRSS") as f64 / 1024.0,
+        proc_status_kb(pid, "RssFile") as f64 / 1024.0,
+        proc_status_kb(pid, "RssAnon") as f64 / 1024.0,
     );
     for line in restart_log.lines().filter(|l| l.contains(" recovered ") || l.contains("WARN") || l.contains("ERROR")) {
         println!("    log: {line}");
@@ -276,7 +270,17 @@ fn restart(start: &dyn Fn() -> Proc, log: &Path, port: u16, label: &str, payload
             (all - first_ping).as_secs_f64()
         );
     }
-    (proxy, first_ping, all)
+    (first_ping, all)
+}
+
+/// SIGTERM; the time until the proxy exited, which it must do cleanly within 60 s.
+fn stop(proxy: &mut Proxy) -> Duration {
+    let t = Instant::now();
+    proxy.signal(libc::SIGTERM);
+    match proxy.wait_exit(Duration::from_secs(60)) {
+        Some(s) if s.success() => t.elapsed(),
+        other => panic!("proxy did not exit cleanly on SIGTERM: {other:?}; log:\n{}", proxy.log_tail(20)),
+    }
 }
 
 fn main() {
@@ -297,29 +301,25 @@ fn main() {
     let data_dir = dir.join("proxy-data");
 
     // 1. The database exists, influxd is down; its port is the backend.
-    let mut influxd = Influxd::new(&dir.join("influxd"));
-    influxd.start();
+    let mut influxd = common::start_influxd();
     influxd.create_db(DB);
     influxd.stop();
 
     // 2. The proxy takes the backlog.
-    let port = free_port();
-    let backend = json!({"url": influxd.url(), "interval": "1000", "maxrowlimit": "10000", "gzip": "1"});
-    let config_path = dir.join("proxy.json");
-    std::fs::write(&config_path, proxy_config("bench", port, &[("influx", backend)])).expect("write config");
-    let proxy_log = dir.join("proxy.log");
-    let start_proxy = || spawn_proxy(&config_path, "bench", &data_dir, THREADS, "info", &[], Some(&proxy_log));
-    let mut proxy = start_proxy();
-    proxy.wait_ping(port, Duration::from_secs(30));
+    let backend = [("interval", "1000"), ("maxrowlimit", "10000"), ("gzip", "1")];
+    let config = ProxyConfig::new().backend("influx", &influxd.url(), &backend).keymap("_default_", &["influx"]);
+    let mut proxy =
+        proxy_builder(&dir.join("proxy.json"), "bench", config, THREADS, "info").data_dir(&data_dir).start();
+    let port = proxy.port();
     println!(
         "recovery: {} MiB = {lines} lines of {LINE_BYTES} B in {requests} requests of {LINES_PER_REQUEST} lines, \
          {CONNS} connections, proxy --threads {THREADS}, backend down",
         mb(payload) as u64
     );
-    let cpu_before = proxy.cpu_seconds();
+    let cpu_before = proxy_cpu(&proxy);
     let posting = Posting { port, db: DB, conns: CONNS, lines_per_request: LINES_PER_REQUEST, requests, gzip: false };
     let w = post_batches(posting);
-    let write_cpu = proxy.cpu_seconds() - cpu_before;
+    let write_cpu = proxy_cpu(&proxy) - cpu_before;
     let write_secs = w.elapsed.as_secs_f64();
     println!(
         "  write:    {:.2} s  {:.0} lines/s  {:.1} MB/s  request p50 {:.1} ms p99 {:.1} ms  proxy CPU {:.2} s \
@@ -331,12 +331,12 @@ fn main() {
         pct_ms(&w.latencies, 0.99),
         write_cpu,
         write_cpu / lines as f64 * 1e6,
-        proxy.status_kb("VmHWM") as f64 / 1024.0,
-        proxy.status_kb("RssAnon") as f64 / 1024.0,
+        proc_status_kb(proxy_pid(&proxy), "VmHWM") as f64 / 1024.0,
+        proc_status_kb(proxy_pid(&proxy), "RssAnon") as f64 / 1024.0,
     );
     // Let the last open batches seal (backend `interval`), so /health shows the whole backlog.
     std::thread::sleep(Duration::from_millis(1200));
-    if let Some((up, records, bytes, disk)) = backend_health(port) {
+    if let Some((up, records, bytes, disk)) = backend_health(&proxy) {
         println!("  /health after writing: up={up} backlog_records={records} backlog_bytes={bytes} disk_bytes={disk}");
         if up {
             println!("  WARNING: the backend is reported up while nothing should listen on {}", influxd.url());
@@ -344,15 +344,7 @@ fn main() {
     }
 
     // 3. Stop, measure, restart with the segments in the page cache, then again after evicting them.
-    let stop = |proxy: &mut Proc| {
-        let t = Instant::now();
-        match proxy.terminate(Duration::from_secs(60)) {
-            Some(s) if s.success() => t.elapsed(),
-            other => panic!("proxy did not exit cleanly on SIGTERM: {other:?}; log:\n{}", proxy.log_tail(20)),
-        }
-    };
     let stop_time = stop(&mut proxy);
-    drop(proxy);
     let (apparent, allocated, files) = dir_usage(&data_dir);
     println!(
         "  SIGTERM → exit {:.2} s; data dir {:.1} MiB apparent, {:.1} MiB allocated, {files} files ({:.3}× the line \
@@ -362,27 +354,27 @@ fn main() {
         mb(allocated),
         apparent as f64 / payload as f64
     );
-    let (mut proxy, warm, warm_all) = restart(&start_proxy, &proxy_log, port, "page cache warm", payload);
+    let (warm, warm_all) = restart(&mut proxy, "page cache warm", payload);
     stop(&mut proxy);
-    drop(proxy);
     let (synced, resident) = evict_page_cache(&data_dir);
     println!("  evicted the data dir from the page cache (fdatasync {synced:.2} s; {resident:.1} MiB still resident)");
-    let (proxy, cold, cold_all) = restart(&start_proxy, &proxy_log, port, "from disk", payload);
-    let Some((_, initial_records, _, _)) = backend_health(port) else { panic!("no /health for the backend") };
+    let (cold, cold_all) = restart(&mut proxy, "from disk", payload);
+    let Some((_, initial_records, _, _)) = backend_health(&proxy) else { panic!("no /health for the backend") };
     println!("  /health after restart: backlog_records={initial_records}");
 
     // 4. influxd back: replay.
     let log_before = proxy.log().len();
-    let cpu_before = proxy.cpu_seconds();
+    let cpu_before = proxy_cpu(&proxy);
     let t0 = Instant::now();
-    let influx_ready = influxd.start();
-    let influx_cpu_before = influxd.cpu_seconds();
+    influxd.start_again();
+    let influx_ready = t0.elapsed();
+    let influx_cpu_before = influxd_cpu(&influxd);
     let deadline = t0 + Duration::from_secs(120 + lines / 20_000);
     let mut first_ack = None;
     let mut drained = None;
     let mut last = initial_records;
     while Instant::now() < deadline {
-        if let Some((_, records, _, _)) = backend_health(port) {
+        if let Some((_, records, _, _)) = backend_health(&proxy) {
             if records < last && first_ack.is_none() {
                 first_ack = Some(t0.elapsed());
             }
@@ -397,12 +389,12 @@ fn main() {
     let Some(drained) = drained else {
         panic!("backlog not drained in time: {last} records left; proxy log:\n{}", proxy.log_tail(20))
     };
-    let cpu = proxy.cpu_seconds() - cpu_before;
-    let influx_cpu = influxd.cpu_seconds() - influx_cpu_before;
-    let mut count = influxd.count(DB, "m", "v");
+    let cpu = proxy_cpu(&proxy) - cpu_before;
+    let influx_cpu = influxd_cpu(&influxd) - influx_cpu_before;
+    let mut count = influxd.count_field(DB, "m", "v");
     while count != lines && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        count = influxd.count(DB, "m", "v");
+        count = influxd.count_field(DB, "m", "v");
     }
     let counted = t0.elapsed();
     let first_ack = first_ack.unwrap_or(drained);
@@ -430,7 +422,6 @@ fn main() {
     if count != lines {
         println!("  WARNING: influxd counts {count} points, {lines} were written");
     }
-    let mut proxy = proxy;
     stop(&mut proxy);
     let (apparent, _, files) = dir_usage(&data_dir);
     println!("  after the replay and SIGTERM: data dir {:.1} MiB in {files} files", mb(apparent));
@@ -444,7 +435,7 @@ fn main() {
     influxd.create_db("baseline");
     let direct = |conns: usize, lines_per_request: usize, gzip: bool| {
         let requests = (baseline_mb << 20).div_ceil((lines_per_request * LINE_BYTES) as u64).max(1);
-        let port = influxd.http_port;
+        let port = influxd.port();
         let b = post_batches(Posting { port, db: "baseline", conns, lines_per_request, requests, gzip });
         let rate = (requests * lines_per_request as u64) as f64 / b.elapsed.as_secs_f64();
         println!(
@@ -458,7 +449,7 @@ fn main() {
         );
         rate
     };
-    let baseline_rate = direct(THREADS as usize, 10_000, true);
+    let baseline_rate = direct(THREADS, 10_000, true);
     direct(CONNS, LINES_PER_REQUEST, false);
     influxd.stop();
     println!(

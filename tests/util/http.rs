@@ -12,6 +12,9 @@ use libdeflater::{CompressionLvl, Compressor, Decompressor};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The read buffer of an [`HttpConn`] unless chosen (`BufReader::new`'s).
+const DEFAULT_READ_BUFFER: usize = 8 * 1024;
+
 #[derive(Clone, Debug, Default)]
 pub struct Response {
     pub status: u16,
@@ -92,12 +95,18 @@ impl HttpConn {
     }
 
     pub fn try_connect(addr: &str, timeout: Duration) -> io::Result<HttpConn> {
+        HttpConn::try_connect_buffered(addr, timeout, DEFAULT_READ_BUFFER)
+    }
+
+    /// Like [`HttpConn::try_connect`], reading through a buffer of `capacity` bytes: what one read
+    /// from the socket takes in when the caller asks for less (see [`HttpConn::try_read_streamed`]).
+    pub fn try_connect_buffered(addr: &str, timeout: Duration, capacity: usize) -> io::Result<HttpConn> {
         let addr = host_port(addr).to_string();
         let stream = TcpStream::connect(&addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let reader = BufReader::new(stream);
+        let reader = BufReader::with_capacity(capacity, stream);
         Ok(HttpConn { addr, reader, timeout, unanswered: VecDeque::new() })
     }
 
@@ -171,6 +180,21 @@ impl HttpConn {
         Ok(response)
     }
 
+    /// The status line and headers of the next response (to the oldest unanswered `send`), its
+    /// body left to be read in pieces as it arrives from [`Streamed::body`]: for answers too large
+    /// to hold, or read at a chosen pace. The body must be read to its end before the connection
+    /// is used again.
+    pub fn try_read_streamed(&mut self) -> io::Result<Streamed<'_>> {
+        let method = self.unanswered.front().cloned().unwrap_or_else(|| "GET".into());
+        let (status, headers) = read_head(&mut self.reader)?;
+        if status >= 200 {
+            self.unanswered.pop_front();
+        }
+        let framing = if bodiless(&method, status) { Framing::Done } else { framing(&headers, true)? };
+        let body = BodyReader { reader: &mut self.reader, framing, chunks_started: false };
+        Ok(Streamed { status, headers, body })
+    }
+
     /// Whether the server closes the connection (EOF or reset) within `wait`, without
     /// sending anything more. Unexpected bytes make it panic.
     pub fn closed_by_peer(&mut self, wait: Duration) -> bool {
@@ -196,6 +220,13 @@ fn find_pair<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
 }
 
 fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response> {
+    let (status, headers) = read_head(reader)?;
+    let body = if bodiless(method, status) { Vec::new() } else { read_body(reader, &headers, true)? };
+    Ok(Response { status, headers, body })
+}
+
+/// The status and headers of a response.
+fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
     let line = read_line(reader)?;
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
@@ -203,10 +234,101 @@ fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response
     let Some(status) = status.filter(|_| version.starts_with("HTTP/1.")) else {
         return Err(invalid(format!("bad status line {line:?}")));
     };
-    let headers = read_headers(reader)?;
-    let bodiless = method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304;
-    let body = if bodiless { Vec::new() } else { read_body(reader, &headers, true)? };
-    Ok(Response { status, headers, body })
+    Ok((status, read_headers(reader)?))
+}
+
+/// Whether a response with `status` to a `method` request has no body, whatever its headers say.
+fn bodiless(method: &str, status: u16) -> bool {
+    method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304
+}
+
+/// A response whose body is read as it arrives (see [`HttpConn::try_read_streamed`]).
+pub struct Streamed<'a> {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: BodyReader<'a>,
+}
+
+impl Streamed<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// How a message body is delimited.
+enum Framing {
+    /// Chunked transfer encoding; the bytes left of the chunk being read.
+    Chunked(usize),
+    /// Content-Length; the bytes left.
+    Length(u64),
+    /// The rest of the stream.
+    UntilEof,
+    /// Nothing (more) to read.
+    Done,
+}
+
+/// The framing `headers` announce: chunked, Content-Length, or else the rest of the stream when
+/// `until_eof` (responses) or nothing (requests).
+fn framing(headers: &[(String, String)], until_eof: bool) -> io::Result<Framing> {
+    let chunked =
+        find_header(headers, "transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    Ok(if chunked {
+        Framing::Chunked(0)
+    } else if let Some(len) = find_header(headers, "content-length") {
+        Framing::Length(len.parse().map_err(|_| invalid(format!("bad Content-Length {len:?}")))?)
+    } else if until_eof {
+        Framing::UntilEof
+    } else {
+        Framing::Done
+    })
+}
+
+/// A response body decoded as it is read: each `read` takes at most what is left of the current
+/// chunk (or of the Content-Length) straight from the connection's buffer or socket; the end of
+/// the body reads as 0, the connection closing before it as `UnexpectedEof`.
+pub struct BodyReader<'a> {
+    reader: &'a mut BufReader<TcpStream>,
+    framing: Framing,
+    /// Whether a chunk was read, so that a chunk's CRLF precedes the next size line.
+    chunks_started: bool,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = match &mut self.framing {
+            Framing::Done | Framing::Length(0) => return Ok(0),
+            Framing::Length(left) => buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX)),
+            Framing::UntilEof => buf.len(),
+            Framing::Chunked(left) => {
+                if *left == 0 {
+                    if self.chunks_started {
+                        read_chunk_end(self.reader)?;
+                    }
+                    self.chunks_started = true;
+                    *left = read_chunk_size(self.reader)?;
+                    if *left == 0 {
+                        self.framing = Framing::Done;
+                        return Ok(0);
+                    }
+                }
+                buf.len().min(*left)
+            }
+        };
+        let n = self.reader.read(&mut buf[..want])?;
+        match &mut self.framing {
+            Framing::UntilEof if n == 0 => self.framing = Framing::Done,
+            Framing::Length(_) | Framing::Chunked(_) if n == 0 => {
+                return Err(io::Error::new(ErrorKind::UnexpectedEof, "connection closed in the body"));
+            }
+            Framing::Length(left) => *left -= n as u64,
+            Framing::Chunked(left) => *left -= n,
+            Framing::UntilEof | Framing::Done => {}
+        }
+        Ok(n)
+    }
 }
 
 /// One CRLF- (or LF-) terminated line without its terminator; EOF before any byte is
@@ -244,18 +366,17 @@ pub fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String, String
 /// A message body framed by chunked encoding or Content-Length; otherwise the rest of
 /// the stream when `until_eof` (responses) or nothing (requests).
 pub fn read_body(reader: &mut impl BufRead, headers: &[(String, String)], until_eof: bool) -> io::Result<Vec<u8>> {
-    let chunked =
-        find_header(headers, "transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        return read_chunked(reader);
-    }
     let mut body = Vec::new();
-    if let Some(len) = find_header(headers, "content-length") {
-        let len: usize = len.parse().map_err(|_| invalid(format!("bad Content-Length {len:?}")))?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if until_eof {
-        reader.read_to_end(&mut body)?;
+    match framing(headers, until_eof)? {
+        Framing::Chunked(_) => return read_chunked(reader),
+        Framing::Length(len) => {
+            body.resize(usize::try_from(len).map_err(|_| invalid(format!("bad Content-Length {len}")))?, 0);
+            reader.read_exact(&mut body)?;
+        }
+        Framing::UntilEof => {
+            reader.read_to_end(&mut body)?;
+        }
+        Framing::Done => {}
     }
     Ok(body)
 }
@@ -263,20 +384,31 @@ pub fn read_body(reader: &mut impl BufRead, headers: &[(String, String)], until_
 fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let line = read_line(reader)?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+        let size = read_chunk_size(reader)?;
         if size == 0 {
-            while !read_line(reader)?.is_empty() {} // trailers
             return Ok(body);
         }
         let start = body.len();
         body.resize(start + size, 0);
         reader.read_exact(&mut body[start..])?;
-        if !read_line(reader)?.is_empty() {
-            return Err(invalid("chunk data not followed by CRLF".into()));
-        }
+        read_chunk_end(reader)?;
     }
+}
+
+/// The size of the next chunk from its size line; at the last chunk (0), its trailers are read too.
+fn read_chunk_size(reader: &mut impl BufRead) -> io::Result<usize> {
+    let line = read_line(reader)?;
+    let size = line.split(';').next().unwrap_or_default().trim();
+    let size = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+    if size == 0 {
+        while !read_line(reader)?.is_empty() {} // trailers
+    }
+    Ok(size)
+}
+
+/// The CRLF after a chunk's data.
+fn read_chunk_end(reader: &mut impl BufRead) -> io::Result<()> {
+    if read_line(reader)?.is_empty() { Ok(()) } else { Err(invalid("chunk data not followed by CRLF".into())) }
 }
 
 fn invalid(message: String) -> io::Error {
@@ -296,7 +428,12 @@ pub fn chunked(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut compressor = Compressor::new(CompressionLvl::default());
+    gzip_with(data, CompressionLvl::default())
+}
+
+/// [`gzip`] at compression `level`.
+pub fn gzip_with(data: &[u8], level: CompressionLvl) -> Vec<u8> {
+    let mut compressor = Compressor::new(level);
     let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
     let len = compressor.gzip_compress(data, &mut out).expect("gzip compression failed");
     out.truncate(len);

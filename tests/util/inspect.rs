@@ -52,6 +52,13 @@ pub fn backend_health(addr: &str, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("backend {name} not in /health: {}", r.text()))
 }
 
+/// Like [`backend_health`], but None where that panics: no answer, not 200, backend not listed.
+pub fn try_backend_health(addr: &str, name: &str) -> Option<serde_json::Value> {
+    let r = http::try_request(addr, "GET", "/health", &[], b"", http::DEFAULT_TIMEOUT).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&r.body).ok().filter(|_| r.status == 200)?;
+    json["backends"].as_array()?.iter().find(|b| b["name"] == name).cloned()
+}
+
 /// Directories `<data_dir>/backends/<name>@<hash>` of backend `name` (one per url it had).
 pub fn backend_dirs(data_dir: &Path, name: &str) -> Vec<PathBuf> {
     let prefix = format!("{name}@");

@@ -1,4 +1,5 @@
-//! Integration-test harness shared by every `tests/*.rs` file (each does `mod util;`).
+//! Integration-test harness shared by every `tests/*.rs` file (each does `mod util;`), and by
+//! the end-to-end bench programs (`benches/common` includes it with `#[path]`).
 //!
 //! It starts private copies of the real servers the proxy sits between (`redis-server`
 //! for its configuration, `influxd` as a backend), a scriptable fake InfluxDB for

@@ -21,14 +21,33 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Process {
-        let open = || OpenOptions::new().create(true).append(true).open(log);
-        let (out, err) = match (open(), open()) {
-            (Ok(out), Ok(err)) => (out, err),
-            (Err(e), _) | (_, Err(e)) => panic!("cannot open log {}: {e}", log.display()),
-        };
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        Process::start(name, cmd, Some(log))
+    }
+
+    /// Like [`Process::spawn`], but stderr is this process's own (shown as it comes) and stdout
+    /// is dropped; [`Process::log`] is then empty.
+    pub fn spawn_inheriting_stderr(name: &str, cmd: &mut Command) -> Process {
+        Process::start(name, cmd, None)
+    }
+
+    fn start(name: &str, cmd: &mut Command, log: Option<&Path>) -> Process {
+        cmd.stdin(Stdio::null());
+        match log {
+            Some(log) => {
+                let open = || OpenOptions::new().create(true).append(true).open(log);
+                let (out, err) = match (open(), open()) {
+                    (Ok(out), Ok(err)) => (out, err),
+                    (Err(e), _) | (_, Err(e)) => panic!("cannot open log {}: {e}", log.display()),
+                };
+                cmd.stdout(out).stderr(err);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        Process { name: name.to_string(), child: Some(child), status: None, log: log.to_path_buf() }
+        let log = log.map_or_else(PathBuf::new, Path::to_path_buf);
+        Process { name: name.to_string(), child: Some(child), status: None, log }
     }
 
     /// None once the process has been reaped.
@@ -94,6 +113,34 @@ impl Process {
         &mut self,
         timeout: Duration,
         what: &str,
+        ready: impl FnMut(&Process) -> bool,
+    ) -> Result<(), ExitStatus> {
+        self.poll_ready(timeout, Duration::from_millis(10), what, ready)
+    }
+
+    /// Polls `GET /ping` on `port` every 2 ms until it answers 204 and returns how long that took
+    /// from this call: a timing, e.g. of a start. Each try waits up to 10 s for its answer, so a
+    /// connection the server accepts before it serves is answered as soon as it does. Panics with
+    /// the log tail if the process exits first or after `timeout`.
+    pub fn wait_ping(&mut self, port: u16, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let addr = format!("127.0.0.1:{port}");
+        let ping = |_: &Process| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            !left.is_zero() && ping_within(&addr, left.min(Duration::from_secs(10)))
+        };
+        if let Err(status) = self.poll_ready(timeout, Duration::from_millis(2), "GET /ping", ping) {
+            panic!("{} exited ({status}) before answering /ping; log tail:\n{}", self.name, self.log_tail(30));
+        }
+        started.elapsed()
+    }
+
+    fn poll_ready(
+        &mut self,
+        timeout: Duration,
+        every: Duration,
+        what: &str,
         mut ready: impl FnMut(&Process) -> bool,
     ) -> Result<(), ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -108,7 +155,7 @@ impl Process {
                 self.kill();
                 panic!("{} not ready ({what}) after {timeout:?}; log tail:\n{}", self.name, self.log_tail(40));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(every);
         }
     }
 
@@ -192,7 +239,12 @@ fn retry_on_port_clash<T>(what: &str, mut launch: impl FnMut() -> Result<T, Stri
 
 /// Whether `GET /ping` on `addr` answers 204 within 2 s.
 pub fn ping_ok(addr: &str) -> bool {
-    let ping = http::try_request(addr, "GET", "/ping", &[], b"", Duration::from_secs(2));
+    ping_within(addr, Duration::from_secs(2))
+}
+
+/// Whether `GET /ping` on `addr` answers 204 within `timeout`.
+pub fn ping_within(addr: &str, timeout: Duration) -> bool {
+    let ping = http::try_request(addr, "GET", "/ping", &[], b"", timeout);
     ping.is_ok_and(|r| r.status == 204)
 }
 
@@ -376,6 +428,18 @@ impl Influxd {
         self.stop();
         let (dir, port) = (&self.dir, self.http_port);
         self.process = retry_on_port_clash("influxd", || Influxd::launch(dir, port));
+    }
+
+    /// Whether an `influxd` binary can be run (`influxd version` succeeds).
+    pub fn available() -> bool {
+        let mut cmd = Command::new("influxd");
+        cmd.arg("version").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.status().is_ok_and(|s| s.success())
+    }
+
+    /// None while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     pub fn create_db(&self, name: &str) {

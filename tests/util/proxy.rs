@@ -86,6 +86,27 @@ impl ProxyConfig {
         }
         pipe.query::<()>(&mut conn).unwrap_or_else(|e| panic!("writing proxy config to redis: {e}"));
     }
+
+    /// The same configuration as a `--config FILE` text (the structure `config.py --json` prints;
+    /// DEFAULT_NODE only if set), for [`Proxy::builder_with_file`].
+    pub fn to_json(&self) -> String {
+        let object = |fields: &Fields| {
+            let map = fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())));
+            serde_json::Value::Object(map.collect())
+        };
+        let named = |entries: &[(String, Fields)]| {
+            serde_json::Value::Object(entries.iter().map(|(name, f)| (name.clone(), object(f))).collect())
+        };
+        let mut top = serde_json::Map::new();
+        if let Some(fields) = &self.default_node {
+            top.insert("DEFAULT_NODE".into(), object(fields));
+        }
+        top.insert("NODES".into(), named(&self.nodes));
+        top.insert("BACKENDS".into(), named(&self.backends));
+        let keymaps = self.keymaps.iter().map(|(m, backends)| (m.clone(), serde_json::json!(backends)));
+        top.insert("KEYMAPS".into(), serde_json::Value::Object(keymaps.collect()));
+        serde_json::to_string_pretty(&top).expect("proxy config json")
+    }
 }
 
 fn scan(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
@@ -111,6 +132,8 @@ pub struct ProxyBuilder {
     port: u16,
     data_dir: Option<PathBuf>,
     threads: usize,
+    log_level: String,
+    inherit_stderr: bool,
     args: Vec<String>,
 }
 
@@ -123,6 +146,19 @@ impl ProxyBuilder {
 
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// `--log-level`; default "debug".
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.to_string();
+        self
+    }
+
+    /// The proxy's output goes to this process's stderr instead of its log file, which stays
+    /// empty (`log`, `log_tail` and the tail printed by a panicking test have nothing to show).
+    pub fn inherit_stderr(mut self) -> Self {
+        self.inherit_stderr = true;
         self
     }
 
@@ -155,12 +191,12 @@ impl ProxyBuilder {
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--log-level".into(),
-            "debug".into(),
+            self.log_level,
             "--threads".into(),
             self.threads.to_string(),
         ];
         args.extend(self.args);
-        Proxy::launch(args, Some(self.port), dir)
+        Proxy::launch(args, Some(self.port), dir, self.inherit_stderr)
     }
 }
 
@@ -171,32 +207,31 @@ pub struct Proxy {
     args: Vec<String>,
     port: Option<u16>,
     dir: TempDir,
+    inherit_stderr: bool,
 }
 
 impl Proxy {
     /// `listen_port` must match the node's `listenaddr` in the Redis config.
     pub fn builder(redis: &Redis, node: &str, listen_port: u16) -> ProxyBuilder {
-        ProxyBuilder {
-            redis_addr: redis.addr(),
-            config_file: None,
-            node: node.to_string(),
-            port: listen_port,
-            data_dir: None,
-            threads: 2,
-            args: Vec::new(),
-        }
+        Proxy::builder_from(redis.addr(), None, node, listen_port)
     }
 
     /// Like [`Proxy::builder`], but the proxy reads its configuration from the JSON file
     /// `config` (`--config FILE`, the structure `config.py --json` prints) instead of Redis.
     pub fn builder_with_file(config: impl AsRef<Path>, node: &str, listen_port: u16) -> ProxyBuilder {
+        Proxy::builder_from(String::new(), Some(config.as_ref().to_path_buf()), node, listen_port)
+    }
+
+    fn builder_from(redis_addr: String, config_file: Option<PathBuf>, node: &str, port: u16) -> ProxyBuilder {
         ProxyBuilder {
-            redis_addr: String::new(),
-            config_file: Some(config.as_ref().to_path_buf()),
+            redis_addr,
+            config_file,
             node: node.to_string(),
-            port: listen_port,
+            port,
             data_dir: None,
             threads: 2,
+            log_level: "debug".into(),
+            inherit_stderr: false,
             args: Vec::new(),
         }
     }
@@ -205,14 +240,22 @@ impl Proxy {
     /// command-line handling. `addr` and `restart`'s wait are unavailable.
     pub fn spawn_raw(args: &[&str]) -> Proxy {
         let args = args.iter().map(|a| a.to_string()).collect();
-        Proxy::launch(args, None, TempDir::new("proxy"))
+        Proxy::launch(args, None, TempDir::new("proxy"), false)
     }
 
-    fn launch(args: Vec<String>, port: Option<u16>, dir: TempDir) -> Proxy {
+    fn launch(args: Vec<String>, port: Option<u16>, dir: TempDir, inherit_stderr: bool) -> Proxy {
+        let process = Proxy::spawn_process(&args, &dir, inherit_stderr);
+        Proxy { process, args, port, dir, inherit_stderr }
+    }
+
+    fn spawn_process(args: &[String], dir: &TempDir, inherit_stderr: bool) -> Process {
         let mut cmd = Command::new(PROXY_BIN);
-        cmd.args(&args);
-        let process = Process::spawn("influx-proxy", &mut cmd, &dir.join("proxy.log"));
-        Proxy { process, args, port, dir }
+        cmd.args(args);
+        if inherit_stderr {
+            Process::spawn_inheriting_stderr("influx-proxy", &mut cmd)
+        } else {
+            Process::spawn("influx-proxy", &mut cmd, &dir.join("proxy.log"))
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -252,6 +295,10 @@ impl Proxy {
         self.process.log_path()
     }
 
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+
     pub fn signal(&mut self, signal: libc::c_int) {
         self.process.signal(signal);
     }
@@ -275,18 +322,29 @@ impl Proxy {
     /// Starts again with the same arguments and data dir (SIGKILLing it first if it is
     /// still running) and waits for /ping; the log file is appended to.
     pub fn restart(&mut self) {
-        self.process.kill();
-        let mut cmd = Command::new(PROXY_BIN);
-        cmd.args(&self.args);
-        self.process = Process::spawn("influx-proxy", &mut cmd, &self.dir.join("proxy.log"));
+        self.respawn();
         self.wait_ready();
+    }
+
+    /// Like [`Proxy::restart`], without waiting for anything (see [`Proxy::wait_ping`]).
+    pub fn respawn(&mut self) {
+        self.process.kill();
+        self.process = Proxy::spawn_process(&self.args, &self.dir, self.inherit_stderr);
+    }
+
+    /// Waits up to `timeout` for the first 204 on `GET /ping` and returns how long that took from
+    /// this call, polling every 2 ms (see [`Process::wait_ping`]): the time a (re)start took, when
+    /// called right after `spawn` or `respawn`.
+    pub fn wait_ping(&mut self, timeout: Duration) -> Duration {
+        let port = self.port();
+        self.process.wait_ping(port, timeout)
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.process.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.inherit_stderr {
             eprintln!("---- last 100 lines of influx-proxy log ({}) ----", self.log_path().display());
             eprintln!("{}", self.process.log_tail(100));
             eprintln!("---- end of influx-proxy log ----");
