@@ -2,7 +2,10 @@
 //! * `split`: finding line ends, measurements and timestamps (`write::lineproto`);
 //! * `split_route`: plus the keymap lookup (`write::route`);
 //! * `store`: the whole `/write` body path into two replicated outboxes (split, route, copy into the
-//!   mmap logs, commit), as a 5000-line request costs a worker, network excluded;
+//!   mmap logs, commit), as a 5000-line request costs a worker, network excluded; the outboxes are new
+//!   for every iteration, so this includes the first touch of fresh segment pages;
+//! * `log`: one outbox log in steady state: append 5000 lines, commit, seal, acknowledge (segments are
+//!   recycled as they would be with a healthy backend);
 //! * `gzip1`: compressing a sealed batch at libdeflate level 1, what sending costs per line.
 //!
 //! Throughput is reported per byte and per line (`cargo bench --bench write_path`).
@@ -13,7 +16,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use influx_proxy::cli::SyncPolicy;
 use influx_proxy::config::{Config, RawConfig};
 use influx_proxy::ops::ProxyStats;
+use influx_proxy::outbox::log::Log;
 use influx_proxy::outbox::{LogOptions, Outbox};
+use influx_proxy::upstream::BackendState;
 use influx_proxy::upstream::Registry;
 use influx_proxy::worker::slab::Slab;
 use influx_proxy::write::lineproto::Lines;
@@ -138,6 +143,31 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_log(c: &mut Criterion) {
+    let body = telegraf_body();
+    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let dir = DirGuard(std::env::temp_dir().join(format!("ifxp-bench-log-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let state = Arc::new(BackendState::new("bench", "http://127.0.0.1:9"));
+    let (mut log, _) = Log::open(&dir.0, true, 8 << 20, u64::MAX, SyncPolicy::Never, state).expect("log");
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Elements(LINES as u64));
+    g.bench_function("append_commit_seal_ack_5000", |b| {
+        b.iter(|| {
+            log.begin(b"db=telegraf").expect("begin");
+            for line in &lines {
+                log.append(&[line, b"\n"]).expect("append");
+            }
+            log.commit();
+            log.seal();
+            while let Some(f) = log.front() {
+                log.ack(&f);
+            }
+        })
+    });
+    g.finish();
+}
+
 fn bench_gzip(c: &mut Criterion) {
     let body = telegraf_body();
     let mut g = c.benchmark_group("gzip1");
@@ -160,5 +190,5 @@ impl Drop for DirGuard {
     }
 }
 
-criterion_group!(benches, bench_split, bench_store, bench_gzip);
+criterion_group!(benches, bench_split, bench_store, bench_log, bench_gzip);
 criterion_main!(benches);
