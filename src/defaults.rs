@@ -10,8 +10,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// InfluxDB's own `max-body-size`; applies to the decompressed body too.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 25_000_000;
-/// Request bytes (heads, bodies, decompressed bodies) all workers together hold at once; a request that
-/// would go past it gets 503 instead of growing memory.
+/// Request body bytes all workers together buffer at once; a request that would go past it gets 503
+/// instead of growing memory. (Heads are bounded per connection; each worker decompresses one body at a
+/// time, bounded by the body limit.)
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
 /// Client connections per worker; further accepts are closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;

@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use crate::cli::Args;
-use crate::config::poller::Poller;
+use crate::config::poller::{Poller, ReloadRequest};
 use crate::config::source::{self, Source};
 use crate::config::{Config, RawConfig};
 use crate::shared::{Settings, Shared};
@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start config thread: {e}"))?
     };
 
-    let sig = wait_for_signal(&signals);
+    let sig = wait_for_signal(&signals, &shared);
     log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
     shared.request_shutdown();
     for h in &handles {
@@ -179,7 +179,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
 }
 
 /// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and so in every thread started after), so they are
-/// only ever taken by `wait_for_signal`.
+/// only ever taken by `wait_for_signal`. SIGHUP reloads the config, as daemons do.
 fn block_signals() -> Result<libc::sigset_t, String> {
     // SAFETY: sigset manipulation on a local, then pthread_sigmask on the calling thread.
     unsafe {
@@ -187,6 +187,7 @@ fn block_signals() -> Result<libc::sigset_t, String> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err("cannot block signals".into());
         }
@@ -194,15 +195,20 @@ fn block_signals() -> Result<libc::sigset_t, String> {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+/// Waits for SIGINT or SIGTERM; a SIGHUP meanwhile asks the config thread for a reload.
+fn wait_for_signal(set: &libc::sigset_t, shared: &Shared) -> &'static str {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is a valid, initialised signal set.
         if unsafe { libc::sigwait(set, &mut sig) } == 0 {
-            return match sig {
-                libc::SIGINT => "SIGINT",
-                _ => "SIGTERM",
-            };
+            match sig {
+                libc::SIGINT => return "SIGINT",
+                libc::SIGHUP => {
+                    log::info!("received SIGHUP: reloading the config");
+                    let _ = shared.reloads.send(ReloadRequest::without_answer());
+                }
+                _ => return "SIGTERM",
+            }
         }
     }
 }

@@ -219,13 +219,13 @@ fn missing_database_and_retention_policy_park_only_their_target() {
         ..LoadSpec::new(&site.addr(), DB, m)
     };
     let (to_x, to_y) = (spec("db=x", "px"), spec("db=y", "py"));
-    let parked = || site.health("a")["parked_lines"].as_u64().unwrap_or(0);
+    let parked = || site.health("a")["lines_parked_total"].as_u64().unwrap_or(0);
 
     // Database x does not exist: its batches are parked, y's keep arriving.
     let mut x = load::write_acked(&to_x, 0, 0, 5, Duration::from_millis(20));
     let mut y = load::write_acked(&to_y, 0, 0, 5, Duration::from_millis(20));
     load::wait_for_ids(&a, "y", "py", &y, &y, Duration::from_secs(3));
-    wait_until(Duration::from_secs(5), "x's lines parked (/health parked_lines)", || parked() > 0);
+    wait_until(Duration::from_secs(5), "x's lines parked (/health lines_parked_total)", || parked() > 0);
     x.extend(load::write_acked(&to_x, 0, 1000, 3, Duration::from_millis(20)));
     y.extend(load::write_acked(&to_y, 0, 1000, 3, Duration::from_millis(20)));
     load::wait_for_ids(&a, "y", "py", &y, &y, Duration::from_secs(2));

@@ -318,7 +318,7 @@ fn check_backend_entry(b: &Value, name: &str, url: &str) {
     assert!(b["in_config"].is_boolean() && b["up"].is_boolean(), "{b}");
     assert_rfc3339(&b["since"], &format!("backends[{name}].since"));
     assert!(b["last_error"].is_null() || b["last_error"].is_string(), "{b}");
-    for k in ["backlog_bytes", "backlog_records", "disk_bytes", "parked_lines"] {
+    for k in ["backlog_bytes", "backlog_records", "disk_bytes", "lines_parked_total"] {
         assert!(b[k].is_u64(), "backends[{name}].{k} is not a whole number: {b}");
     }
 }
@@ -363,7 +363,7 @@ fn health_shape_and_degraded_state() {
         assert_eq!(entry["up"], true, "{entry}");
         assert_eq!(entry["last_error"], Value::Null, "{entry}");
         assert_eq!((entry["backlog_bytes"].as_u64(), entry["backlog_records"].as_u64()), (Some(0), Some(0)), "{entry}");
-        assert_eq!(entry["parked_lines"], 0, "{entry}");
+        assert_eq!(entry["lines_parked_total"], 0, "{entry}");
     }
     let since_up = backend_health(&addr, "b")["since"].as_str().unwrap_or_default().to_string();
 

@@ -123,6 +123,19 @@ pub struct Backend {
     pub auth: Option<Credentials>,
     /// Health, counters and disk use, shared by every snapshot that has this backend.
     pub state: Arc<BackendState>,
+    /// The fields as configured, kept next to the backend's logs so that data left for it can still be
+    /// delivered (with its credentials) after it leaves the config.
+    pub fields: StoredFields,
+}
+
+/// Raw backend fields; `Debug` does not print them (they may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredFields(pub Fields);
+
+impl std::fmt::Debug for StoredFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredFields(..)")
+    }
 }
 
 impl Backend {
@@ -192,7 +205,7 @@ impl Config {
                 nexts.push(i);
             }
         }
-        let stats = number(&what, "interval", get("interval"), DEFAULT_NODE_INTERVAL_S)?;
+        let stats = seconds(&what, "interval", get("interval"), DEFAULT_NODE_INTERVAL_S)?;
         let policy =
             Policy::from_lists(get("querydeny"), get("queryallow")).map_err(|e| ConfigError(format!("{what}: {e}")))?;
         let node = Node {
@@ -202,13 +215,8 @@ impl Config {
             db: get("db").map(str::to_string),
             zone: get("zone").unwrap_or("").to_string(),
             nexts,
-            stats_interval: (stats > 0).then(|| Duration::from_secs(stats)),
-            idle_timeout: Duration::from_secs(number(
-                &what,
-                "idletimeout",
-                get("idletimeout"),
-                DEFAULT_IDLE_TIMEOUT_S,
-            )?),
+            stats_interval: (!stats.is_zero()).then_some(stats),
+            idle_timeout: seconds(&what, "idletimeout", get("idletimeout"), DEFAULT_IDLE_TIMEOUT_S)?,
             write_tracing: flag(&what, "writetracing", get("writetracing"))?,
             query_tracing: flag(&what, "querytracing", get("querytracing"))?,
             policy,
@@ -235,14 +243,9 @@ impl Config {
         Ok(Config { raw, node, backends, routes, warnings, loaded_at: SystemTime::now() })
     }
 
-    /// A backend that left the config but still has data on disk: default settings, its old url.
-    pub fn retired_backend(name: &str, url: &str, registry: &Registry) -> Result<Backend, ConfigError> {
-        let fields: Fields = [("url".to_string(), url.to_string())].into_iter().collect();
-        build_backend(name, &fields, registry)
-    }
-
-    pub fn backend_index(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
+    /// A backend that left the config but still has data on disk, with the fields it had.
+    pub fn retired_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Backend, ConfigError> {
+        build_backend(name, fields, registry)
     }
 }
 
@@ -252,6 +255,25 @@ fn warn_unknown(warnings: &mut Vec<String>, what: &str, fields: &Fields, known: 
             warnings.push(format!("{what}: unknown field {k:?} ignored"));
         }
     }
+}
+
+/// Longest duration a field may hold: durations are added to clock readings, which must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn duration(what: &str, field: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_DURATION {
+        return err(format!("{what}: field {field} is longer than 30 days"));
+    }
+    Ok(d)
+}
+
+fn seconds(what: &str, field: &str, v: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
+    let n = number(what, field, v, default)?;
+    duration(what, field, Duration::from_secs(n.min(u64::MAX / 1000)))
+}
+
+fn millis(what: &str, field: &str, v: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
+    duration(what, field, Duration::from_millis(number(what, field, v, default)?))
 }
 
 fn number(what: &str, field: &str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
@@ -284,7 +306,7 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let url = get("url").ok_or_else(|| ConfigError(format!("{what}: field url is required")))?;
     let (host, addr) = parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
-    let ms = |field: &str, default: u64| number(&what, field, get(field), default).map(Duration::from_millis);
+    let ms = |field: &str, default: u64| millis(&what, field, get(field), default);
     let gzip = number(&what, "gzip", get("gzip"), u64::from(DEFAULT_GZIP_LEVEL))?;
     if gzip > 12 {
         return err(format!("{what}: field gzip must be 0 (off) to 12, not {gzip}"));
@@ -312,6 +334,7 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
         max_disk: number(&what, "maxdisk", get("maxdisk"), DEFAULT_MAX_DISK_BYTES)?,
         auth: credentials(&what, get("username"), get("password"))?,
         state: registry.state(name, url),
+        fields: StoredFields(fields.clone()),
     })
 }
 
@@ -415,6 +438,17 @@ mod tests {
         let mut r = raw();
         r.nodes.get_mut("l1").unwrap().insert("writetracing".into(), "yes".into());
         assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("writetracing"));
+    }
+
+    #[test]
+    fn durations_that_would_overflow_the_clock_are_errors() {
+        let reg = Registry::default();
+        let mut r = raw();
+        r.nodes.get_mut("l1").unwrap().insert("interval".into(), "10000000000000000000".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("30 days"));
+        let mut r = raw();
+        r.backends.get_mut("a").unwrap().insert("timeout".into(), "18446744073709551615".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("timeout"));
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub struct ReloadRequest {
     pub client: usize,
 }
 
+impl ReloadRequest {
+    /// A reload nobody waits for (SIGHUP).
+    pub fn without_answer() -> ReloadRequest {
+        ReloadRequest { worker: usize::MAX, client: 0 }
+    }
+}
+
 pub struct Poller {
     shared: Arc<Shared>,
     source: Source,

@@ -111,12 +111,25 @@ pub fn cache_path(data_dir: &Path) -> PathBuf {
     data_dir.join(CACHE_FILE)
 }
 
-/// Saves the last good config atomically (write + rename).
+/// Saves the last good config.
 pub fn save_cache(data_dir: &Path, raw: &RawConfig) -> std::io::Result<()> {
-    let path = cache_path(data_dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, raw.to_json())?;
-    std::fs::rename(&tmp, &path)
+    write_private(&cache_path(data_dir), raw.to_json().as_bytes())
+}
+
+/// Replaces `path` atomically (write a temp file, rename) with a file only its owner can read: configs
+/// may hold passwords.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Several threads may replace the same file at once (each worker writes its backends' metadata):
+    // every write gets its own temp file, and the last rename wins with a whole file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 pub fn load_cache(data_dir: &Path) -> Result<RawConfig, String> {

@@ -127,7 +127,7 @@ impl BodyReader {
         matches!(self.framing, Framing::Done)
     }
 
-    /// The connection cannot be reused after this body (it ends at close).
+    /// The body ends when the connection closes (no length, not chunked).
     pub fn until_close(&self) -> bool {
         matches!(self.framing, Framing::UntilClose)
     }

@@ -107,7 +107,7 @@ pub fn health_json(shared: &Shared) -> Value {
                 "backlog_bytes": st.backlog_bytes.load(Relaxed),
                 "backlog_records": st.backlog_records.load(Relaxed),
                 "disk_bytes": st.disk_bytes.load(Relaxed),
-                "parked_lines": st.counters.parked.load(Relaxed),
+                "lines_parked_total": st.counters.parked.load(Relaxed),
             }))
         })
         .collect();

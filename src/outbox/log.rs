@@ -104,6 +104,8 @@ pub struct Log {
     state: Arc<BackendState>,
     /// A fully acknowledged segment kept for reuse.
     spare: Option<Segment>,
+    /// A record moved from another log is being copied: the disk cap does not apply to it.
+    moving: bool,
     /// Segments numbered from here on were created by this run; older ones were recovered and are
     /// read-only.
     first_fresh_seq: u64,
@@ -142,6 +144,7 @@ impl Log {
             sync,
             state,
             spare: None,
+            moving: false,
             first_fresh_seq: 0,
             pending_records: 0,
             pending_bytes: 0,
@@ -248,8 +251,10 @@ impl Log {
         if !self.writable {
             return Err(AppendError::Io(io::Error::other("log is read-only")));
         }
-        let target = &target[..target.len().min(usize::from(u16::MAX))];
-        self.ensure_room(record_len(target.len(), 1), false)?;
+        if target.len() > usize::from(u16::MAX) {
+            return Err(AppendError::Io(io::Error::other("batch target (db, rp, precision) too long")));
+        }
+        self.ensure_room(record_len(target.len(), 1))?;
         let tail = self.segments.back_mut().ok_or(AppendError::DiskFull)?;
         let start = tail.end;
         let b = tail.bytes_mut();
@@ -317,13 +322,29 @@ impl Log {
         let target = self.open_target().map(<[u8]>::to_vec).unwrap_or_default();
         self.seal();
         // A line bigger than a whole segment gets a segment of its own size.
-        self.ensure_room(record_len(target.len(), total), true)?;
+        self.ensure_room(record_len(target.len(), total))?;
         self.begin(&target)?;
         if !self.fits(total) {
             return Err(AppendError::Io(io::Error::other("line does not fit in a fresh segment")));
         }
         self.copy_in(parts, total);
         Ok(())
+    }
+
+    /// Appends a whole record moved from another log of the same backend (parking). It is already counted
+    /// against `maxdisk`, so the cap does not apply; on error nothing is left open.
+    pub fn copy_record(&mut self, target: &[u8], payload: &[u8]) -> Result<(), AppendError> {
+        self.moving = true;
+        let copied = self.begin(target).and_then(|()| self.append(&[payload]));
+        self.moving = false;
+        if copied.is_err() {
+            // Whatever was begun holds nothing committed: sealing erases it.
+            if let Some(open) = &mut self.open {
+                open.len = open.committed;
+            }
+        }
+        self.seal();
+        copied
     }
 
     /// Makes every appended byte part of the open record, durably for a crash of the process (and for
@@ -378,16 +399,16 @@ impl Log {
         BackendState::add(&self.state.backlog_bytes, open.committed as u64);
     }
 
-    /// Makes sure the tail has `need` free bytes, creating a segment if not.
-    fn ensure_room(&mut self, need: usize, exact: bool) -> Result<(), AppendError> {
+    /// Makes sure the tail has `need` free bytes, creating a segment if not (bigger than
+    /// `segment_bytes` when `need` is).
+    fn ensure_room(&mut self, need: usize) -> Result<(), AppendError> {
         if let Some(tail) = self.segments.back()
             && self.writable_tail()
             && tail.end + need <= tail.size
         {
             return Ok(());
         }
-        let size =
-            if exact { (HEADER_LEN + need).max(self.segment_bytes) } else { self.segment_bytes.max(HEADER_LEN + need) };
+        let size = self.segment_bytes.max(HEADER_LEN + need);
         let seg = match self.spare.take() {
             Some(spare) if spare.size >= size => match spare.recycle(&self.dir, self.next_seq) {
                 Ok(seg) => seg,
@@ -403,7 +424,7 @@ impl Log {
                 // fully acknowledged tail or a spare holds nothing and must not block new data. With
                 // nothing waiting, a segment is always allowed, so each worker can hold one.
                 let waiting = self.state.backlog_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                if waiting > 0 && waiting + size as u64 > self.max_disk {
+                if !self.moving && waiting > 0 && waiting + size as u64 > self.max_disk {
                     return Err(AppendError::DiskFull);
                 }
                 let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;

@@ -27,13 +27,12 @@ pub mod segment;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
 use crate::cli::SyncPolicy;
-use crate::config::Backend;
+use crate::config::{Backend, Fields};
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK};
 use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
@@ -58,11 +57,13 @@ pub struct LogOptions {
     pub sync: SyncPolicy,
 }
 
-/// Directory of a backend's logs: name plus a hash of the url, since a changed url is a new backend.
+/// Directory of a backend's logs: its name made file-safe, plus a hash of the exact name and url (a
+/// changed url is a new backend; `a b` and `a_b` must not share a directory).
 pub fn backend_dir(data_dir: &Path, name: &str, url: &str) -> PathBuf {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    data_dir.join("backends").join(format!("{safe}@{:016x}", fnv1a(url.as_bytes())))
+    let identity = format!("{name}\n{url}");
+    data_dir.join("backends").join(format!("{safe}@{:016x}", fnv1a(identity.as_bytes())))
 }
 
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -71,29 +72,34 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 const META_FILE: &str = "backend.meta";
 
-/// Writes `name` and `url` next to a backend's logs, so a restart can deliver them even if the backend
-/// has left the config meanwhile.
-fn write_meta(dir: &Path, name: &str, url: &str) -> io::Result<()> {
+/// Writes a backend's name and fields next to its logs (JSON, readable by the owner only: the fields
+/// may hold a password), so a restart can deliver them even if the backend has left the config.
+fn write_meta(dir: &Path, name: &str, fields: &Fields) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let text = serde_json::json!({ "name": name, "fields": fields }).to_string();
     let path = dir.join(META_FILE);
-    if !path.exists() {
-        std::fs::write(&path, format!("{name}\n{url}\n"))?;
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(());
     }
-    Ok(())
+    crate::config::source::write_private(&path, text.as_bytes())
 }
 
-/// (name, url) of every backend directory with data under `data_dir`.
-pub fn stored_backends(data_dir: &Path) -> Vec<(String, String)> {
+/// (name, fields) of every backend directory under `data_dir`.
+pub fn stored_backends(data_dir: &Path) -> Vec<(String, Fields)> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("backends")) else {
         return Vec::new();
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        if let Ok(text) = std::fs::read_to_string(entry.path().join(META_FILE)) {
-            let mut lines = text.lines();
-            if let (Some(name), Some(url)) = (lines.next(), lines.next()) {
-                found.push((name.to_string(), url.to_string()));
-            }
+        let Ok(text) = std::fs::read_to_string(entry.path().join(META_FILE)) else { continue };
+        let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let name = meta.get("name").and_then(|n| n.as_str()).map(str::to_string);
+        let fields: Option<Fields> = meta
+            .get("fields")
+            .and_then(|f| f.as_object())
+            .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect());
+        if let (Some(name), Some(fields)) = (name, fields) {
+            found.push((name, fields));
         }
     }
     found.sort();
@@ -198,7 +204,7 @@ impl Outbox {
     /// Opens the worker's own log for `backend` (recovering it) and adopts orphaned ones.
     pub fn open(backend: Arc<Backend>, token: Token, opts: &LogOptions) -> io::Result<(Outbox, Recovery)> {
         let dir = backend_dir(&opts.data_dir, &backend.name, &backend.url);
-        write_meta(&dir, &backend.name, &backend.url)?;
+        write_meta(&dir, &backend.name, &backend.fields.0)?;
         let state = backend.state.clone();
         let own_dir = dir.join(format!("w{}", opts.worker));
         let mut total = Recovery::default();
@@ -286,6 +292,12 @@ impl Outbox {
 
     /// A new config kept this backend: take its new settings.
     pub fn update(&mut self, backend: Arc<Backend>) {
+        if backend.fields != self.backend.fields
+            && let Some(dir) = self.dir.parent()
+            && let Err(e) = write_meta(dir, &backend.name, &backend.fields.0)
+        {
+            ::log::warn!("backend {}: cannot update {META_FILE}: {e}", backend.name);
+        }
         for log in &mut self.logs {
             log.max_disk = backend.max_disk;
         }
@@ -439,12 +451,22 @@ impl Outbox {
         if !main_ready {
             return None;
         }
+        // Moving records copies them: a few per call keeps a long parked backlog from stalling the
+        // worker; the next tick moves on.
+        let mut moves = 0;
         for i in 0..self.logs.len() {
             while let Some(f) = self.logs[i].front() {
                 let target = self.logs[i].record(&f).0;
-                match self.parked.iter().position(|p| p.target == target) {
-                    Some(p) => self.move_to_parked(Source::Main(i), f, p),
-                    None => return Some((Source::Main(i), f)),
+                let Some(p) = self.parked.iter().position(|p| p.target == target) else {
+                    return Some((Source::Main(i), f));
+                };
+                if moves == MAX_MOVES_PER_PUMP {
+                    return None;
+                }
+                moves += 1;
+                if let Err(e) = self.move_to_parked(Source::Main(i), f, p) {
+                    self.backoff_after(now, format!("cannot park a batch: {e}"));
+                    return None;
                 }
             }
         }
@@ -485,7 +507,7 @@ impl Outbox {
             Some(gz) => (gz, true),
             None => (payload, false),
         };
-        conn.begin_request();
+        conn.begin_request(cx.registry);
         let out = &mut conn.out;
         out.extend_from_slice(b"POST /write?");
         out.extend_from_slice(target);
@@ -542,6 +564,9 @@ impl Outbox {
         }
         f.answer.truncate(MAX_UPSTREAM_ERROR_BODY);
         match step {
+            // Still reading after all those rounds: this is no answer to a write. Failing now is
+            // better than leaving bytes in the socket with no event to come for them.
+            Ok(d) if !d.done && !d.blocked => self.fail(cx, "endless answer to a write".into()),
             Ok(d) if !d.done => {}
             Ok(_) => {
                 let Some(f) = self.inflight.take() else {
@@ -584,6 +609,12 @@ impl Outbox {
             }
             Outcome::Retry(msg) => {
                 BackendState::add(&c.retries, 1);
+                if let Source::Parked(i) = f.source
+                    && let Some(p) = self.parked.get_mut(i)
+                {
+                    // A parked target retries on its own clock, or it would be picked again at once.
+                    p.retry_at = cx.now + self.backoff;
+                }
                 self.backoff_after(cx.now, msg);
             }
             Outcome::Park(msg) => {
@@ -600,7 +631,9 @@ impl Outbox {
                             "backend {name}: {msg}; parking writes to {target} until the backend accepts them \
                              (other databases keep flowing)"
                         );
-                        self.park(f.source, f.front);
+                        if let Err(e) = self.park(f.source, f.front) {
+                            self.backoff_after(cx.now, format!("cannot park a batch: {e}"));
+                        }
                     }
                 }
             }
@@ -687,10 +720,11 @@ impl Outbox {
     // ---------------------------------------------------------------- parking
 
     /// Moves the record at the front of `source` into the parked log of its target.
-    fn park(&mut self, source: Source, front: Front) {
+    /// On error the record stays where it is and is retried.
+    fn park(&mut self, source: Source, front: Front) -> Result<(), AppendError> {
         let target = match self.log_of(source) {
             Some(l) => l.record(&front).0.to_vec(),
-            None => return,
+            None => return Ok(()),
         };
         let i = match self.parked.iter().position(|p| p.target == target) {
             Some(i) => i,
@@ -712,33 +746,28 @@ impl Outbox {
                     }
                     Err(e) => {
                         ::log::error!("backend {}: cannot create parked log {}: {e}", self.backend.name, sub.display());
-                        // Keep the record where it is; it will be retried.
-                        return;
+                        return Err(AppendError::Io(e));
                     }
                 }
             }
         };
-        self.move_to_parked(source, front, i);
+        self.move_to_parked(source, front, i)
     }
 
-    fn move_to_parked(&mut self, source: Source, front: Front, parked: usize) {
+    /// Copies the front record of `source` into parked log `parked`, then acknowledges it. On error
+    /// nothing is acknowledged: the record stays and is tried again.
+    fn move_to_parked(&mut self, source: Source, front: Front, parked: usize) -> Result<(), AppendError> {
         let Outbox { logs, parked: all, backend, .. } = self;
-        let Source::Main(li) = source else { return };
+        let Source::Main(li) = source else { return Ok(()) };
         let (Some(from), Some(p)) = (logs.get_mut(li), all.get_mut(parked)) else {
-            return;
+            return Ok(());
         };
         let (target, payload) = from.record(&front);
         let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
-        let copied = p.log.begin(target).and_then(|()| p.log.append(&[payload]));
-        p.log.seal();
-        match copied {
-            Ok(()) => BackendState::add(&backend.state.counters.parked, lines),
-            Err(e) => {
-                BackendState::add(&backend.state.counters.dropped_disk, lines);
-                ::log::error!("backend {}: dropped {lines} lines that could not be parked: {e}", backend.name);
-            }
-        }
+        p.log.copy_record(target, payload)?;
+        BackendState::add(&backend.state.counters.parked, lines);
         from.ack(&front);
+        Ok(())
     }
 
     fn unpark(&mut self, p: Parked) {
@@ -750,15 +779,6 @@ impl Outbox {
         let dir = p.log.dir().to_path_buf();
         drop(p);
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// Lines waiting in parked logs' targets, for /health.
-    pub fn parked_targets(&self) -> Vec<String> {
-        self.parked.iter().map(|p| String::from_utf8_lossy(&p.target).into_owned()).collect()
-    }
-
-    pub fn disk_bytes(&self) -> u64 {
-        self.backend.state.disk_bytes.load(Relaxed)
     }
 }
 
@@ -774,6 +794,9 @@ fn parked_dirs(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Records moved to parked logs per `pump`.
+const MAX_MOVES_PER_PUMP: usize = 16;
 
 /// Parked logs are usually small; their segments are too.
 fn parked_segment_bytes(opts: &LogOptions) -> usize {
@@ -810,6 +833,21 @@ mod tests {
         let conflict = b"{\"error\":\"partial write: field type conflict: input field \\\"v\\\" dropped=3\"}";
         assert_eq!(refused_lines(conflict), Some(3));
         assert_eq!(refused_lines(b"{\"error\":\"something else\"}"), None);
+    }
+
+    #[test]
+    fn backend_metadata_round_trips_and_names_do_not_collide() {
+        let data = std::env::temp_dir().join(format!("ifxp-meta-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let fields: Fields = [("url", "http://a:1"), ("password", "pw")].map(|(k, v)| (k.into(), v.into())).into();
+        let (one, two) = (backend_dir(&data, "a b", "http://a:1"), backend_dir(&data, "a_b", "http://a:1"));
+        assert_ne!(one, two, "names that sanitize alike keep their own directories");
+        write_meta(&one, "a b", &fields).unwrap();
+        assert_eq!(stored_backends(&data), vec![("a b".to_string(), fields)]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(one.join(META_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the file may hold a password: owner only");
+        std::fs::remove_dir_all(&data).unwrap();
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Makes a fully acknowledged segment the new segment `seq`: zeroed, renamed, fresh header. Reusing
+    /// Makes a fully acknowledged segment the new segment `seq`: renamed, fresh header, first slot
+    /// zeroed (older bytes stay; see the module doc for why they are harmless). Reusing
     /// files is much cheaper than creating them: their blocks are allocated and their pages cached, while
     /// a new file costs a block allocation per page on first touch.
     pub fn recycle(mut self, dir: &Path, seq: u64) -> io::Result<Segment> {
@@ -225,10 +226,6 @@ impl Segment {
         };
         seg.map()?;
         Ok(seg)
-    }
-
-    pub fn is_mapped(&self) -> bool {
-        self.map.is_some()
     }
 
     pub fn map(&mut self) -> io::Result<()> {

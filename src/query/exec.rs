@@ -106,6 +106,8 @@ pub struct Attempt {
     ex: Exchange,
     spec: RequestSpec,
     deadline: Option<Instant>,
+    /// `timeoutquery` of the current backend.
+    timeout: std::time::Duration,
     /// Decoded answer bytes not yet taken by the caller.
     pub body: Vec<u8>,
     pub failures: Vec<String>,
@@ -123,6 +125,7 @@ impl Attempt {
             ex: Exchange::default(),
             spec,
             deadline: None,
+            timeout: std::time::Duration::ZERO,
             body: Vec::new(),
             failures: Vec::new(),
             pending_error: None,
@@ -156,6 +159,7 @@ impl Attempt {
                     self.ex = Exchange::default();
                     self.body.clear();
                     self.deadline = Some(now + backend.timeout_query);
+                    self.timeout = backend.timeout_query;
                     return true;
                 }
                 Err(e) => self.note_failure(backend, format!("connect: {e}")),
@@ -196,15 +200,17 @@ impl Attempt {
             return Err("no connection".into());
         };
         let d = conn.drive(&mut self.ex, &mut self.body, budget, registry)?;
-        if self.ex.head.is_some() {
-            // The answer has started: the timeout now guards against a stalled stream only.
+        if d.read > 0
+            && let Some(deadline) = &mut self.deadline
+        {
+            // `timeoutquery` bounds the wait for the answer and then every pause inside it: a
+            // backend that stalls mid-answer is given up on like one that never answers.
+            *deadline = Instant::now() + self.timeout;
+        }
+        if d.done {
             self.deadline = None;
         }
         Ok(d)
-    }
-
-    pub fn done(&self) -> bool {
-        self.ex.done
     }
 
     pub fn close(&mut self, registry: &Registry) {
@@ -550,12 +556,13 @@ impl Task {
         }
     }
 
-    /// A backend that has not started answering within its `timeoutquery`: fail it over.
+    /// A backend silent for its `timeoutquery` (before or during its answer): fail it (over to the next
+    /// candidate when nothing was relayed yet).
     pub fn check_timeouts(&mut self, config: &Config, registry: &Registry, now: Instant) {
         for a in self.attempts_mut() {
             if a.deadline().is_some_and(|d| now >= d) {
                 let ms = a.backend.and_then(|b| config.backends.get(b)).map_or(0, |b| b.timeout_query.as_millis());
-                a.pending_error = Some(format!("no answer within timeoutquery ({ms} ms)"));
+                a.pending_error = Some(format!("no answer for timeoutquery ({ms} ms)"));
                 a.deadline = None;
                 a.close(registry);
             }

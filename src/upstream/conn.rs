@@ -41,10 +41,13 @@ impl Conn {
         let _ = registry.deregister(&mut self.stream);
     }
 
-    /// Starts a new request: the caller fills `out` after this.
-    pub fn begin_request(&mut self) {
+    /// Starts a new request on this (possibly reused) connection: the caller fills `out` after this.
+    /// Readiness is edge-triggered and an idle connection only watches for reads, so writability is
+    /// asked for again: a request larger than the socket buffer needs the writable events.
+    pub fn begin_request(&mut self, registry: &Registry) {
         self.out.clear();
         self.sent = 0;
+        self.set_interest(registry, Interest::READABLE | Interest::WRITABLE);
     }
 
     pub fn request_sent(&self) -> bool {
@@ -100,7 +103,7 @@ impl Conn {
     ) -> Result<Drive, ConnError> {
         if !self.request_sent() {
             if !self.flush()? {
-                return Ok(Drive { done: false, blocked: true });
+                return Ok(Drive { done: false, blocked: true, read: 0 });
             }
             // Keep the buffer for the next request (a fresh allocation of this size costs page faults),
             // unless an oversized request grew it.
@@ -111,6 +114,7 @@ impl Conn {
             self.set_interest(registry, Interest::READABLE);
         }
         let fill = if budget > 0 { self.fill(budget)? } else { Fill { read: 0, closed: false, blocked: false } };
+        let read = fill.read;
         if ex.reader.is_none() {
             match parse_response_head(&self.inbuf).map_err(|e| e.to_string())? {
                 Some(head) => {
@@ -120,12 +124,12 @@ impl Conn {
                 }
                 None if fill.closed => return Err("connection closed before an answer".into()),
                 None => {
-                    return Ok(Drive { done: false, blocked: fill.blocked });
+                    return Ok(Drive { done: false, blocked: fill.blocked, read });
                 }
             }
         }
         let Some(reader) = ex.reader.as_mut() else {
-            return Ok(Drive { done: false, blocked: true });
+            return Ok(Drive { done: false, blocked: true, read });
         };
         let n = reader.read(&self.inbuf, body).map_err(|e| e.to_string())?;
         self.inbuf.drain(..n);
@@ -136,9 +140,9 @@ impl Conn {
             self.exchanges += 1;
             ex.done = true;
             ex.reusable = !fill.closed && self.inbuf.is_empty() && ex.head.as_ref().is_some_and(|h| !h.close);
-            return Ok(Drive { done: true, blocked: false });
+            return Ok(Drive { done: true, blocked: false, read });
         }
-        Ok(Drive { done: false, blocked: fill.blocked && self.inbuf.is_empty() })
+        Ok(Drive { done: false, blocked: fill.blocked && self.inbuf.is_empty(), read })
     }
 }
 
@@ -157,6 +161,8 @@ pub struct Drive {
     pub done: bool,
     /// Nothing more can happen until the socket is ready again.
     pub blocked: bool,
+    /// Bytes read from the socket by this call.
+    pub read: usize,
 }
 
 /// The response side of one exchange.

@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::defaults::{MAX_CLIENT_OUTPUT_BYTES, MAX_HEAD_BYTES, READ_CHUNK};
-use crate::http::request::{ChunkedDecoder, Head, HeadError, parse_head};
+use crate::http::request::{ChunkedDecoder, Head, parse_head};
 use crate::http::response::{Response, write_error};
 use crate::net::{SocketResult, read_into, write_from};
 
@@ -41,6 +41,8 @@ pub struct Client {
     pub task: Option<usize>,
     /// The request being answered asked for `Connection: close`.
     pub close_when_done: bool,
+    /// Answered, our side shut down; unread input is dropped until this deadline or the client's close.
+    pub linger_until: Option<Instant>,
     interest: Interest,
 }
 
@@ -94,6 +96,7 @@ impl Client {
             busy: false,
             task: None,
             close_when_done: false,
+            linger_until: None,
             interest: Interest::READABLE,
         }
     }
@@ -174,10 +177,6 @@ impl Client {
                     let head = match parse_head(&self.rbuf) {
                         Ok(Some(h)) => h,
                         Ok(None) => return Next::Wait,
-                        Err(e @ HeadError::TooLarge) => {
-                            self.fail(e.status(), &e.to_string());
-                            return Next::Close;
-                        }
                         Err(e) => {
                             self.fail(e.status(), &e.to_string());
                             return Next::Close;

@@ -37,6 +37,8 @@ use slab::Slab;
 const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const FIRST_SLOT: usize = 2;
+/// How long a closing connection keeps draining what the client still sends (see `client_ready`).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What a worker is told from outside.
 pub enum Message {
@@ -146,11 +148,12 @@ impl Worker {
         };
         w.apply_config(config)?;
         // Data of backends that left the config while we were down is still delivered.
-        for (name, url) in crate::outbox::stored_backends(&w.log_opts.data_dir) {
+        for (name, fields) in crate::outbox::stored_backends(&w.log_opts.data_dir) {
+            let url = fields.get("url").cloned().unwrap_or_default();
             if w.config.backends.iter().any(|b| b.name == name && b.url == url) {
                 continue;
             }
-            match Config::retired_backend(&name, &url, &shared.registry) {
+            match Config::retired_backend(&name, &fields, &shared.registry) {
                 Ok(b) => {
                     if let Some(oid) = w.open_outbox(Arc::new(b))
                         && let Some(o) = w.outboxes.get_mut(oid)
@@ -379,6 +382,15 @@ impl Worker {
     fn client_ready(&mut self, i: usize) {
         let max_body = self.shared.settings.max_body_bytes;
         let Some(c) = self.client_mut(i) else { return };
+        if c.linger_until.is_some() {
+            // Answered and half-closed: drop what the client still sends until it closes too.
+            let (_, end) = crate::net::read_into(&mut c.stream, &mut c.rbuf, 1 << 20);
+            c.rbuf.clear();
+            if !matches!(end, crate::net::SocketResult::WouldBlock) {
+                self.close_client(i);
+            }
+            return;
+        }
         if !c.flush() {
             return self.close_client(i);
         }
@@ -396,11 +408,14 @@ impl Worker {
         for round in 0.. {
             let Some(c) = self.client_mut(i) else { return };
             let mut more = false;
-            if !c.closing && !c.busy && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
-                let limit = c.read_limit();
+            // While a query is answered the client is still read (so its going away is noticed), but
+            // only up to the buffer limit: pipelined requests wait in the socket after that.
+            let limit = c.read_limit();
+            let room = !c.busy || c.rbuf.len() < limit;
+            if !c.closing && room && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
                 match c.read(limit) {
                     ReadEnd::Drained => {}
-                    ReadEnd::Limit => more = true,
+                    ReadEnd::Limit => more = !c.busy,
                     ReadEnd::Closed => open = false,
                 }
             }
@@ -427,12 +442,26 @@ impl Worker {
         let Some(Slot::Client(c)) = self.slots.get_mut(i) else {
             return;
         };
-        if !c.flush() || (c.closing && c.pending_output() == 0 && !c.busy) {
+        if !c.flush() {
             return self.close_client(i);
         }
+        if c.closing && c.pending_output() == 0 && !c.busy {
+            if !open {
+                return self.close_client(i);
+            }
+            // Closing at once with request bytes still unread would reset the connection and could
+            // destroy the answer (a 413 for a big body) before the client reads it: shut down our side
+            // and keep reading (and dropping) a little while, as Go's server does.
+            c.linger_until = Some(Instant::now() + LINGER);
+            c.rbuf = Vec::new();
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            c.update_interest(registry);
+            return;
+        }
         if !open {
-            // Peer half-closed: finish what is pending, then close.
-            if c.pending_output() == 0 && !c.busy {
+            // The client is gone (or half-closed): a query still in flight for it is abandoned, as
+            // proxies do; pending output is still written before closing.
+            if c.busy || c.pending_output() == 0 {
                 return self.close_client(i);
             }
             c.closing = true;
@@ -443,6 +472,8 @@ impl Worker {
     /// Answers one complete request.
     fn handle(&mut self, i: usize, req: Request) {
         let Some(c) = self.client_mut(i) else { return };
+        // Known before dispatching: a query or reload that ends at once reads it.
+        c.close_when_done = !req.head.keep_alive;
         let mut rbuf = std::mem::take(&mut c.rbuf);
         let body: &[u8] = match &req.decoded {
             Some(b) => b,
@@ -459,7 +490,6 @@ impl Worker {
             c.reserved = 0;
             // A client that asked to close gets its answer first: at once, or when the busy
             // operation (query, reload) completes.
-            c.close_when_done = !req.head.keep_alive;
             if c.close_when_done && !c.busy {
                 c.closing = true;
             }
@@ -565,7 +595,7 @@ impl Worker {
             Some(e) => write_error(&mut out, status, &e, close),
         }
         c.wbuf.extend_from_slice(&out);
-        self.client_ready(i);
+        self.revisit.push(i);
     }
 
     fn write(
@@ -710,8 +740,9 @@ impl Worker {
                 if !alive {
                     return self.close_client(ci);
                 }
-                // Requests pipelined behind the query can go now.
-                self.client_ready(ci);
+                // Requests pipelined behind the query can go now — on the next turn, never from inside
+                // the handling of the request that started the query.
+                self.revisit.push(ci);
             }
         }
     }
@@ -799,6 +830,7 @@ impl Worker {
                 .slots
                 .iter()
                 .filter_map(|(i, s)| match s {
+                    Slot::Client(c) if c.linger_until.is_some_and(|t| now >= t) => Some(i),
                     Slot::Client(c)
                         if !c.busy && (now.duration_since(c.last_active) > idle || stopping && c.is_idle()) =>
                     {

@@ -63,10 +63,6 @@ impl<T> Slab<T> {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
         self.entries.iter_mut().enumerate().filter_map(|(i, e)| e.as_mut().map(|v| (i, v)))
     }
-
-    pub fn keys(&self) -> Vec<usize> {
-        self.iter().map(|(i, _)| i).collect()
-    }
 }
 
 #[cfg(test)]
@@ -85,6 +81,6 @@ mod tests {
         assert_eq!(s.insert("c"), a);
         assert_eq!(s.get(b), Some(&"b"));
         assert_eq!(s.len(), 2);
-        assert_eq!(s.keys(), vec![0, 1]);
+        assert_eq!(s.iter().map(|(i, _)| i).collect::<Vec<_>>(), vec![0, 1]);
     }
 }

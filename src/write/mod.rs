@@ -55,6 +55,9 @@ impl WriteResult {
     }
 }
 
+/// Longest db + rp + precision accepted (they travel with every batch).
+const MAX_TARGET_PARAMS: usize = 4096;
+
 /// The parts of a request that decide where its lines go.
 pub struct WriteParams<'a> {
     /// Number of the request on this worker: outboxes tell a request's first line by it.
@@ -74,7 +77,11 @@ pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, 
         (None, Some(node_db)) => node_db,
         (None, None) => return Err(WriteResult::error(400, "database is required")),
     };
-    Ok(WriteParams { request: 0, db, rp: p.non_empty("rp"), precision: p.non_empty("precision") })
+    let (rp, precision) = (p.non_empty("rp"), p.non_empty("precision"));
+    if db.len() + rp.map_or(0, str::len) + precision.map_or(0, str::len) > MAX_TARGET_PARAMS {
+        return Err(WriteResult::error(400, "db, rp and precision are too long"));
+    }
+    Ok(WriteParams { request: 0, db, rp, precision })
 }
 
 /// The receive time in the request's precision, as InfluxDB would stamp a point without a timestamp.
@@ -203,13 +210,12 @@ pub fn store(
         }
     }
 
-    for (b, backend) in config.backends.iter().enumerate() {
-        if let Some(outbox) = outbox_of.get(b).and_then(|&o| outboxes.get_mut(o))
+    for (b, &o) in outbox_of.iter().enumerate() {
+        if let Some(outbox) = outboxes.get_mut(o)
             && outbox.current_request() == request
         {
             outbox.finish_request(lines[b], bytes[b]);
         }
-        let _ = backend;
     }
 
     let unrouted_lines: u64 = unrouted.iter().map(|(_, n)| n).sum();

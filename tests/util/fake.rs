@@ -24,6 +24,8 @@ pub enum Behavior {
     Hang,
     /// Close with SO_LINGER 0, so the client sees a connection reset.
     Reset,
+    /// Send a 200 head announcing a chunked body and the first chunk, then stall (socket kept open).
+    HeadThenHang,
     /// Wait this many milliseconds, then behave as told.
     Delay(u64, Box<Behavior>),
 }
@@ -296,6 +298,14 @@ fn act(
             Route::Other => (404, "{\"error\":\"not found\"}\n"),
         },
         Behavior::Respond { status, body } => (*status, body.as_str()),
+        Behavior::HeadThenHang => {
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  e\r\n{\"results\":[]}\r\n",
+            );
+            let _ = io::copy(reader, &mut io::sink());
+            return Next::Close;
+        }
         Behavior::Hang => {
             // Consume whatever else comes until the peer or `stop` closes the socket.
             let _ = io::copy(reader, &mut io::sink());
