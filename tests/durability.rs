@@ -25,9 +25,7 @@ const FAST: &[(&str, &str)] =
     &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
 
 fn influxd_with_db() -> Influxd {
-    let influxd = Influxd::start();
-    influxd.create_db(DB);
-    influxd
+    util::site::influxd_with_db(DB)
 }
 
 /// Waits until `influxd` holds exactly `ids` in `measurement`.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::http::{self, HttpConn, Response};
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, Redis, free_port, wait_until};
+use util::site::Site;
+use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
 
 /// The database every test queries, unless it tests node `db` handling.
 const DB: &str = "db";
@@ -27,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A proxy started on a config written to its own Redis. The proxy goes first on drop.
 struct Rig {
     proxy: Proxy,
-    _redis: Redis,
+    _site: Site,
 }
 
 impl Rig {
@@ -38,14 +39,8 @@ impl Rig {
     /// Writes `config` plus node `l1` (its `listenaddr`, self-statistics off, `node_extra`)
     /// into a fresh Redis and starts the proxy with `threads` workers.
     fn start_threads(config: ProxyConfig, node_extra: &[(&str, &str)], threads: usize) -> Rig {
-        let redis = Redis::start();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut node = vec![("listenaddr", listen.as_str()), ("interval", "0")];
-        node.extend_from_slice(node_extra);
-        config.node("l1", &node).write_to(&redis);
-        let proxy = Proxy::builder(&redis, "l1", port).threads(threads).start();
-        Rig { proxy, _redis: redis }
+        let site = Site::with_node(config, node_extra, "query-path");
+        Rig { proxy: site.proxy(threads, &[]), _site: site }
     }
 
     fn addr(&self) -> String {

@@ -10,7 +10,8 @@ mod util;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use util::http::{self, HttpConn, Response};
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, Redis, free_port, wait_until};
+use util::site::Site;
+use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
 
 /// Every bounded wait for data to show up on a backend.
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,24 +23,15 @@ const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("
 /// A proxy started on a config written to its own Redis. The proxy goes first on drop.
 struct Rig {
     proxy: Proxy,
-    _redis: Redis,
+    _site: Site,
 }
 
 impl Rig {
     /// Writes `config` plus node `l1` (its `listenaddr`, self-statistics off, `node_extra`)
     /// into a fresh Redis and starts the proxy with `args`.
     fn start(config: ProxyConfig, node_extra: &[(&str, &str)], args: &[&str]) -> Rig {
-        let redis = Redis::start();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut node = vec![("listenaddr", listen.as_str()), ("interval", "0")];
-        node.extend_from_slice(node_extra);
-        config.node("l1", &node).write_to(&redis);
-        let mut builder = Proxy::builder(&redis, "l1", port);
-        for arg in args {
-            builder = builder.arg(*arg);
-        }
-        Rig { proxy: builder.start(), _redis: redis }
+        let site = Site::with_node(config, node_extra, "write-path");
+        Rig { proxy: site.proxy(2, args), _site: site }
     }
 
     fn addr(&self) -> String {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::load::LoadSpec;
-use super::{Proxy, ProxyConfig, Redis, TempDir, free_port, inspect};
+use super::{Influxd, Proxy, ProxyConfig, Redis, TempDir, free_port, inspect};
 
 pub struct Site {
     pub redis: Redis,
@@ -15,10 +15,17 @@ pub struct Site {
 impl Site {
     /// Writes `config` plus node `l1` into a fresh Redis.
     pub fn new(config: ProxyConfig, label: &str) -> Site {
+        Site::with_node(config, &[], label)
+    }
+
+    /// Like `new`, with more fields for node `l1`.
+    pub fn with_node(config: ProxyConfig, node_extra: &[(&str, &str)], label: &str) -> Site {
         let redis = Redis::start();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        config.node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")]).write_to(&redis);
+        let mut node = vec![("listenaddr", listen.as_str()), ("interval", "0")];
+        node.extend_from_slice(node_extra);
+        config.node("l1", &node).write_to(&redis);
         Site { redis, port, data: TempDir::new(label) }
     }
 
@@ -48,4 +55,11 @@ impl Site {
     pub fn health(&self, backend: &str) -> serde_json::Value {
         inspect::backend_health(&self.addr(), backend)
     }
+}
+
+/// A fresh influxd with database `db` created.
+pub fn influxd_with_db(db: &str) -> Influxd {
+    let influxd = Influxd::start();
+    influxd.create_db(db);
+    influxd
 }
