@@ -14,19 +14,8 @@ use std::time::{Duration, Instant};
 
 use util::inspect::{self, RecordInfo};
 use util::load::{self, Load, LoadSpec};
-use util::site::Site;
+use util::site::{DB, FAST, Site, WAIT, influxd_with_db};
 use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
-
-/// Every bounded wait for data to show up on a backend.
-const WAIT: Duration = Duration::from_secs(15);
-const DB: &str = "db";
-/// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] =
-    &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
-
-fn influxd_with_db() -> Influxd {
-    util::site::influxd_with_db(DB)
-}
 
 /// Waits until `influxd` holds exactly `ids` in `measurement`.
 fn wait_exact(influxd: &Influxd, measurement: &str, ids: &BTreeSet<u64>) {

@@ -17,18 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use util::http;
 use util::inspect;
 use util::load::{self, LoadSpec};
-use util::site::Site;
+use util::site::{DB, FAST, Site, WAIT, influxd_with_db};
 use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
-
-const WAIT: Duration = Duration::from_secs(15);
-const DB: &str = "db";
-/// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] =
-    &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
-
-fn influxd_with_db() -> Influxd {
-    util::site::influxd_with_db(DB)
-}
 
 /// FAST plus `extra` (later fields win).
 fn fields<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

@@ -99,7 +99,8 @@ fn query_with(addr: &str, via: Via, params: &[(&str, &str)], headers: &[(&str, &
 }
 
 /// One request on a fresh keep-alive connection (as Grafana and most clients send them; the
-/// harness's `http::request` adds `Connection: close`, which `connection_close_clients` covers).
+/// harness's `http::request` adds `Connection: close` unless told otherwise, and
+/// `connection_close_clients` covers that case).
 fn exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     try_exchange(addr, method, path, headers, body, http::DEFAULT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{method} {path} on {addr} failed: {e}"))
@@ -113,14 +114,9 @@ fn try_exchange(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    let mut conn = HttpConn::try_connect(addr, timeout)?;
-    conn.try_send(method, path, headers, body)?;
-    loop {
-        let response = conn.try_read_response()?;
-        if response.status >= 200 {
-            return Ok(response);
-        }
-    }
+    let mut all = headers.to_vec();
+    all.push(("Connection", "keep-alive"));
+    http::try_request(addr, method, path, &all, body, timeout)
 }
 
 /// `n` influxd instances, each with database `db`.

@@ -6,6 +6,14 @@ use std::path::Path;
 use super::load::LoadSpec;
 use super::{Influxd, Proxy, ProxyConfig, Redis, TempDir, free_port, inspect};
 
+/// The database durability and fault tests write to.
+pub const DB: &str = "db";
+/// Every bounded wait for data to show up on a backend.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Backend fields that make batches, health checks and retries fast.
+pub const FAST: &[(&str, &str)] =
+    &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
+
 pub struct Site {
     pub redis: Redis,
     pub port: u16,
@@ -57,9 +65,9 @@ impl Site {
     }
 }
 
-/// A fresh influxd with database `db` created.
-pub fn influxd_with_db(db: &str) -> Influxd {
+/// A fresh influxd with database [`DB`] created.
+pub fn influxd_with_db() -> Influxd {
     let influxd = Influxd::start();
-    influxd.create_db(db);
+    influxd.create_db(DB);
     influxd
 }
