@@ -38,6 +38,8 @@ pub struct RequestSpec {
     pub accept_encoding: Option<String>,
     /// The client's Authorization header, passed on unless the backend has its own credentials.
     pub authorization: Option<String>,
+    /// Not InfluxQL: POST this snappy protobuf body to this path (Prometheus remote read).
+    pub snappy_post: Option<(&'static str, Vec<u8>)>,
 }
 
 fn encode_pairs(out: &mut String, pairs: &[(String, String)], skip_credentials: bool) {
@@ -63,7 +65,9 @@ impl RequestSpec {
         encode_pairs(&mut form, &self.form_params, own_credentials);
         encode_pairs(&mut form, &[("q".to_string(), self.q.clone())], false);
         out.clear();
-        if self.post {
+        if let Some((path, _)) = &self.snappy_post {
+            out.extend_from_slice(format!("POST {path}?{url} HTTP/1.1\r\n").as_bytes());
+        } else if self.post {
             out.extend_from_slice(format!("POST /query?{url} HTTP/1.1\r\n").as_bytes());
         } else {
             let sep = if url.is_empty() { "" } else { "&" };
@@ -83,7 +87,17 @@ impl RequestSpec {
             (None, Some(a)) => out.extend_from_slice(format!("Authorization: {a}\r\n").as_bytes()),
             (None, None) => {}
         }
-        if self.post {
+        if let Some((_, body)) = &self.snappy_post {
+            out.extend_from_slice(
+                format!(
+                    "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n\
+                     X-Prometheus-Remote-Read-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(body);
+        } else if self.post {
             out.extend_from_slice(
                 format!(
                     "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
@@ -539,6 +553,7 @@ pub struct Task {
 pub enum TaskKind {
     Relay(Box<Relay>),
     Gather(Gather),
+    PromRead(crate::query::prom_read::PromRead),
 }
 
 impl Task {
@@ -546,6 +561,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => r.pump(client, config, registry, now),
             TaskKind::Gather(g) => g.pump(client, config, registry, now),
+            TaskKind::PromRead(p) => p.pump(client, config, registry, now),
         }
     }
 
@@ -553,6 +569,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => vec![&mut r.attempt],
             TaskKind::Gather(g) => g.parts.iter_mut().map(|p| &mut p.attempt).collect(),
+            TaskKind::PromRead(p) => p.parts.iter_mut().map(|p| &mut p.attempt).collect(),
         }
     }
 

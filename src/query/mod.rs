@@ -12,6 +12,7 @@ pub mod filter;
 pub mod influxql;
 pub mod merge;
 pub mod plan;
+pub mod prom_read;
 
 use crate::config::Config;
 use crate::http::params::Params;
@@ -97,6 +98,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
         accept: head.accept.clone(),
         accept_encoding: head.accept_encoding.clone(),
         authorization: head.authorization.clone().filter(|_| !own_auth),
+        snappy_post: None,
     };
     if let Some(candidates) = plan::single_backend(&planned) {
         return Prepared::Relay { candidates, spec };

@@ -502,8 +502,10 @@ impl Worker {
         let close = !head.keep_alive || self.shared.shutting_down();
         let params = Params::parse(&head.query);
         let path = head.path.trim_end_matches('/');
-        if matches!(path, "/write" | "/query" | "/reload")
-            && let Some(required) = &self.config.node.auth
+        if matches!(
+            path,
+            "/write" | "/query" | "/reload" | "/api/v2/write" | "/api/v1/prom/write" | "/api/v1/prom/read"
+        ) && let Some(required) = &self.config.node.auth
             && let Err(e) = auth::check(required, head, &params)
         {
             BackendState::add(&self.shared.stats.auth_failures, 1);
@@ -535,10 +537,31 @@ impl Worker {
                 self.shared.stats.write_latency.observe(started.elapsed());
             }
             "/write" => method_not_allowed(&mut out, "OPTIONS, POST", close),
+            "/api/v2/write" if head.method == Method::Post => {
+                let started = Instant::now();
+                match write::v2::translate(&params) {
+                    Ok(v1) => self.write(i, head, &v1, body, close, &mut out),
+                    Err(e) => respond(
+                        &mut out,
+                        &write::WriteResult::error(e.status(), e.to_string()),
+                        close,
+                        &self.shared.stats,
+                    ),
+                }
+                self.shared.stats.write_latency.observe(started.elapsed());
+            }
+            "/api/v1/prom/write" if head.method == Method::Post => {
+                let started = Instant::now();
+                self.prom_write(i, head, &params, body, close, &mut out);
+                self.shared.stats.write_latency.observe(started.elapsed());
+            }
+            "/api/v2/write" | "/api/v1/prom/write" => method_not_allowed(&mut out, "OPTIONS, POST", close),
             "/query" if matches!(head.method, Method::Get | Method::Post) => {
                 return self.query(i, head, body, close);
             }
             "/query" => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
+            "/api/v1/prom/read" if head.method == Method::Post => return self.prom_read(i, head, &params, body, close),
+            "/api/v1/prom/read" => method_not_allowed(&mut out, "POST", close),
             "/health" if get => {
                 let body = serde_json::to_vec_pretty(&ops::health_json(&self.shared)).unwrap_or_default();
                 Response { close, head_only, ..Response::json(200, &body) }.write_to(&mut out);
@@ -620,7 +643,7 @@ impl Worker {
                 Ok(()) => &inflated,
                 Err(e) => {
                     let status = if e == write::gunzip::GunzipError::TooLarge { 413 } else { 400 };
-                    let r = write::WriteResult { status, error: Some(e.to_string()), lines: 0 };
+                    let r = write::WriteResult::error(status, e.to_string());
                     self.scratch.inflated = inflated;
                     return respond(out, &r, close, stats);
                 }
@@ -656,6 +679,117 @@ impl Worker {
         }
         self.scratch.inflated = inflated;
         respond(out, &result, close, &self.shared.stats);
+    }
+
+    /// Prometheus remote write: the request's points, as line protocol in milliseconds, take the `/write`
+    /// path (`write::prom` says what InfluxDB makes of them).
+    fn prom_write(
+        &mut self,
+        i: usize,
+        head: &crate::http::request::Head,
+        params: &Params,
+        raw: &[u8],
+        close: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let stats = &self.shared.stats;
+        if let Err(r) = write::params(&self.config, params) {
+            BackendState::add(&stats.write_requests, 1);
+            return respond(out, &r, close, stats);
+        }
+        let (mut proto, mut lines) =
+            (std::mem::take(&mut self.scratch.prom_proto), std::mem::take(&mut self.scratch.prom_lines));
+        lines.clear();
+        match write::prom::convert(raw, self.shared.settings.max_body_bytes, &mut proto, &mut lines) {
+            Ok(c) => {
+                BackendState::add(&stats.prom_samples_skipped, c.skipped);
+                let mut v1 = params.clone();
+                v1.0.retain(|(k, _)| k != "precision");
+                v1.0.push(("precision".into(), "ms".into()));
+                // The body is snappy whatever Content-Encoding says; the lines made of it are plain.
+                let head = crate::http::request::Head { gzip_body: false, ..head.clone() };
+                self.write(i, &head, &v1, &lines, close, out);
+            }
+            Err(e) => {
+                BackendState::add(&stats.write_requests, 1);
+                respond(out, &write::WriteResult::error(e.status(), e.to_string()), close, stats);
+            }
+        }
+        for buf in [&mut proto, &mut lines] {
+            if buf.capacity() > 4 << 20 {
+                *buf = Vec::new();
+            }
+        }
+        (self.scratch.prom_proto, self.scratch.prom_lines) = (proto, lines);
+    }
+
+    /// Prometheus remote read: a task asking, for each query of the request, the backends
+    /// `query::prom_read` routes it to.
+    fn prom_read(&mut self, i: usize, head: &crate::http::request::Head, params: &Params, body: &[u8], close: bool) {
+        use query::prom_read::{Part, PartError, PromRead, Route};
+        let now = Instant::now();
+        BackendState::add(&self.shared.stats.query_requests, 1);
+        let config = self.config.clone();
+        let mut url = params.clone();
+        let planned = match (&config.node.db, url.non_empty("db")) {
+            (Some(node_db), Some(db)) if db != node_db => Err((404, format!("database not found: \"{db}\""))),
+            (node_db, db) => {
+                if let (Some(node_db), None) = (node_db, db) {
+                    url.0.retain(|(k, _)| k != "db");
+                    url.0.push(("db".into(), node_db.clone()));
+                }
+                query::prom_read::plan(&config, body, self.shared.settings.max_body_bytes).map_err(|e| {
+                    (if matches!(e, crate::prom::DecodeError::TooLarge { .. }) { 413 } else { 400 }, e.to_string())
+                })
+            }
+        };
+        let planned = match planned {
+            Ok(p) => p,
+            Err((status, msg)) => {
+                BackendState::add(&self.shared.stats.client_errors, 1);
+                if let Some(c) = self.client_mut(i) {
+                    write_error(&mut c.wbuf, status, &msg, close);
+                }
+                return;
+            }
+        };
+        let own_auth = config.node.auth.is_some();
+        let spec = |request: Vec<u8>| exec::RequestSpec {
+            post: true,
+            url_params: url.0.iter().filter(|(k, _)| !(own_auth && (k == "u" || k == "p"))).cloned().collect(),
+            form_params: Vec::new(),
+            q: String::new(),
+            accept: None,
+            accept_encoding: None,
+            authorization: head.authorization.clone().filter(|_| !own_auth),
+            snappy_post: Some(("/api/v1/prom/read", request)),
+        };
+        let task_id = self.tasks.vacant();
+        let (mut parts, mut queries) = (Vec::new(), Vec::new());
+        for p in planned {
+            let lists = match p.route {
+                Route::One(candidates) => vec![candidates],
+                Route::Each(backends) => backends.into_iter().map(|b| vec![b]).collect(),
+                Route::Nothing => Vec::new(),
+            };
+            let mut ids = Vec::new();
+            for candidates in lists {
+                let slot = self.slots.insert(Slot::Query(task_id));
+                let mut attempt = exec::Attempt::new(token_of(slot), candidates, spec(p.request.clone()));
+                let answer = (!attempt.start_next(&config, self.poll.registry(), now))
+                    .then(|| Err(PartError::Failed(attempt.failures.join("; "))));
+                ids.push(parts.len());
+                parts.push(Part { attempt, answer });
+            }
+            queries.push(ids);
+        }
+        let kind = TaskKind::PromRead(PromRead { parts, queries, close });
+        let task = self.tasks.insert(Task { client: i, started: now, kind });
+        if let Some(c) = self.client_mut(i) {
+            c.busy = true;
+            c.task = Some(task);
+        }
+        self.pump_task(task);
     }
 
     /// Starts answering a query: at once for errors, else by creating a task.
@@ -887,7 +1021,7 @@ fn respond(out: &mut Vec<u8>, r: &write::WriteResult, close: bool, stats: &crate
         Some(msg) => {
             let counter = if r.status >= 500 { &stats.server_errors } else { &stats.client_errors };
             BackendState::add(counter, 1);
-            write_error(out, r.status, msg, close);
+            crate::http::response::write_error_retry(out, r.status, msg, close, r.retry_after);
         }
     }
 }
