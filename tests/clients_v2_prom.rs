@@ -147,7 +147,10 @@ fn remote_write() -> Vec<OwnedSeries> {
     vec![
         series(&[("__name__", "only_b"), ("job", "api"), ("instance", "h:9090")], &[(1.5, t), (2.5, t + 1000)]),
         series(&[("__name__", "only_b"), ("job", "db"), ("instance", "h:9090")], &[(f64::NAN, t), (7.0, t + 2000)]),
-        series(&[("__name__", "other"), ("path", "a b,c=d"), ("empty", "")], &[(1e300, t), (-1e-7, t + 1)]),
+        series(
+            &[("__name__", "other"), ("path", "a b,c=d"), ("empty", ""), ("esc", "x\\y")],
+            &[(1e300, t), (-1e-7, t + 1)],
+        ),
         series(&[("instance", "x"), ("__name__", "cpu")], &[(0.25, t)]),
     ]
 }

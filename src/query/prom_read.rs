@@ -101,7 +101,7 @@ pub fn merge(answers: Vec<Vec<OwnedSeries>>) -> Vec<OwnedSeries> {
         }
     }
     for (s, grown) in merged.iter_mut().zip(grown) {
-        if grown || !s.samples.is_sorted_by_key(|x| x.timestamp_ms) {
+        if grown || !s.samples.windows(2).all(|w| w[0].timestamp_ms < w[1].timestamp_ms) {
             s.samples.sort_by_key(|x| x.timestamp_ms);
             s.samples.dedup_by_key(|x| x.timestamp_ms);
         }

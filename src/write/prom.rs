@@ -4,12 +4,16 @@
 //! The points are the ones InfluxDB 1.x itself makes of a remote write: the metric name (label
 //! `__name__`, `prom_metric_not_specified` without one) is the measurement, every label (`__name__`
 //! included) is a tag, the sample is the float field `value`, the timestamp is in milliseconds (the
-//! batch travels with `precision=ms`). NaN and ±Inf samples are skipped, as InfluxDB skips them.
+//! batch travels with `precision=ms`). NaN samples are skipped, as InfluxDB skips them; so are ±Inf
+//! samples, which influxd 1.6 answers with a 400 for the whole request (one odd value would lose a
+//! whole Prometheus batch).
 //!
 //! Line protocol cannot say everything a label can: a tag with an empty value does not exist in it (such
-//! labels are left out, as InfluxDB leaves them out of the series key), and a name or value holding a
-//! newline or ending in a backslash cannot be escaped. Series with such labels, and samples whose time
-//! InfluxDB cannot store, are skipped and counted instead of sent as lines a backend would refuse.
+//! labels are left out, as InfluxDB leaves them out of the series key); a name or value holding a
+//! newline, or a backslash before a byte that needs escaping, cannot be written; nor can a metric name
+//! that starts with `#` (a comment), a tab or a NUL (skipped as blanks). Series with such labels, and
+//! samples whose time InfluxDB cannot store, are skipped and counted instead of sent as lines a backend
+//! would refuse.
 //!
 //! Bounds: the decompressed body is bounded by the caller (`--max-body-bytes`, checked on the snappy
 //! header), and the line protocol made from it by `max_out`; past that the request is refused (413).
@@ -124,26 +128,34 @@ fn series_prefix<'a>(s: &Series<'a>, labels: &mut Vec<Label<'a>>, prefix: &mut V
     labels.dedup_by(|later, first| later.name == first.name);
     labels.reverse();
     let name = labels.iter().find(|l| l.name == NAME_LABEL).map_or(NO_NAME, |l| l.value);
-    if name.is_empty() || name[0] == b'#' || !expressible(name) {
+    // A line starting with `#` is a comment; leading tabs and NULs are skipped as blanks.
+    if name.first().is_none_or(|b| matches!(b, b'#' | b'\t' | 0)) || !expressible(name, MEASUREMENT_SPECIAL) {
         return false;
     }
     prefix.clear();
-    escape(prefix, name, b", ");
+    escape(prefix, name, MEASUREMENT_SPECIAL);
     for l in labels.iter().filter(|l| !l.name.is_empty() && !l.value.is_empty()) {
-        if !expressible(l.name) || !expressible(l.value) {
+        if !expressible(l.name, TAG_SPECIAL) || !expressible(l.value, TAG_SPECIAL) {
             return false;
         }
         prefix.push(b',');
-        escape(prefix, l.name, b", =");
+        escape(prefix, l.name, TAG_SPECIAL);
         prefix.push(b'=');
-        escape(prefix, l.value, b", =");
+        escape(prefix, l.value, TAG_SPECIAL);
     }
     true
 }
 
-/// Line protocol has no escape for a newline, and a trailing backslash would escape the separator.
-fn expressible(s: &[u8]) -> bool {
-    !s.contains(&b'\n') && s.last() != Some(&b'\\')
+/// Bytes escaped with a backslash in a measurement, and in tag keys and values.
+const MEASUREMENT_SPECIAL: &[u8] = b", ";
+const TAG_SPECIAL: &[u8] = b", =";
+
+/// Whether line protocol can carry `s`. It has no escape for a newline, and none for a backslash
+/// either: InfluxDB's scanner takes `\` + any byte as a pair, so a backslash that ends the text or
+/// stands before a byte that gets escaped would swallow the separator or the escape.
+fn expressible(s: &[u8], special: &[u8]) -> bool {
+    !s.contains(&b'\n')
+        && s.iter().enumerate().all(|(i, &b)| b != b'\\' || s.get(i + 1).is_some_and(|n| !special.contains(n)))
 }
 
 fn escape(out: &mut Vec<u8>, s: &[u8], special: &[u8]) {
@@ -205,10 +217,15 @@ mod tests {
             series(&[("__name__", "m"), ("t", "a\nb")], &[(1.0, 5), (2.0, 6)]),
             series(&[("__name__", "m\\")], &[(1.0, 5)]),
             series(&[("__name__", "#m")], &[(1.0, 5)]),
+            series(&[("__name__", "m"), ("t", "a\\,b")], &[(1.0, 5)]),
+            series(&[("__name__", "m"), ("t\\=", "x")], &[(1.0, 5)]),
         ];
         let (text, c) = lines(&input);
         assert_eq!(text, "m,__name__=m value=1.0 4\n");
-        assert_eq!(c, Converted { lines: 1, skipped: 9 });
+        assert_eq!(c, Converted { lines: 1, skipped: 11 });
+        // A backslash before a byte that needs no escape is carried as it is.
+        let (text, _) = lines(&[series(&[("__name__", "m\\x"), ("t", "a\\b")], &[(1.0, 5)])]);
+        assert_eq!(text, "m\\x,__name__=m\\x,t=a\\b value=1.0 5\n");
     }
 
     #[test]
