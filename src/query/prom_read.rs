@@ -12,7 +12,7 @@
 //! a snappy-compressed `ReadResponse`, one `QueryResult` per query, in order.
 //!
 //! Bounds: the request is decompressed within `--max-body-bytes`; the answers of all backends together
-//! within `MAX_GATHER_BYTES` on the wire and four times that decompressed.
+//! within `MAX_GATHER_BYTES` on the wire and `MAX_DECODED_BYTES` decompressed.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -120,12 +120,18 @@ pub enum PartError {
     Failed(String),
 }
 
-/// A backend's whole answer.
-pub fn parse_answer(status: u16, body: &[u8]) -> PartAnswer {
+/// Decompressed answer bytes one remote read may hold, all its parts together.
+pub const MAX_DECODED_BYTES: usize = 4 * MAX_GATHER_BYTES;
+
+/// A backend's whole answer; a 200 answer may decompress to `max_decoded` bytes, which `decoded` counts.
+pub fn parse_answer(status: u16, body: &[u8], max_decoded: usize, decoded: &mut usize) -> PartAnswer {
     if status == 200 {
         let mut proto = Vec::new();
-        let results = prom::unsnappy(body, 4 * MAX_GATHER_BYTES, &mut proto)
-            .and_then(|()| prom::decode_read_response(&proto))
+        let results = prom::unsnappy(body, max_decoded, &mut proto)
+            .and_then(|()| {
+                *decoded += proto.len();
+                prom::decode_read_response(&proto)
+            })
             .map_err(|e| PartError::Failed(format!("unreadable remote-read answer: {e}")))?;
         // InfluxDB answers the one query it was asked with one result.
         return Ok(results.into_iter().next().unwrap_or_default());
@@ -153,6 +159,8 @@ pub struct PromRead {
     /// Per query of the request, its parts (empty: the result is empty).
     pub queries: Vec<Vec<usize>>,
     pub close: bool,
+    /// Decompressed answer bytes so far (bounded by `MAX_DECODED_BYTES`).
+    pub decoded: usize,
 }
 
 impl PromRead {
@@ -165,7 +173,10 @@ impl PromRead {
                 self.parts.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, p)| p.attempt.body.len()).sum();
             let room = MAX_GATHER_BYTES.saturating_sub(others);
             let part = &mut self.parts[i];
-            part.answer = advance(&mut part.attempt, room, config, registry, now);
+            part.answer = advance(&mut part.attempt, room, config, registry, now).map(|raw| {
+                let (status, body) = raw?;
+                parse_answer(status, &body, MAX_DECODED_BYTES.saturating_sub(self.decoded), &mut self.decoded)
+            });
         }
         if self.parts.iter().any(|p| p.answer.is_none()) {
             return TaskState::Running;
@@ -215,8 +226,11 @@ impl PromRead {
     }
 }
 
+/// A backend's status and whole answer body.
+type RawAnswer = Result<(u16, Vec<u8>), PartError>;
+
 /// Drives a part; `Some` once it has an answer or has failed for good.
-fn advance(a: &mut Attempt, room: usize, config: &Config, registry: &Registry, now: Instant) -> Option<PartAnswer> {
+fn advance(a: &mut Attempt, room: usize, config: &Config, registry: &Registry, now: Instant) -> Option<RawAnswer> {
     loop {
         let failure = match a.drive(4 * READ_CHUNK, registry) {
             Ok(d) => {
@@ -234,7 +248,7 @@ fn advance(a: &mut Attempt, room: usize, config: &Config, registry: &Registry, n
                         BackendState::add(&b.state.counters.queries, 1);
                     }
                     a.close(registry);
-                    return Some(parse_answer(a.status(), &std::mem::take(&mut a.body)));
+                    return Some(Ok((a.status(), std::mem::take(&mut a.body))));
                 } else if d.blocked {
                     return None;
                 } else {
@@ -294,14 +308,14 @@ mod tests {
     fn answers_are_parsed() {
         let results = vec![vec![s(&[("__name__", "up")], &[(1.0, 1)])]];
         let body = prom::snappy(&prom::encode_read_response(&results));
-        assert_eq!(parse_answer(200, &body), Ok(results[0].clone()));
-        assert_eq!(parse_answer(200, &prom::snappy(b"")), Ok(vec![]));
-        assert!(matches!(parse_answer(200, b"junk"), Err(PartError::Failed(_))));
+        assert_eq!(parse_answer(200, &body, 1 << 20, &mut 0), Ok(results[0].clone()));
+        assert_eq!(parse_answer(200, &prom::snappy(b""), 1 << 20, &mut 0), Ok(vec![]));
+        assert!(matches!(parse_answer(200, b"junk", 1 << 20, &mut 0), Err(PartError::Failed(_))));
         assert_eq!(
-            parse_answer(400, b"{\"error\":\"bad matcher\"}\n"),
+            parse_answer(400, b"{\"error\":\"bad matcher\"}\n", 0, &mut 0),
             Err(PartError::Refused(400, "bad matcher".into()))
         );
-        assert!(matches!(parse_answer(500, b"oops"), Err(PartError::Failed(_))));
+        assert!(matches!(parse_answer(500, b"oops", 0, &mut 0), Err(PartError::Failed(_))));
     }
 
     #[test]

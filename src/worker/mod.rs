@@ -783,7 +783,7 @@ impl Worker {
             }
             queries.push(ids);
         }
-        let kind = TaskKind::PromRead(PromRead { parts, queries, close });
+        let kind = TaskKind::PromRead(PromRead { parts, queries, close, decoded: 0 });
         let task = self.tasks.insert(Task { client: i, started: now, kind });
         if let Some(c) = self.client_mut(i) {
             c.busy = true;
