@@ -382,3 +382,22 @@ fn every_503_carries_retry_after() {
     assert!(retry_after(&r) >= 1);
     assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("retry later")), "{}", r.text());
 }
+
+#[test]
+fn a_backend_503_relayed_to_the_client_carries_retry_after() {
+    let fake = util::FakeBackend::start();
+    fake.set_query(util::Behavior::respond(503, "{\"error\":\"busy\"}\n"));
+    let redis = Redis::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    ProxyConfig::new()
+        .backend("f", &fake.url(), FAST)
+        .keymap("_default_", &["f"])
+        .node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")])
+        .write_to(&redis);
+    let proxy = Proxy::builder(&redis, "l1", port).start();
+    let r = http::get(&proxy.addr(), "/query?db=db&q=SELECT%20v%20FROM%20m%20WHERE%20time%20%3E%200");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(r.json()["error"], "busy");
+}

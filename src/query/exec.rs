@@ -335,6 +335,10 @@ impl Relay {
             }
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
+        if head.status == 503 && head.header("retry-after").is_none() {
+            // Every 503 a client gets from the proxy says when to retry, a relayed one too.
+            out.extend_from_slice(b"Retry-After: 1\r\n");
+        }
         let no_body = head.status == 204 || head.status == 304 || head.status < 200;
         match head.content_length {
             Some(n) if !head.chunked => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
