@@ -21,9 +21,11 @@ use mio::Registry;
 
 use crate::config::Config;
 use crate::defaults::READ_CHUNK;
+use crate::http::params::Params;
+use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::prom::{self, DecodeError, MatchType, OwnedSeries, Query};
-use crate::query::exec::{Attempt, MAX_GATHER_BYTES, TaskState};
+use crate::query::exec::{Attempt, MAX_GATHER_BYTES, RequestSpec, TaskState};
 use crate::query::plan::read_candidates;
 use crate::upstream::BackendState;
 use crate::worker::client::Client;
@@ -76,6 +78,57 @@ pub fn plan(config: &Config, body: &[u8], max_body: usize) -> Result<Vec<Planned
         .iter()
         .map(|q| Planned { route: route(config, q), request: prom::snappy(&prom::read_request_of(q.raw)) })
         .collect())
+}
+
+/// What the worker starts for a remote read: per part, its candidate backends (in failover order) and
+/// its request; per query of the request, the parts whose answers make its result.
+pub struct Prepared {
+    pub parts: Vec<(Vec<usize>, RequestSpec)>,
+    pub queries: Vec<Vec<usize>>,
+}
+
+/// Checks `db` against the node's, decodes and routes the request; the error answer otherwise.
+pub fn prepare(config: &Config, head: &Head, body: &[u8], max_body: usize) -> Result<Prepared, (u16, String)> {
+    let mut url = Params::parse(&head.query);
+    match (&config.node.db, url.non_empty("db")) {
+        (Some(node_db), Some(db)) if db != node_db => return Err((404, format!("database not found: \"{db}\""))),
+        (Some(node_db), None) => {
+            url.0.retain(|(k, _)| k != "db");
+            url.0.push(("db".into(), node_db.clone()));
+        }
+        _ => {}
+    }
+    let planned = plan(config, body, max_body)
+        .map_err(|e| (if matches!(e, DecodeError::TooLarge { .. }) { 413 } else { 400 }, e.to_string()))?;
+    // With proxy authentication on, the client's credentials are the proxy's, not the backends'.
+    let own_auth = config.node.auth.is_some();
+    let url_params: Vec<(String, String)> =
+        url.0.into_iter().filter(|(k, _)| !(own_auth && (k == "u" || k == "p"))).collect();
+    let spec = |request: Vec<u8>| RequestSpec {
+        post: true,
+        url_params: url_params.clone(),
+        form_params: Vec::new(),
+        q: String::new(),
+        accept: None,
+        accept_encoding: None,
+        authorization: head.authorization.clone().filter(|_| !own_auth),
+        snappy_post: Some(("/api/v1/prom/read", request)),
+    };
+    let mut prepared = Prepared { parts: Vec::new(), queries: Vec::new() };
+    for p in planned {
+        let lists = match p.route {
+            Route::One(candidates) => vec![candidates],
+            Route::Each(backends) => backends.into_iter().map(|b| vec![b]).collect(),
+            Route::Nothing => Vec::new(),
+        };
+        let mut ids = Vec::new();
+        for candidates in lists {
+            ids.push(prepared.parts.len());
+            prepared.parts.push((candidates, spec(p.request.clone())));
+        }
+        prepared.queries.push(ids);
+    }
+    Ok(prepared)
 }
 
 /// Union of the series of several answers to one query: a label set (in any order) is one series;
@@ -349,6 +402,49 @@ mod tests {
         assert_eq!(route(&c, &q(MatchType::Neq, "x")), Route::Each(vec![1]));
         c.backends[1].state.set_up(false, None);
         assert_eq!(route(&c, &q(MatchType::Neq, "x")), Route::Each(vec![0, 1]));
+    }
+
+    #[test]
+    fn prepare_checks_db_splits_queries_and_drops_proxy_credentials() {
+        use crate::config::RawConfig;
+        use crate::prom::Matcher;
+        let raw = RawConfig::from_json(
+            r#"{"NODES": {"l1": {"db": "prom", "username": "u", "password": "p"}},
+                "BACKENDS": {"a": {"url": "http://127.0.0.1:1"}, "b": {"url": "http://127.0.0.1:2"}},
+                "KEYMAPS": {"up": ["b", "a"], "_default_": ["a"]}}"#,
+        )
+        .unwrap();
+        let c = Config::build(raw, "l1", &crate::upstream::Registry::default()).unwrap();
+        let head = |path: &str| {
+            crate::http::request::parse_head(
+                format!("POST {path} HTTP/1.1\r\nAuthorization: Token u:p\r\n\r\n").as_bytes(),
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let eq = Matcher { kind: MatchType::Eq, name: b"__name__", value: b"up" };
+        let re = Matcher { kind: MatchType::Re, name: b"__name__", value: b".+" };
+        let mut req = prom::read_request_of(&prom::encode_query(1, 2, &[eq]));
+        req.extend(prom::read_request_of(&prom::encode_query(1, 2, &[re])));
+        let body = prom::snappy(&req);
+
+        let p = prepare(&c, &head("/api/v1/prom/read?u=u&p=p&rp=r"), &body, 1 << 20).unwrap();
+        assert_eq!(p.queries, vec![vec![0], vec![1, 2]]);
+        let candidates: Vec<&Vec<usize>> = p.parts.iter().map(|(c, _)| c).collect();
+        assert_eq!(candidates, [&vec![0, 1], &vec![0], &vec![1]]);
+        let spec = &p.parts[0].1;
+        assert_eq!(spec.url_params, vec![("rp".to_string(), "r".to_string()), ("db".to_string(), "prom".to_string())]);
+        assert_eq!(spec.authorization, None);
+        let (path, sent) = spec.snappy_post.clone().unwrap();
+        assert_eq!(path, "/api/v1/prom/read");
+        let mut one = Vec::new();
+        prom::unsnappy(&sent, 1 << 20, &mut one).unwrap();
+        assert_eq!(one, prom::read_request_of(&prom::encode_query(1, 2, &[eq])));
+
+        let e = prepare(&c, &head("/api/v1/prom/read?db=other"), &body, 1 << 20).err();
+        assert_eq!(e, Some((404, "database not found: \"other\"".to_string())));
+        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), b"junk", 1 << 20).err().map(|e| e.0), Some(400));
+        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), &body, 10).err().map(|e| e.0), Some(413));
     }
 
     #[test]

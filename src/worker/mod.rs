@@ -560,7 +560,7 @@ impl Worker {
                 return self.query(i, head, body, close);
             }
             "/query" => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
-            "/api/v1/prom/read" if head.method == Method::Post => return self.prom_read(i, head, &params, body, close),
+            "/api/v1/prom/read" if head.method == Method::Post => return self.prom_read(i, head, body, close),
             "/api/v1/prom/read" => method_not_allowed(&mut out, "POST", close),
             "/health" if get => {
                 let body = serde_json::to_vec_pretty(&ops::health_json(&self.shared)).unwrap_or_default();
@@ -723,27 +723,13 @@ impl Worker {
         (self.scratch.prom_proto, self.scratch.prom_lines) = (proto, lines);
     }
 
-    /// Prometheus remote read: a task asking, for each query of the request, the backends
-    /// `query::prom_read` routes it to.
-    fn prom_read(&mut self, i: usize, head: &crate::http::request::Head, params: &Params, body: &[u8], close: bool) {
-        use query::prom_read::{Part, PartError, PromRead, Route};
+    /// Prometheus remote read: a task asking the backends `query::prom_read` chooses.
+    fn prom_read(&mut self, i: usize, head: &crate::http::request::Head, body: &[u8], close: bool) {
+        use query::prom_read::{Part, PartError, PromRead};
         let now = Instant::now();
         BackendState::add(&self.shared.stats.query_requests, 1);
         let config = self.config.clone();
-        let mut url = params.clone();
-        let planned = match (&config.node.db, url.non_empty("db")) {
-            (Some(node_db), Some(db)) if db != node_db => Err((404, format!("database not found: \"{db}\""))),
-            (node_db, db) => {
-                if let (Some(node_db), None) = (node_db, db) {
-                    url.0.retain(|(k, _)| k != "db");
-                    url.0.push(("db".into(), node_db.clone()));
-                }
-                query::prom_read::plan(&config, body, self.shared.settings.max_body_bytes).map_err(|e| {
-                    (if matches!(e, crate::prom::DecodeError::TooLarge { .. }) { 413 } else { 400 }, e.to_string())
-                })
-            }
-        };
-        let planned = match planned {
+        let prepared = match query::prom_read::prepare(&config, head, body, self.shared.settings.max_body_bytes) {
             Ok(p) => p,
             Err((status, msg)) => {
                 BackendState::add(&self.shared.stats.client_errors, 1);
@@ -753,37 +739,16 @@ impl Worker {
                 return;
             }
         };
-        let own_auth = config.node.auth.is_some();
-        let spec = |request: Vec<u8>| exec::RequestSpec {
-            post: true,
-            url_params: url.0.iter().filter(|(k, _)| !(own_auth && (k == "u" || k == "p"))).cloned().collect(),
-            form_params: Vec::new(),
-            q: String::new(),
-            accept: None,
-            accept_encoding: None,
-            authorization: head.authorization.clone().filter(|_| !own_auth),
-            snappy_post: Some(("/api/v1/prom/read", request)),
-        };
         let task_id = self.tasks.vacant();
-        let (mut parts, mut queries) = (Vec::new(), Vec::new());
-        for p in planned {
-            let lists = match p.route {
-                Route::One(candidates) => vec![candidates],
-                Route::Each(backends) => backends.into_iter().map(|b| vec![b]).collect(),
-                Route::Nothing => Vec::new(),
-            };
-            let mut ids = Vec::new();
-            for candidates in lists {
-                let slot = self.slots.insert(Slot::Query(task_id));
-                let mut attempt = exec::Attempt::new(token_of(slot), candidates, spec(p.request.clone()));
-                let answer = (!attempt.start_next(&config, self.poll.registry(), now))
-                    .then(|| Err(PartError::Failed(attempt.failures.join("; "))));
-                ids.push(parts.len());
-                parts.push(Part { attempt, answer });
-            }
-            queries.push(ids);
+        let mut parts = Vec::new();
+        for (candidates, spec) in prepared.parts {
+            let slot = self.slots.insert(Slot::Query(task_id));
+            let mut attempt = exec::Attempt::new(token_of(slot), candidates, spec);
+            let answer = (!attempt.start_next(&config, self.poll.registry(), now))
+                .then(|| Err(PartError::Failed(attempt.failures.join("; "))));
+            parts.push(Part { attempt, answer });
         }
-        let kind = TaskKind::PromRead(PromRead { parts, queries, close, decoded: 0 });
+        let kind = TaskKind::PromRead(PromRead { parts, queries: prepared.queries, close, decoded: 0 });
         let task = self.tasks.insert(Task { client: i, started: now, kind });
         if let Some(c) = self.client_mut(i) {
             c.busy = true;
