@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod defaults;
 pub mod http;
 pub mod logger;
@@ -25,6 +26,7 @@ pub mod outbox;
 pub mod query;
 pub mod run;
 pub mod shared;
+pub mod slab;
 pub mod upstream;
 pub mod worker;
 pub mod write;

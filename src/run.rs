@@ -7,31 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use mio::Waker;
-
 use crate::cli::Args;
-use crate::config::poller::{Poller, ReloadRequest};
+use crate::config::poller::Poller;
 use crate::config::source::{self, Source};
 use crate::config::{Config, RawConfig};
+use crate::control::{ReloadRequest, WorkerHandle};
 use crate::shared::{Settings, Shared};
 use crate::upstream::Registry;
-use crate::worker::{Message, Worker, WorkerSetup};
-
-/// A worker as the other threads see it: its mailbox and the waker that makes it read the mailbox.
-#[derive(Clone)]
-pub struct WorkerHandle {
-    pub tx: Sender<Message>,
-    pub waker: Arc<Waker>,
-}
-
-impl WorkerHandle {
-    pub fn send(&self, msg: Message) {
-        if self.tx.send(msg).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
+use crate::worker::{Worker, WorkerSetup};
 
 pub fn run(args: Args) -> Result<(), String> {
     let signals = block_signals()?;
@@ -84,7 +67,7 @@ pub fn run(args: Args) -> Result<(), String> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shared.request_shutdown();
-                handles.iter().for_each(|h| drop(h.waker.wake()));
+                handles.iter().for_each(WorkerHandle::wake);
                 return Err(e);
             }
             Err(_) => return Err("a worker thread died while starting".into()),
@@ -125,9 +108,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let sig = wait_for_signal(&signals, &shared);
     log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
     shared.request_shutdown();
-    for h in &handles {
-        let _ = h.waker.wake();
-    }
+    handles.iter().for_each(WorkerHandle::wake);
     for t in threads {
         let _ = t.join();
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::http::params::Params;
+use crate::http::response::Response;
 use crate::shared::Shared;
 use crate::upstream::unix_ms;
 
@@ -38,6 +40,16 @@ pub struct ProxyStats {
     pub config_failures: AtomicU64,
     pub write_latency: Histogram,
     pub query_latency: Histogram,
+}
+
+/// `/ping`: 204, or with `verbose` 200 and the version as JSON (as InfluxDB 1.7+ documents).
+pub fn ping(params: &Params, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
+        let body = format!("{{\"version\":\"{}\"}}\n", crate::defaults::INFLUXDB_VERSION);
+        Response { close, head_only, ..Response::json(200, body.as_bytes()) }.write_to(out);
+    } else {
+        Response { close, content_type: Some("application/json"), ..Response::new(204) }.write_to(out);
+    }
 }
 
 /// Upper bounds of the latency buckets, in microseconds.

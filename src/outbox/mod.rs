@@ -23,6 +23,7 @@
 pub mod deflate;
 pub mod log;
 pub mod segment;
+pub mod set;
 
 use std::io;
 use std::path::{Path, PathBuf};

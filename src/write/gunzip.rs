@@ -30,6 +30,16 @@ impl fmt::Display for GunzipError {
     }
 }
 
+impl GunzipError {
+    /// The answer to a client whose body failed to decompress.
+    pub fn status(self) -> u16 {
+        match self {
+            GunzipError::Invalid => 400,
+            GunzipError::TooLarge => 413,
+        }
+    }
+}
+
 /// One libdeflate decompressor (about 30 KB of tables); a worker keeps one and reuses it.
 pub struct Gunzip {
     raw: *mut libdeflate_decompressor,
