@@ -23,6 +23,13 @@ pub const FAST: &[(&str, &str)] =
     &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300"), ("timeout", "2000")];
 /// The retry period `FAST` sets (`rewriteinterval`), for tests that wait out a few retries.
 pub const FAST_RETRY: Duration = Duration::from_millis(300);
+/// [`FAST`] with `extra` fields added; a field in both takes its value from `extra`.
+pub fn fast_with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = FAST.iter().filter(|(k, _)| !extra.iter().any(|(e, _)| e == k)).copied().collect();
+    all.extend_from_slice(extra);
+    all
+}
+
 /// `--poll-interval` (ms) of the proxies started by [`polling_proxy`].
 pub const POLL_MS: &str = "200";
 /// How long a config change may take to be applied: the poll interval plus slack for a loaded machine.
