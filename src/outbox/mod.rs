@@ -19,7 +19,6 @@
 //!
 //! Logs left by workers that no longer exist (the thread count went down) are adopted read-only and sent
 //! before this worker's own log, so a backend's data keeps its order.
-
 //!
 //! Files: `segment.rs` (one mmap'd segment file) → `log.rs` (a directory of segments: append, commit,
 //! ack, recover, recycle) → this file (the outbox: what gets appended where, and when a batch is sealed)
