@@ -8,16 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use util::http::{HttpConn, request};
-use util::site::Site;
+use util::site::{FAST, Site, fast_with};
 use util::{Behavior, FakeBackend, ProxyConfig, free_port, wait_until};
-
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300")];
-
-fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut fields = FAST.to_vec();
-    fields.extend_from_slice(extra);
-    fields
-}
 
 fn body_of(lines: usize, tag: &str) -> String {
     (0..lines).map(|i| format!("big,tag={tag} field=\"{}\",n={i}i {}\n", "x".repeat(60), 1_700_000_000 + i)).collect()
@@ -66,6 +58,7 @@ fn slow_reading_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
                             return;
                         }
                         length -= n;
+                        // Reading slowly is this backend's whole point.
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     if writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
@@ -86,7 +79,7 @@ fn slow_reading_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
 #[test]
 fn a_reused_backend_connection_sends_batches_larger_than_the_socket_buffer() {
     let (url, answered) = slow_reading_backend();
-    let fields = with(&[("gzip", "0"), ("timeout", "30000"), ("maxrowlimit", "1000000")]);
+    let fields = fast_with(&[("gzip", "0"), ("timeout", "30000"), ("maxrowlimit", "1000000")]);
     let site = Site::new(ProxyConfig::new().backend("s", &url, &fields).keymap("big", &["s"]), "reg-big");
     let _proxy = site.proxy(1, &[]);
     // ~4.5 MB per request: a 4 MiB batch (the byte cap) and the rest. A 4 MiB batch does not fit in
@@ -117,6 +110,7 @@ fn a_parked_target_backs_off_when_its_retry_fails() {
     assert_eq!(r.status, 204);
     wait_until(Duration::from_secs(5), "the first send", || !fake.requests_to("/write").is_empty());
     fake.set_write(Behavior::respond(503, r#"{"error":"overloaded"}"#));
+    // Kept sleep: the rate of sends over a fixed time is the thing tested.
     std::thread::sleep(Duration::from_secs(2));
     let sends = fake.requests_to("/write").len();
     assert!(sends < 40, "{sends} sends in about 2 s: the parked target does not back off");
@@ -127,7 +121,7 @@ fn a_parked_target_backs_off_when_its_retry_fails() {
 #[test]
 fn requests_pipelined_behind_a_query_that_fails_at_once_are_answered_in_order() {
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let fields = with(&[("checkinterval", "60000")]);
+    let fields = fast_with(&[("checkinterval", "60000")]);
     let site = Site::new(ProxyConfig::new().backend("d", &dead, &fields).keymap("_default_", &["d"]), "reg-pipe");
     let _proxy = site.proxy(1, &[]);
     let write_body = body_of(3000, "p");
@@ -152,7 +146,7 @@ fn requests_pipelined_behind_a_query_that_fails_at_once_are_answered_in_order() 
 fn a_query_answer_that_stalls_after_its_head_is_given_up() {
     let fake = FakeBackend::start();
     fake.set_query(Behavior::HeadThenHang);
-    let fields = with(&[("timeoutquery", "500")]);
+    let fields = fast_with(&[("timeoutquery", "500")]);
     let site = Site::new(ProxyConfig::new().backend("f", &fake.url(), &fields).keymap("cpu", &["f"]), "reg-stall");
     let _proxy = site.proxy(1, &[]);
     let mut stream = TcpStream::connect(site.addr()).expect("connect");
