@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Backend, Config};
 use crate::defaults::READ_CHUNK;
+use crate::http::client::UpstreamRequest;
 use crate::http::conn::Output;
 use crate::http::params::encode_into;
 use crate::http::response::reason;
@@ -63,37 +64,30 @@ impl RequestSpec {
         let mut form = String::new();
         encode_pairs(&mut form, &self.form_params, own_credentials);
         encode_pairs(&mut form, &[("q".to_string(), self.q.clone())], false);
+        let authorization = match (&backend.auth, &self.authorization) {
+            (Some(c), _) => Some(crate::http::basic_auth(&c.username, &c.password)),
+            (None, a) => a.clone(),
+        };
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(4);
+        let optional =
+            [("Accept", &self.accept), ("Accept-Encoding", &self.accept_encoding), ("Authorization", &authorization)];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                headers.push((name, v));
+            }
+        }
         out.clear();
         if self.post {
-            out.extend_from_slice(format!("POST /query?{url} HTTP/1.1\r\n").as_bytes());
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+            let request = UpstreamRequest::post("/query", &backend.host, form.as_bytes());
+            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
         } else {
-            let sep = if url.is_empty() { "" } else { "&" };
-            out.extend_from_slice(format!("GET /query?{url}{sep}{form} HTTP/1.1\r\n").as_bytes());
-        }
-        out.extend_from_slice(format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes());
-        if let Some(a) = &self.accept {
-            out.extend_from_slice(format!("Accept: {a}\r\n").as_bytes());
-        }
-        if let Some(ae) = &self.accept_encoding {
-            out.extend_from_slice(format!("Accept-Encoding: {ae}\r\n").as_bytes());
-        }
-        match (&backend.auth, &self.authorization) {
-            (Some(c), _) => out.extend_from_slice(
-                format!("Authorization: {}\r\n", crate::http::basic_auth(&c.username, &c.password)).as_bytes(),
-            ),
-            (None, Some(a)) => out.extend_from_slice(format!("Authorization: {a}\r\n").as_bytes()),
-            (None, None) => {}
-        }
-        if self.post {
-            out.extend_from_slice(
-                format!(
-                    "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-                    form.len()
-                )
-                .as_bytes(),
-            );
-        } else {
-            out.extend_from_slice(b"\r\n");
+            if !url.is_empty() {
+                url.push('&');
+            }
+            url.push_str(&form);
+            let request = UpstreamRequest::get("/query", &backend.host);
+            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Backend;
+use crate::http::client::UpstreamRequest;
 use crate::shared::Shared;
 
 /// A ping never waits longer than this, so one hung backend cannot delay the others' checks much.
@@ -21,11 +22,9 @@ pub fn ping(backend: &Backend) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let req = format!(
-        "GET /ping HTTP/1.1\r\nHost: {}\r\nUser-Agent: influx-proxy\r\nConnection: close\r\n\r\n",
-        backend.host
-    );
-    stream.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut req = Vec::with_capacity(128);
+    UpstreamRequest { close: true, ..UpstreamRequest::get("/ping", &backend.host) }.write_to(&mut req);
+    stream.write_all(&req).map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
