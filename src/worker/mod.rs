@@ -63,6 +63,8 @@ pub struct Worker {
     id: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// A spare descriptor to shed connections with when the process runs out (see `net::fds`).
+    fd_reserve: crate::net::FdReserve,
     shared: Arc<Shared>,
     inbox: Receiver<Message>,
     config: Arc<Config>,
@@ -129,6 +131,7 @@ impl Worker {
             id,
             poll,
             listener: Some(listener),
+            fd_reserve: crate::net::FdReserve::new()?,
             shared: shared.clone(),
             inbox,
             config: config.clone(),
@@ -328,8 +331,8 @@ impl Worker {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
+            match crate::net::accept(listener, &mut self.fd_reserve) {
+                crate::net::Accepted::Connection(stream, peer) => {
                     if self.clients >= self.shared.settings.max_connections {
                         BackendState::add(&self.shared.stats.connections_refused, 1);
                         drop(stream);
@@ -345,10 +348,9 @@ impl Worker {
                     self.clients += 1;
                     BackendState::add(&self.shared.stats.connections_accepted, 1);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: try again on the next readiness.
+                crate::net::Accepted::Shed => BackendState::add(&self.shared.stats.connections_shed, 1),
+                crate::net::Accepted::Drained => return,
+                crate::net::Accepted::Failed(e) => {
                     log::warn!("worker {}: accept failed: {e}", self.id);
                     return;
                 }
