@@ -129,7 +129,7 @@ pub fn health_json(shared: &Shared) -> Value {
         })
         .collect();
     if let Some(e) = &last_error {
-        problems.push(format!("the config in force is not the source's: {e}"));
+        problems.push(format!("the last config read failed, the previous config stays in force: {e}"));
     }
     json!({
         "status": if problems.is_empty() { "ok" } else { "degraded" },
