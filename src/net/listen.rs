@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Held for as long as the proxy serves the address.
 #[derive(Debug)]
 pub struct AddressClaim {
-    _socket: UnixDatagram,
+    _socket: Option<UnixDatagram>,
 }
 
 #[derive(Debug)]
@@ -51,13 +51,16 @@ impl std::error::Error for ListenError {}
 /// Claims `addr` for this process (see the module comment); call before binding the workers' listeners.
 pub fn claim_address(addr: SocketAddr) -> Result<AddressClaim, ListenError> {
     let name = format!("influx-proxy listen {addr}");
-    let claim =
-        UnixAddr::from_abstract_name(name.as_bytes()).and_then(|unix| UnixDatagram::bind_addr(&unix)).map_err(|e| {
-            match e.kind() {
-                io::ErrorKind::AddrInUse => ListenError::OtherProxy(addr),
-                _ => ListenError::Io(addr, e),
-            }
-        })?;
+    let claim = match UnixAddr::from_abstract_name(name.as_bytes()).and_then(|unix| UnixDatagram::bind_addr(&unix)) {
+        Ok(socket) => Some(socket),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(ListenError::OtherProxy(addr)),
+        // E.g. Unix sockets forbidden by a sandbox: the probe below still catches any proxy already
+        // serving; only two started at the same instant could both pass.
+        Err(e) => {
+            log::warn!("cannot claim {addr} with an abstract Unix socket ({e}); relying on a bind probe alone");
+            None
+        }
+    };
     probe(addr).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => ListenError::InUse(addr),
         _ => ListenError::Io(addr, e),
