@@ -410,3 +410,23 @@ fn test_script_help_prints_usage_only() {
     assert!(out.contains("Usage: scripts/test.sh"), "{out}");
     assert!(!out.contains("==>"), "it started running steps:\n{out}");
 }
+
+// ------------------------------------------------------------------------------------ query filter
+
+/// A refused query says which `queryallow` rules would let it through, and lifting exactly those does.
+#[test]
+fn filter_refusal_names_the_queryallow_rules() {
+    let s = setup("filter-hint", &[]);
+    let proxy = Proxy::builder_with_file(&s.file, "l1", s.port).arg("--poll-interval").arg("100").start();
+    let addr = proxy.addr();
+    let q = format!("/query?{}", http::query_string(&[("db", "db"), ("q", "SELECT * FROM cpu")]));
+    let r = http::get(&addr, &q);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    let hint = "(to allow it, add select_star,select_no_time to the node's queryallow)";
+    assert!(error.starts_with("query forbidden by rule select_star: ") && error.ends_with(hint), "{error}");
+    assert_eq!(r.header("X-Influxdb-Error"), Some(error.as_str()));
+
+    write_file(&s.file, &config_json(&s.backend, s.port, &[("queryallow", "select_star,select_no_time")]));
+    wait_until(WAIT, "the query allowed once the named rules are lifted", || http::get(&addr, &q).status == 200);
+}
