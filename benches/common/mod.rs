@@ -22,8 +22,24 @@ use std::time::Duration;
 use util::{Influxd, Proxy, ProxyBuilder, ProxyConfig, free_port, http, inspect, set_toml};
 
 /// `cargo bench` passes `--bench`; `cargo test --benches` (and a plain run) does not: keep those short.
+/// A quick run says so first, so its figures are not mistaken for a measurement.
 pub fn full_run() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| println!("{}", quick_mode_banner()));
+    }
+    full
+}
+
+/// The line a quick run starts with.
+pub fn quick_mode_banner() -> String {
+    let bench = std::env::args()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| n.split('-').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    format!("QUICK MODE: a smoke run on tiny inputs, NOT a measurement; for figures run `cargo bench --bench {bench}`")
 }
 
 pub fn env_or(name: &str, default: u64) -> u64 {

@@ -98,7 +98,9 @@ impl Poller {
         for w in &config.warnings {
             log::warn!("config: {w}");
         }
-        if let Err(e) = source::save_cache(&self.shared.settings.data_dir, &config.raw) {
+        if self.source.uses_cache()
+            && let Err(e) = source::save_cache(&self.shared.settings.data_dir, &config.raw)
+        {
             log::warn!("cannot cache the config: {e}");
         }
         let config = Arc::new(config);

@@ -1,7 +1,8 @@
 //! The health checker: one thread that pings every backend of the current config (`GET /ping`) every
 //! `checkinterval` ms and publishes up/down in the backend's `BackendState`. Workers read that flag to
 //! decide whether to send writes and where to send queries; they wake on their own tick, so nothing has
-//! to be signalled.
+//! to be signalled. A backend found up again loses its `last_error`, so `/health` never shows a
+//! recovered backend with the failure it recovered from.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -15,6 +16,9 @@ use crate::shared::Shared;
 
 /// A ping never waits longer than this, so one hung backend cannot delay the others' checks much.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the checker's own errors begin in a backend's `last_error`.
+const HEALTH_ERROR: &str = "health check: ";
 
 /// One `GET /ping`; `Err` says why the backend is not healthy.
 pub fn ping(backend: &Backend) -> Result<(), String> {
@@ -70,10 +74,16 @@ fn check(backend: &Arc<Backend>) {
         Ok(()) => {
             if state.set_up(true, None) {
                 log::info!("backend {} ({}) is up again", backend.name, backend.url);
+                // Whatever failed before it went down is history now; a failure that persists (a
+                // write or query error) is set again by the next attempt.
+                state.set_error("");
+            } else if state.last_error().starts_with(HEALTH_ERROR) {
+                // Up all along (e.g. marked up by a delivered batch first): our own verdict is stale.
+                state.set_error("");
             }
         }
         Err(e) => {
-            let msg = format!("health check: {e}");
+            let msg = format!("{HEALTH_ERROR}{e}");
             if state.set_up(false, Some(&msg)) {
                 log::warn!("backend {} ({}) is down: {e}; writes wait on disk", backend.name, backend.url);
             }

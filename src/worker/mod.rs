@@ -28,6 +28,7 @@ use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, error_body, write_error};
 use crate::http::router::{self, Route};
+use crate::net::{self, Accepted, FdReserve};
 use crate::ops;
 use crate::outbox::LogOptions;
 use crate::outbox::set::{self, Outboxes};
@@ -76,6 +77,8 @@ pub struct Worker {
     id: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// A spare descriptor to shed connections with when the process runs out (see `net::fds`).
+    fd_reserve: crate::net::FdReserve,
     shared: Arc<Shared>,
     inbox: Receiver<Message>,
     config: Arc<Config>,
@@ -144,6 +147,7 @@ impl Worker {
             id,
             poll,
             listener: Some(listener),
+            fd_reserve: FdReserve::new()?,
             shared,
             inbox,
             config,
@@ -276,8 +280,8 @@ impl Worker {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
+            match net::accept(listener, &mut self.fd_reserve) {
+                Accepted::Connection(stream, peer) => {
                     if self.clients >= self.shared.settings.max_connections {
                         BackendState::add(&self.shared.stats.connections_refused, 1);
                         drop(stream);
@@ -285,10 +289,9 @@ impl Worker {
                     }
                     self.admit(stream, peer);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: try again on the next readiness.
+                Accepted::Shed => BackendState::add(&self.shared.stats.connections_shed, 1),
+                Accepted::Drained => return,
+                Accepted::Failed(e) => {
                     log::warn!("worker {}: accept failed: {e}", self.id);
                     return;
                 }
