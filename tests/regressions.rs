@@ -185,3 +185,40 @@ fn an_oversized_body_gets_its_413_not_a_reset() {
         assert!(text.starts_with("HTTP/1.1 413"), "got {:?}", text.chars().take(200).collect::<String>());
     }
 }
+
+/// A query task kept backend *indices* and resolved them against the worker's *current* config when it
+/// failed over. Backends are sorted by name, so a reload during a slow query that adds a backend
+/// sorting first shifted them: the failover went back to the failing backend instead of the other
+/// replica. A task now owns the config snapshot it was planned with.
+#[test]
+fn a_reload_during_a_query_does_not_redirect_its_failover() {
+    let slow = FakeBackend::start();
+    slow.set_query(Behavior::delay(1500, Behavior::respond(500, r#"{"error":"slow and failing"}"#)));
+    let good = FakeBackend::start();
+    good.set_query(Behavior::respond(200, r#"{"results":[{"statement_id":0,"series":[{"name":"from_good"}]}]}"#));
+    let newcomer = FakeBackend::start();
+    newcomer.set_query(Behavior::respond(200, r#"{"results":[{"statement_id":0,"series":[{"name":"wrong"}]}]}"#));
+    let before = ProxyConfig::new()
+        .backend("b_slow", &slow.url(), FAST)
+        .backend("c_good", &good.url(), FAST)
+        .keymap("cpu", &["b_slow", "c_good"]);
+    let site = Site::new(before.clone(), "reg-reload-query");
+    let _proxy = site.proxy(1, &[]);
+    let addr = site.addr();
+
+    let in_flight = std::thread::spawn(move || {
+        request(&addr, "GET", "/query?db=db&q=SELECT+v+FROM+cpu+WHERE+time+%3E+0", &[], b"")
+    });
+    wait_until(Duration::from_secs(5), "the query reaches b_slow", || !slow.requests_to("/query").is_empty());
+    // a_new sorts before both: every index of the old config now names another backend.
+    let after = before.backend("a_new", &newcomer.url(), FAST);
+    util::site::with_node(after, site.port, &[]).write_to(&site.redis);
+    let r = request(&site.addr(), "POST", "/reload", &[], b"");
+    assert_eq!(r.status, 204, "reload: {}", r.text());
+
+    let answer = in_flight.join().expect("query thread");
+    assert_eq!(answer.status, 200, "the failover answered {}: {}", answer.status, answer.text());
+    assert!(answer.text().contains("from_good"), "answered by the wrong backend: {}", answer.text());
+    assert_eq!(slow.requests_to("/query").len(), 1, "the failing backend was asked again");
+    assert!(newcomer.requests_to("/query").is_empty(), "a backend the query was not planned with was asked");
+}

@@ -194,7 +194,7 @@ impl Outbox {
                 let status = f.ex.status();
                 self.handle_answer(cx, f, status);
             }
-            Err(e) => self.fail(cx, e),
+            Err(e) => self.fail(cx, e.to_string()),
         }
     }
 

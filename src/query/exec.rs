@@ -21,7 +21,7 @@ use crate::http::response::reason;
 use crate::query::merge::{self, PartAnswer};
 use crate::query::plan::MergeKind;
 use crate::upstream::BackendState;
-use crate::upstream::conn::{Conn, Exchange};
+use crate::upstream::conn::{Conn, ConnError, Drive, Exchange};
 
 /// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
 /// times more).
@@ -187,14 +187,14 @@ impl Attempt {
     }
 
     /// Moves the exchange forward, reading at most `budget` answer bytes into `body`.
-    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<crate::upstream::conn::Drive, String> {
+    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<Drive, String> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
         let Some(conn) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(ConnError::NotConnected.to_string());
         };
-        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry)?;
+        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry).map_err(|e| e.to_string())?;
         if d.read > 0
             && let Some(deadline) = &mut self.deadline
         {
