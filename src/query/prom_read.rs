@@ -21,14 +21,15 @@ use mio::Registry;
 
 use crate::config::Config;
 use crate::defaults::READ_CHUNK;
+use crate::http::output::Output;
 use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::prom::{self, DecodeError, MatchType, OwnedSeries, Query};
-use crate::query::exec::{Attempt, MAX_GATHER_BYTES, RequestSpec, TaskState};
+use crate::query::QueryContext;
+use crate::query::exec::{Attempt, MAX_GATHER_BYTES, RequestSpec, Task, TaskKind, TaskState};
 use crate::query::plan::read_candidates;
 use crate::upstream::BackendState;
-use crate::worker::client::Client;
 
 /// Which backends answer one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,34 @@ pub fn plan(config: &Config, body: &[u8], max_body: usize) -> Result<Vec<Planned
 pub struct Prepared {
     pub parts: Vec<(Vec<usize>, RequestSpec)>,
     pub queries: Vec<Vec<usize>>,
+}
+
+/// Starts answering a remote read: an error is written to `out` at once (`None`); otherwise the task
+/// that will produce the answer is returned for the worker to drive.
+pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut Vec<u8>) -> Option<Task> {
+    let now = Instant::now();
+    BackendState::add(&cx.stats.query_requests, 1);
+    let config = cx.config;
+    let prepared = match prepare(&config, head, body, cx.max_body) {
+        Ok(p) => p,
+        Err((status, msg)) => {
+            BackendState::add(&cx.stats.client_errors, 1);
+            write_error(out, status, &msg, close);
+            return None;
+        }
+    };
+    let parts = prepared
+        .parts
+        .into_iter()
+        .map(|(candidates, spec)| {
+            let mut attempt = Attempt::new((cx.new_token)(), candidates, spec);
+            let answer = (!attempt.start_next(&config, cx.registry, now))
+                .then(|| Err(PartError::Failed(attempt.failures.join("; "))));
+            Part { attempt, answer }
+        })
+        .collect();
+    let kind = TaskKind::PromRead(PromRead { parts, queries: prepared.queries, close, decoded: 0 });
+    Some(Task::new(config, now, kind))
 }
 
 /// Checks `db` against the node's, decodes and routes the request; the error answer otherwise.
@@ -217,7 +246,7 @@ pub struct PromRead {
 }
 
 impl PromRead {
-    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
+    pub fn pump(&mut self, out: &mut Output, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         for i in 0..self.parts.len() {
             if self.parts[i].answer.is_some() {
                 continue;
@@ -254,10 +283,10 @@ impl PromRead {
             })
             .collect();
         if let Some((status, msg)) = refused {
-            write_error(&mut client.wbuf, status, &msg, self.close);
+            write_error(out.buf(), status, &msg, self.close);
         } else if !failed.is_empty() {
             let msg = format!("no backend could answer the remote read: {}", failed.join("; "));
-            write_error(&mut client.wbuf, 503, &msg, self.close);
+            write_error(out.buf(), 503, &msg, self.close);
         } else {
             let mut answers: Vec<Option<Vec<OwnedSeries>>> = answers.into_iter().map(Result::ok).collect();
             let results: prom::Results = self
@@ -272,10 +301,9 @@ impl PromRead {
                 headers: &[("Content-Encoding", "snappy")],
                 ..Response::new(200)
             }
-            .with_body(&body, &mut client.wbuf);
+            .with_body(&body, out.buf());
         }
-        client.closing |= self.close;
-        TaskState::Done
+        TaskState::Done { close: self.close }
     }
 }
 

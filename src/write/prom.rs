@@ -21,7 +21,47 @@
 use std::fmt;
 use std::io::Write as _;
 
+use crate::http::params::Params;
+use crate::http::request::Head;
 use crate::prom::{self, DecodeError, Label, Series};
+use crate::upstream::BackendState;
+use crate::write::handler::{WriteContext, respond, serve_with};
+use crate::write::{WriteResult, params};
+
+/// Handles one `/api/v1/prom/write`: the request's points, as line protocol in milliseconds, take the
+/// `/write` path.
+pub fn serve(mut cx: WriteContext, head: &Head, raw: &[u8], close: bool, out: &mut Vec<u8>) {
+    let query = Params::parse(&head.query);
+    // The database is checked first, as InfluxDB does.
+    if let Err(r) = params(cx.config, &query) {
+        BackendState::add(&cx.stats.write_requests, 1);
+        return respond(out, &r, close, cx.stats);
+    }
+    let (mut proto, mut lines) =
+        (std::mem::take(&mut cx.scratch.prom_proto), std::mem::take(&mut cx.scratch.prom_lines));
+    lines.clear();
+    match convert(raw, cx.max_body, &mut proto, &mut lines) {
+        Ok(c) => {
+            BackendState::add(&cx.stats.prom_samples_skipped, c.skipped);
+            let mut v1 = query;
+            v1.0.retain(|(k, _)| k != "precision");
+            v1.0.push(("precision".into(), "ms".into()));
+            // The body is snappy whatever Content-Encoding says; the lines made of it are plain.
+            let head = Head { gzip_body: false, ..head.clone() };
+            serve_with(&mut cx, &head, &v1, &lines, close, out);
+        }
+        Err(e) => {
+            BackendState::add(&cx.stats.write_requests, 1);
+            respond(out, &WriteResult::error(e.status(), e.to_string()), close, cx.stats);
+        }
+    }
+    for buf in [&mut proto, &mut lines] {
+        if buf.capacity() > 4 << 20 {
+            *buf = Vec::new();
+        }
+    }
+    (cx.scratch.prom_proto, cx.scratch.prom_lines) = (proto, lines);
+}
 
 /// The measurement of series without a `__name__` label (InfluxDB's name for it).
 pub const NO_NAME: &[u8] = b"prom_metric_not_specified";

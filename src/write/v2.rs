@@ -8,6 +8,21 @@
 //! already accepts.
 
 use crate::http::params::Params;
+use crate::http::request::Head;
+use crate::upstream::BackendState;
+use crate::write::WriteResult;
+use crate::write::handler::{WriteContext, respond, serve_with};
+
+/// Handles one `/api/v2/write`: its parameters translated, the `/write` path.
+pub fn serve(mut cx: WriteContext, head: &Head, raw: &[u8], close: bool, out: &mut Vec<u8>) {
+    match translate(&Params::parse(&head.query)) {
+        Ok(v1) => serve_with(&mut cx, head, &v1, raw, close, out),
+        Err(e) => {
+            BackendState::add(&cx.stats.write_requests, 1);
+            respond(out, &WriteResult::error(e.status(), e.to_string()), close, cx.stats);
+        }
+    }
+}
 
 /// Why v2 parameters have no v1 equivalent: the status and InfluxDB 1.8's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
