@@ -96,9 +96,9 @@ pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut 
     let config = cx.config;
     let prepared = match prepare(&config, head, body, cx.max_body) {
         Ok(p) => p,
-        Err((status, msg)) => {
+        Err(e) => {
             BackendState::add(&cx.stats.client_errors, 1);
-            write_error(out, status, &msg, close);
+            write_error(out, e.status(), &e.to_string(), close);
             return None;
         }
     };
@@ -116,19 +116,46 @@ pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut 
     Some(Task::new(config, now, kind))
 }
 
-/// Checks `db` against the node's, decodes and routes the request; the error answer otherwise.
-pub fn prepare(config: &Config, head: &Head, body: &[u8], max_body: usize) -> Result<Prepared, (u16, String)> {
+/// Why a remote read is answered at once with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// A database other than the node's own.
+    DatabaseNotFound(String),
+    /// Not a snappy `ReadRequest`, or one too large once decompressed.
+    Decode(DecodeError),
+}
+
+impl ReadError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ReadError::DatabaseNotFound(_) => 404,
+            ReadError::Decode(DecodeError::TooLarge { .. }) => 413,
+            ReadError::Decode(_) => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::DatabaseNotFound(db) => write!(f, "database not found: \"{db}\""),
+            ReadError::Decode(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Checks `db` against the node's, decodes and routes the request.
+pub fn prepare(config: &Config, head: &Head, body: &[u8], max_body: usize) -> Result<Prepared, ReadError> {
     let mut url = Params::parse(&head.query);
     match (&config.node.db, url.non_empty("db")) {
-        (Some(node_db), Some(db)) if db != node_db => return Err((404, format!("database not found: \"{db}\""))),
+        (Some(node_db), Some(db)) if db != node_db => return Err(ReadError::DatabaseNotFound(db.to_string())),
         (Some(node_db), None) => {
             url.0.retain(|(k, _)| k != "db");
             url.0.push(("db".into(), node_db.clone()));
         }
         _ => {}
     }
-    let planned = plan(config, body, max_body)
-        .map_err(|e| (if matches!(e, DecodeError::TooLarge { .. }) { 413 } else { 400 }, e.to_string()))?;
+    let planned = plan(config, body, max_body).map_err(ReadError::Decode)?;
     // With proxy authentication on, the client's credentials are the proxy's, not the backends'.
     let own_auth = config.node.auth.is_some();
     let url_params: Vec<(String, String)> =
@@ -470,9 +497,10 @@ mod tests {
         assert_eq!(one, prom::read_request_of(&prom::encode_query(1, 2, &[eq])));
 
         let e = prepare(&c, &head("/api/v1/prom/read?db=other"), &body, 1 << 20).err();
-        assert_eq!(e, Some((404, "database not found: \"other\"".to_string())));
-        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), b"junk", 1 << 20).err().map(|e| e.0), Some(400));
-        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), &body, 10).err().map(|e| e.0), Some(413));
+        assert_eq!(e.as_ref().map(ReadError::status), Some(404));
+        assert_eq!(e.map(|e| e.to_string()).as_deref(), Some("database not found: \"other\""));
+        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), b"junk", 1 << 20).err().map(|e| e.status()), Some(400));
+        assert_eq!(prepare(&c, &head("/api/v1/prom/read"), &body, 10).err().map(|e| e.status()), Some(413));
     }
 
     #[test]
