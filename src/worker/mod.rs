@@ -166,6 +166,8 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // Recovered logs are sent without waiting for the first event.
+        self.timers(Instant::now());
         loop {
             let timeout = self.until_next_deadline(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout)
