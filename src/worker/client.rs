@@ -12,16 +12,16 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::defaults::{MAX_CLIENT_OUTPUT_BYTES, MAX_HEAD_BYTES, READ_CHUNK};
 use crate::http::request::{ChunkedDecoder, Head, parse_head};
 use crate::http::response::{Response, write_error};
+use crate::net::stream::Stream;
 use crate::net::{SocketResult, read_into, write_from};
 
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub peer: SocketAddr,
     pub token: Token,
     /// Bytes read and not consumed.
@@ -81,7 +81,7 @@ pub enum Next {
 }
 
 impl Client {
-    pub fn new(stream: TcpStream, peer: SocketAddr, token: Token) -> Client {
+    pub fn new(stream: Stream, peer: SocketAddr, token: Token) -> Client {
         Client {
             stream,
             peer,
@@ -103,11 +103,12 @@ impl Client {
 
     /// Idle between requests: nothing buffered either way.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head) && self.rbuf.is_empty() && self.wpos >= self.wbuf.len() && !self.busy
+        matches!(self.phase, Phase::Head) && self.rbuf.is_empty() && self.pending_output() == 0 && !self.busy
     }
 
+    /// Bytes not yet on the socket; TLS records still waiting in the stream count as one.
     pub fn pending_output(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + usize::from(self.stream.wants_write())
     }
 
     /// Reads what the socket has, up to `limit` buffered bytes.

@@ -336,6 +336,14 @@ impl Worker {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    // The certificate in force when the connection arrives serves it to the end.
+                    let stream = match &self.config.node.tls {
+                        None => crate::net::stream::Stream::Plain(stream),
+                        Some(tls) => match crate::net::stream::Stream::server(stream, &tls.config) {
+                            Ok(s) => s,
+                            Err(_) => continue,
+                        },
+                    };
                     let slot = self.slots.vacant();
                     let mut client = Box::new(Client::new(stream, peer, token_of(slot)));
                     if self.poll.registry().register(&mut client.stream, token_of(slot), Interest::READABLE).is_err() {
