@@ -551,6 +551,38 @@ mod tests {
     }
 
     #[test]
+    fn tls_fields_are_checked_and_warned_about() {
+        let reg = Registry::default();
+        let mut r = raw();
+        r.nodes.get_mut("l1").unwrap().insert("tlscert".into(), "/nonexistent/cert.pem".into());
+        let e = Config::build(r, "l1", &reg).unwrap_err().0;
+        assert!(e.contains("n:l1") && e.contains("tlskey"), "{e}");
+        let mut r = raw();
+        r.nodes.get_mut("l1").unwrap().insert("tlsclientca".into(), "/x.pem".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("tlsclientca needs"));
+        let mut r = raw();
+        let both = [("tlscert", "/nonexistent/cert.pem"), ("tlskey", "/nonexistent/key.pem")];
+        r.nodes.get_mut("l1").unwrap().extend(both.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("/nonexistent/cert.pem"));
+
+        let mut r = raw();
+        let a = r.backends.get_mut("a").unwrap();
+        a.insert("url".into(), "https://127.0.0.1:8086".into());
+        a.insert("tlsca".into(), "/nonexistent/ca.pem".into());
+        let e = Config::build(r.clone(), "l1", &reg).unwrap_err().0;
+        assert!(e.contains("b:a") && e.contains("/nonexistent/ca.pem"), "{e}");
+        r.backends.get_mut("a").unwrap().insert("tlsinsecure".into(), "1".into());
+        let c = Config::build(r, "l1", &reg).unwrap();
+        assert!(c.backends[0].tls.is_some() && c.warnings.iter().any(|w| w.contains("NOT verified")));
+        assert!(!c.tls_files_changed());
+
+        let mut r = raw();
+        r.backends.get_mut("b").unwrap().insert("tlsca".into(), "/x.pem".into());
+        let c = Config::build(r, "l1", &reg).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("b:b") && w.contains("not https")), "{:?}", c.warnings);
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(resolve_listen(":6666").unwrap(), "0.0.0.0:6666".parse().unwrap());
         assert_eq!(resolve_listen("127.0.0.1:1").unwrap(), "127.0.0.1:1".parse().unwrap());

@@ -40,6 +40,8 @@ pub struct TlsStream {
     trust: Option<Trust>,
     /// The first byte the peer sent: an ASCII letter on a server connection is a plain-HTTP client.
     first: Option<u8>,
+    /// The session failed; what rustls still queues (alerts) is not sent any more.
+    failed: bool,
 }
 
 /// A failed handshake or a broken TLS record, in words (see `tls::describe`).
@@ -58,7 +60,7 @@ impl Stream {
     /// The server side of an accepted connection.
     pub fn server(tcp: TcpStream, config: &Arc<rustls::ServerConfig>) -> io::Result<Stream> {
         let conn = rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-        Ok(Stream::Tls(Box::new(TlsStream { tcp, conn: conn.into(), trust: None, first: None })))
+        Ok(Stream::Tls(Box::new(TlsStream { tcp, conn: conn.into(), trust: None, first: None, failed: false })))
     }
 
     /// Starts a non-blocking connect, with TLS on top when `tls` is set.
@@ -74,6 +76,7 @@ impl Stream {
                     conn: conn.into(),
                     trust: Some(tls.trust.clone()),
                     first: None,
+                    failed: false,
                 })))
             }
         }
@@ -101,7 +104,7 @@ impl Stream {
     pub fn wants_write(&self) -> bool {
         match self {
             Stream::Plain(_) => false,
-            Stream::Tls(t) => t.conn.wants_write(),
+            Stream::Tls(t) => !t.failed && t.conn.wants_write(),
         }
     }
 
@@ -141,7 +144,7 @@ impl Stream {
 impl TlsStream {
     /// Sends encrypted bytes rustls has queued; `WouldBlock` when the socket cannot take them all.
     fn push_out(&mut self) -> io::Result<()> {
-        while self.conn.wants_write() {
+        while !self.failed && self.conn.wants_write() {
             match self.conn.write_tls(&mut self.tcp) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
@@ -184,6 +187,7 @@ impl TlsStream {
                     // rustls queued an alert that tells the peer why.
                     let _ = self.push_out();
                 }
+                self.failed = true;
                 Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(describe(&error, self.trust.as_ref()))))
             }
         }
