@@ -58,8 +58,6 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 4 << 20;
 // ---- sending ----
 /// First pause after a failed send; doubles up to the backend's `rewriteinterval`.
 pub const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// How often a worker looks at its timers (flush ages, retries, timeouts) when nothing else wakes it.
-pub const TICK: Duration = Duration::from_millis(50);
 
 /// What `X-Influxdb-Version` says. Clients only look at the leading `1.`.
 pub const INFLUXDB_VERSION: &str = concat!("1.6.7-influx-proxy-", env!("CARGO_PKG_VERSION"));

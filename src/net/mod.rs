@@ -1,9 +1,16 @@
-//! Sockets: the per-worker `SO_REUSEPORT` listener, and read/write helpers whose outcome is an enum, so
-//! callers branch on `WouldBlock`/`Closed` instead of threading `io::Error` kinds around. `stream` is
-//! the connection's byte stream (plain or TLS), `tls` the certificates and trust behind it.
+//! Sockets: the per-worker `SO_REUSEPORT` listener (after `listen::claim_address` made sure the address
+//! is ours alone), accepting within the file-descriptor budget (`fds`), and read/write helpers whose
+//! outcome is an enum, so callers branch on `WouldBlock`/`Closed` instead of threading `io::Error` kinds
+//! around. `stream` is the connection's byte stream (plain or TLS), `tls` the certificates and trust
+//! behind it.
 
+pub mod fds;
+pub mod listen;
 pub mod stream;
 pub mod tls;
+
+pub use fds::{Accepted, FdReserve, accept};
+pub use listen::{AddressClaim, ListenError, claim_address};
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
