@@ -316,7 +316,10 @@ fn writes_queries_and_health_over_https_on_both_sides() {
     for b in ["i1", "i2"] {
         let h = site.backend_health(b);
         assert_eq!((h["up"].as_bool(), h["last_error"].as_str()), (Some(true), None), "{h}");
+        assert!(h["tls"].as_str().is_some_and(|t| t.contains("tlsca") && t.contains("ca.pem")), "{h}");
     }
+    let served = site.health()["tls"].to_string();
+    assert!(served.contains("srv.pem") && served.contains("srv.key"), "{served}");
 
     // Python requests, verifying the listener with the CA.
     if Command::new("python3").args(["-c", "import requests"]).status().is_ok_and(|s| s.success()) {

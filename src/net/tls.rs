@@ -202,6 +202,11 @@ impl ServerTls {
     pub fn files_changed(&self) -> bool {
         self.files.iter().any(Watched::changed)
     }
+
+    /// For `/health`: the files in force (`tlscert`, `tlskey`, then `tlsclientca` when set).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|w| w.path.as_path())
+    }
 }
 
 /// How an https backend's certificate is checked, for messages.
