@@ -13,8 +13,10 @@ mod http_head;
 mod influxql;
 #[path = "../fuzz/checks/lines.rs"]
 mod lines;
+#[path = "../fuzz/checks/tls_accept.rs"]
+mod tls_accept;
 
-const TARGETS: [&str; 4] = ["http_head", "gunzip", "lines", "influxql"];
+const TARGETS: [&str; 5] = ["http_head", "gunzip", "lines", "influxql", "tls_accept"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -89,4 +91,9 @@ fn lines_regressions() {
 #[test]
 fn influxql_regressions() {
     replay("influxql", influxql::run);
+}
+
+#[test]
+fn tls_accept_regressions() {
+    replay("tls_accept", tls_accept::run);
 }
