@@ -68,11 +68,18 @@ impl Pki {
 
     /// `{name}.pem` + `{name}.key` for 127.0.0.1 and localhost, signed by `ca`.
     fn issue(&self, name: &str, ca: &str, serial: u32) {
+        self.issue_for(name, ca, serial, "IP:127.0.0.1,DNS:localhost");
+    }
+
+    /// Like `issue`, for the subject alternative names `san`.
+    fn issue_for(&self, name: &str, ca: &str, serial: u32, san: &str) {
         let ext = self.path("ext.cnf");
         std::fs::write(
             &ext,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
-             extendedKeyUsage=serverAuth,clientAuth\n",
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .unwrap();
         let csr = self.path(&format!("{name}.csr"));
@@ -96,7 +103,7 @@ impl Pki {
     }
 }
 
-/// influxd serving https only, with `srv.pem`.
+/// influxd serving https only, with `srv.pem` (or another certificate of the `Pki`).
 struct HttpsInfluxd {
     _process: Process,
     _dir: TempDir,
@@ -105,6 +112,10 @@ struct HttpsInfluxd {
 
 impl HttpsInfluxd {
     fn start(pki: &Pki) -> HttpsInfluxd {
+        HttpsInfluxd::start_with(pki, "srv")
+    }
+
+    fn start_with(pki: &Pki, cert: &str) -> HttpsInfluxd {
         for _ in 0..5 {
             let dir = TempDir::new("influxd-tls");
             let (port, rpc) = (free_port(), free_port());
@@ -117,8 +128,8 @@ impl HttpsInfluxd {
                  [http]\n  bind-address = \"127.0.0.1:{port}\"\n  bind-socket = \"{d}/influxd.sock\"\n  log-enabled = false\n\
                  \x20 https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n\
                  [logging]\n  level = \"warn\"\n  suppress-logo = true\n",
-                pki.path("srv.pem"),
-                pki.path("srv.key")
+                pki.path(&format!("{cert}.pem")),
+                pki.path(&format!("{cert}.key"))
             );
             std::fs::write(dir.join("influxd.toml"), config).unwrap();
             let mut cmd = Command::new("influxd");
@@ -127,7 +138,8 @@ impl HttpsInfluxd {
             let url = format!("https://127.0.0.1:{port}");
             let deadline = Instant::now() + WAIT;
             while Instant::now() < deadline && process.is_running() {
-                if curl(&pki.path("ca.pem"), &[&format!("{url}/ping")]).0 == 204 {
+                // -k: a certificate made to be refused by the proxy still lets the test set up.
+                if curl(&pki.path("ca.pem"), &["-k", &format!("{url}/ping")]).0 == 204 {
                     let influxd = HttpsInfluxd { _process: process, _dir: dir, port };
                     influxd.query(pki, &format!("CREATE DATABASE {DB}"));
                     return influxd;
@@ -146,7 +158,7 @@ impl HttpsInfluxd {
     fn query(&self, pki: &Pki, q: &str) -> String {
         let (status, body) = curl(
             &pki.path("ca.pem"),
-            &["-XPOST", &format!("{}/query?db={DB}", self.url()), "--data-urlencode", &format!("q={q}")],
+            &["-k", "-XPOST", &format!("{}/query?db={DB}", self.url()), "--data-urlencode", &format!("q={q}")],
         );
         assert_eq!(status, 200, "{q}: {body}");
         body
@@ -586,4 +598,22 @@ fn mutual_tls_requires_a_client_certificate_from_tlsclientca() {
     );
     assert_eq!(status, 204, "{body}");
     wait_until(WAIT, "the mTLS write delivered", || i1.count(&site.pki, "cpu") == 1);
+}
+
+#[test]
+fn an_ip_url_is_verified_against_the_ip_sans() {
+    if !tools() {
+        return;
+    }
+    let pki = Pki::new();
+    pki.issue_for("dns-only", "ca", 5005, "DNS:localhost");
+    let i1 = HttpsInfluxd::start_with(&pki, "dns-only");
+    let config = ProxyConfig::new()
+        .backend("i1", &i1.url(), &[("tlsca", &pki.path("ca.pem")), ("checkinterval", "200")])
+        .keymap("_default_", &["i1"]);
+    let site = Site::start(pki, config, &[]);
+    wait_until(WAIT, "the backend marked down: its certificate has no IP SAN for 127.0.0.1", || {
+        let h = site.backend_health("i1");
+        h["up"] == false && h["last_error"].as_str().is_some_and(|e| e.contains("not valid for name \"127.0.0.1\""))
+    });
 }
