@@ -271,7 +271,8 @@ fn writes_queries_and_health_over_https_on_both_sides() {
         .backend("i2", &i2.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1")])
         .keymap("cpu", &["i1", "i2"])
         .keymap("mem", &["i1"])
-        .keymap("disk", &["i2"]);
+        .keymap("disk", &["i2"])
+        .keymap("big", &["i1"]);
     let site = Site::start(pki, config, &[]);
 
     // Writes: plain, gzip-compressed, and a batch of many lines.
@@ -297,10 +298,24 @@ fn writes_queries_and_health_over_https_on_both_sides() {
         ],
     );
     assert_eq!(status, 204, "{body}");
+    // A body far larger than the socket buffers, both ways through TLS (client → proxy → backend).
+    let big: String = (0..60_000)
+        .map(|i| {
+            format!("big,host=h{} value={i},pad=\"{}\" {}\n", i % 13, "x".repeat(40), 1_600_000_000_000_000_000u64 + i)
+        })
+        .collect();
+    let big_file = site.pki.dir.join("big.txt");
+    std::fs::write(&big_file, &big).unwrap();
+    let (status, body) = curl(
+        &site.ca(),
+        &["-XPOST", &site.url(&format!("/write?db={DB}")), "--data-binary", &format!("@{}", big_file.display())],
+    );
+    assert_eq!(status, 204, "{body}");
     wait_until(WAIT, "every line on both https backends", || {
         i1.count(&site.pki, "cpu") == 2000 && i2.count(&site.pki, "cpu") == 2000 && i1.count(&site.pki, "mem") == 2
     });
     assert_eq!(i2.count(&site.pki, "disk"), 1);
+    wait_until(WAIT, "the big body delivered", || i1.count(&site.pki, "big") == 60_000);
 
     // Queries: relayed (one backend), chunked, and merged (fanned out to both).
     let q = |params: &[&str]| {

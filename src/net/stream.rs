@@ -188,7 +188,14 @@ impl TlsStream {
                     let _ = self.push_out();
                 }
                 self.failed = true;
-                Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(describe(&error, self.trust.as_ref()))))
+                let text = describe(&error, self.trust.as_ref());
+                if server {
+                    // Nobody else hears of a client's failed handshake (the connection just closes):
+                    // the operator of a mutual-TLS listener wants to see who was refused and why.
+                    let peer = self.tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    log::debug!("TLS with client {peer} failed: {text}");
+                }
+                Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(text)))
             }
         }
     }
