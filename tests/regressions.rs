@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use util::http::{HttpConn, request};
-use util::site::{FAST, Site, fast_with};
+use util::site::{FAST, Site, WAIT, fast_with};
 use util::{Behavior, FakeBackend, ProxyConfig, free_port, wait_until};
 
 fn body_of(lines: usize, tag: &str) -> String {
@@ -221,4 +221,53 @@ fn a_reload_during_a_query_does_not_redirect_its_failover() {
     assert!(answer.text().contains("from_good"), "answered by the wrong backend: {}", answer.text());
     assert_eq!(slow.requests_to("/query").len(), 1, "the failing backend was asked again");
     assert!(newcomer.requests_to("/query").is_empty(), "a backend the query was not planned with was asked");
+}
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the ')'; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU the proxy uses over `window` while nothing is asked of it.
+fn idle_cpu(pid: u32, window: Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    // Kept sleep: the window over which an idle proxy must stay idle.
+    std::thread::sleep(window);
+    cpu_seconds(pid) - before
+}
+
+/// With the fixed tick gone, a deadline that had passed but could not be acted on made a worker poll
+/// with timeout 0 in a loop (100% CPU): a retry time left behind by a batch then dropped as bad data,
+/// and a retry due while the health checker says the backend is down.
+#[test]
+fn an_outage_or_a_dropped_batch_does_not_spin_the_workers() {
+    let fake = FakeBackend::start();
+    let site = Site::new(ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("m", &["f"]), "reg-spin");
+    let proxy = site.proxy(1, &[]);
+    let pid = proxy.pid().expect("proxy pid");
+    let window = Duration::from_secs(2);
+
+    fake.set_write(Behavior::respond(500, r#"{"error":"boom"}"#));
+    assert_eq!(request(&site.addr(), "POST", "/write?db=db", &[], b"m v=1 1\n").status, 204);
+    wait_until(WAIT, "the first attempt", || !fake.requests_to("/write").is_empty());
+    fake.set_write(Behavior::respond(400, r#"{"error":"partial write: unable to parse 'm v=1 1': bad dropped=1"}"#));
+    wait_until(WAIT, "the retry, answered 400", || fake.requests_to("/write").len() >= 2);
+    let spent = idle_cpu(pid, window);
+    assert!(spent < 0.3, "idle after a dropped batch, the proxy used {spent:.2} CPU-s in {window:?}");
+
+    fake.set_write(Behavior::respond(500, r#"{"error":"boom"}"#));
+    fake.set_ping(Behavior::respond(503, r#"{"error":"down"}"#));
+    assert_eq!(request(&site.addr(), "POST", "/write?db=db", &[], b"m v=2 2\n").status, 204);
+    wait_until(WAIT, "f marked down", || util::inspect::backend_health(&site.addr(), "f")["up"] == false);
+    let spent = idle_cpu(pid, window);
+    assert!(spent < 0.3, "with its backend down, the proxy used {spent:.2} CPU-s in {window:?}");
+
+    // And the data still goes once the backend is back.
+    fake.set_write(Behavior::Ok);
+    fake.set_ping(Behavior::Ok);
+    wait_until(WAIT, "m v=2 delivered", || fake.write_lines().iter().any(|l| l.starts_with("m v=2")));
 }

@@ -22,23 +22,23 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
-use crate::defaults::{MAX_CLIENT_OUTPUT_BYTES, MAX_HEAD_BYTES, READ_CHUNK};
+use crate::defaults::{
+    LINGER, MAX_CLIENT_OUTPUT_BYTES, MAX_HEAD_BYTES, OUTPUT_KEEP_BYTES, RBUF_KEEP_BYTES, RBUF_SHRINK_ABOVE, READ_CHUNK,
+};
+use crate::http::output::Output;
 use crate::http::request::{ChunkedDecoder, Head, parse_head};
 use crate::http::response::{Response, write_error};
 use crate::net::stream::Stream;
-use crate::net::{SocketResult, read_into, write_from};
-
-/// How long a closing connection keeps draining what the client still sends.
-const LINGER: Duration = Duration::from_secs(1);
+use crate::net::{SocketResult, read_into};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Reading requests and answering them in order.
     Open,
-    /// The current request is answered elsewhere (a query `task`, or the config thread for a reload);
-    /// requests behind it wait. `close_after`: the client asked to close once it is answered.
-    Awaiting { task: Option<usize>, close_after: bool },
+    /// The current request is answered elsewhere; requests behind it wait. `close_after`: the client
+    /// asked to close once it is answered.
+    Awaiting { by: Producer, close_after: bool },
     /// Writing what is pending; then our side shuts down.
     Closing,
     /// Answered and shut down on our side; what the client still sends is dropped until it closes too
@@ -46,49 +46,13 @@ pub enum State {
     Lingering { until: Instant },
 }
 
-/// Answer bytes waiting for the client. Handlers only append; the connection writes and trims.
-#[derive(Debug, Default)]
-pub struct Output {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
-    pos: usize,
-}
-
-impl Output {
-    /// Bytes not yet written to the client.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// How much more may be appended before the connection stops reading (backpressure).
-    pub fn room(&self) -> usize {
-        MAX_CLIENT_OUTPUT_BYTES.saturating_sub(self.pending())
-    }
-
-    /// The buffer to append an answer to.
-    pub fn buf(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// Writes what is pending; false when the peer is gone. `wrote` reports whether bytes moved.
-    fn flush(&mut self, stream: &mut Stream, wrote: &mut bool) -> bool {
-        let before = self.pos;
-        let r = write_from(stream, &self.buf, &mut self.pos);
-        *wrote = self.pos > before;
-        if self.pos >= self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-            if self.buf.capacity() > 1 << 20 {
-                self.buf = Vec::new();
-            }
-        } else if self.pos >= 1 << 20 {
-            // A client slower than a relayed answer never empties the buffer: drop what it has taken,
-            // or the buffer would grow by the whole answer.
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        !matches!(r, SocketResult::Closed | SocketResult::Error(_))
-    }
+/// What produces an awaited answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// The worker's query task with this id.
+    Query(usize),
+    /// The config thread, answering a `/reload`.
+    Reload,
 }
 
 /// Request framing: waiting for a head, or reading a body.
@@ -191,7 +155,7 @@ impl Connection {
     /// The query task answering the current request, if any.
     pub fn task(&self) -> Option<usize> {
         match self.state {
-            State::Awaiting { task, .. } => task,
+            State::Awaiting { by: Producer::Query(task), .. } => Some(task),
             _ => None,
         }
     }
@@ -237,7 +201,7 @@ impl Connection {
 
     /// A lingering connection drops what arrives; false once the client closed (or errored).
     pub fn drain_lingering(&mut self) -> bool {
-        let (_, end) = read_into(&mut self.stream, &mut self.rbuf, 1 << 20);
+        let (_, end) = read_into(&mut self.stream, &mut self.rbuf, OUTPUT_KEEP_BYTES);
         self.rbuf.clear();
         matches!(end, SocketResult::WouldBlock)
     }
@@ -373,8 +337,8 @@ impl Connection {
         // Bytes read while the body was lent out cannot exist (reading needs the connection), so the
         // returned buffer is the whole story.
         self.rbuf = rbuf;
-        if self.rbuf.capacity() > 4 << 20 && self.rbuf.len() < 64 << 10 {
-            self.rbuf.shrink_to(64 << 10);
+        if self.rbuf.capacity() > RBUF_SHRINK_ABOVE && self.rbuf.len() < RBUF_KEEP_BYTES {
+            self.rbuf.shrink_to(RBUF_KEEP_BYTES);
         }
     }
 
@@ -385,10 +349,10 @@ impl Connection {
         }
     }
 
-    /// The request's answer comes later: from query task `task`, or from the config thread.
-    pub fn await_answer(&mut self, task: Option<usize>, close_after: bool) {
+    /// The request's answer comes later, from `by`.
+    pub fn await_answer(&mut self, by: Producer, close_after: bool) {
         if self.state == State::Open {
-            self.state = State::Awaiting { task, close_after };
+            self.state = State::Awaiting { by, close_after };
         }
     }
 
@@ -495,7 +459,7 @@ mod tests {
         read_all(&mut conn);
         let first = request(&mut conn).expect("first request");
         assert_eq!(first.head.path, "/query");
-        conn.await_answer(Some(3), false);
+        conn.await_answer(Producer::Query(3), false);
         assert_eq!(conn.task(), Some(3));
         assert!(request(&mut conn).is_none(), "the second request waits for the first answer");
         conn.out.buf().extend_from_slice(b"answer");
@@ -533,7 +497,7 @@ mod tests {
         client.write_all(b"GET /query?q=a HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
         read_all(&mut conn);
         let req = request(&mut conn).unwrap();
-        conn.await_answer(None, !req.head.keep_alive);
+        conn.await_answer(Producer::Reload, !req.head.keep_alive);
         assert!(!conn.expired(Instant::now() + Duration::from_secs(1000), Duration::from_secs(1), true));
         conn.answer_complete(false);
         assert_eq!(conn.state(), State::Closing);
@@ -548,7 +512,7 @@ mod tests {
         read_all(&mut conn);
         assert!(request(&mut conn).is_none());
         assert_eq!(conn.state(), State::Closing);
-        let text = String::from_utf8_lossy(&conn.out.buf).to_string();
+        let text = String::from_utf8_lossy(conn.out.unsent()).to_string();
         assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
     }
 
@@ -558,7 +522,7 @@ mod tests {
         client.write_all(b"POST /write?db=x HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789").unwrap();
         read_all(&mut conn);
         assert!(matches!(conn.next_request(1 << 20, |_| false), Next::Wait));
-        assert!(String::from_utf8_lossy(&conn.out.buf).starts_with("HTTP/1.1 503 "));
+        assert!(String::from_utf8_lossy(conn.out.unsent()).starts_with("HTTP/1.1 503 "));
         assert_eq!(conn.take_reserved(), 0);
     }
 

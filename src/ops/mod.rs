@@ -66,6 +66,19 @@ pub fn ping(params: &Params, head_only: bool, close: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// `/health`: the JSON of `health_json`.
+pub fn serve_health(shared: &Shared, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    let body = serde_json::to_vec_pretty(&health_json(shared)).unwrap_or_default();
+    Response { close, head_only, ..Response::json(200, &body) }.write_to(out);
+}
+
+/// `/metrics`: Prometheus text.
+pub fn serve_metrics(shared: &Shared, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    let body = metrics::render(shared);
+    let ct = Some("text/plain; version=0.0.4; charset=utf-8");
+    Response { close, head_only, content_type: ct, ..Response::new(200) }.with_body(body.as_bytes(), out);
+}
+
 /// Upper bounds of the latency buckets, in microseconds.
 pub const BUCKETS_US: [u64; 14] = [
     250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000,

@@ -278,8 +278,12 @@ impl Outbox {
         self.pump(cx);
     }
 
-    /// When this outbox next needs `tick`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When this outbox next needs `tick`, given that `tick` has just run at about `now`: only
+    /// deadlines something can act on count. Data waiting for a backend the health checker says is
+    /// down is looked at again after `recheck` (the checker marks it up without waking anyone), and a
+    /// deadline that has passed although `tick` just ran cannot be acted on yet either: it too is
+    /// looked at after `recheck`, so a worker never spins on it.
+    pub fn next_deadline(&self, now: Instant, recheck: Duration) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(open) = self.logs.last().and_then(|l| l.open_record()) {
@@ -287,13 +291,19 @@ impl Outbox {
         }
         if let Some(f) = &self.inflight {
             consider(f.deadline);
-        } else if let Some(t) = self.retry_at {
-            consider(t);
+        } else if self.reachable() {
+            if let Some(t) = self.retry_at
+                && self.logs.iter().any(|l| l.pending_records() > 0)
+            {
+                consider(t);
+            }
+            for p in self.parked.iter().filter(|p| p.log.pending_records() > 0) {
+                consider(p.retry_at);
+            }
+        } else if self.pending_records() > 0 {
+            consider(now + recheck);
         }
-        for p in &self.parked {
-            consider(p.retry_at);
-        }
-        next
+        next.map(|t| if t <= now { now + recheck } else { t })
     }
 
     /// Seals the open batch now (shutdown: send everything).

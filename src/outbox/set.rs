@@ -18,8 +18,9 @@ use crate::config::{Backend, Config};
 use crate::slab::Slab;
 use crate::upstream::Registry as States;
 
-/// Outbox tokens start here; tokens below belong to the worker (listener, waker, connections).
-pub const FIRST_TOKEN: usize = 1 << 40;
+/// Outbox tokens start here, half way up the token space (any pointer width); tokens below belong to
+/// the worker (listener, waker, connections).
+pub const FIRST_TOKEN: usize = usize::MAX / 2 + 1;
 
 pub struct Outboxes {
     outboxes: Slab<Outbox>,
@@ -156,14 +157,9 @@ impl Outboxes {
         }
     }
 
-    /// When the next outbox needs `tick`. An outbox with data but no deadline of its own waits for
-    /// its backend to come up again, which the health checker notes without waking anyone: it looks
-    /// again after `recheck`.
+    /// When the next outbox needs `tick` (see `Outbox::next_deadline`).
     pub fn next_deadline(&self, now: Instant, recheck: Duration) -> Option<Instant> {
-        self.outboxes
-            .iter()
-            .filter_map(|(_, o)| o.next_deadline().or_else(|| (o.pending_records() > 0).then_some(now + recheck)))
-            .min()
+        self.outboxes.iter().filter_map(|(_, o)| o.next_deadline(now, recheck)).min()
     }
 
     /// Seals every open batch (shutdown: send everything now).

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::config::{Backend, Config};
 use crate::defaults::READ_CHUNK;
 use crate::http::client::UpstreamRequest;
-use crate::http::conn::Output;
+use crate::http::output::Output;
 use crate::http::params::encode_into;
 use crate::http::response::reason;
 use crate::query::merge::{self, PartAnswer};

@@ -22,11 +22,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::control::{ClientRef, Message, ReloadRequest};
+use crate::defaults::{ACCEPT_RETRY, HEALTH_RECHECK, MAX_READ_ROUNDS, STOP_STEP, SWEEP_EVERY};
 use crate::http::auth;
-use crate::http::conn::{Connection, Next, ReadEnd, Request, State, Verdict};
+use crate::http::conn::{Connection, Next, Producer, ReadEnd, Request, State, Verdict};
 use crate::http::params::Params;
 use crate::http::request::Head;
-use crate::http::response::{Response, error_body, write_error};
+use crate::http::response::{Response, write_error};
 use crate::http::router::{self, Route};
 use crate::net::stream::Stream;
 use crate::net::{self, Accepted, FdReserve};
@@ -44,19 +45,11 @@ use crate::write::{self, WriteParams};
 const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const FIRST_SLOT: usize = 2;
-/// Idle connections are looked for this often (while there are connections).
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// While data waits for a backend the health checker says is down, the outbox looks again this often.
-const HEALTH_RECHECK: Duration = Duration::from_millis(100);
-/// While stopping, the worker checks for idle connections and settled outboxes this often.
-const STOP_STEP: Duration = Duration::from_millis(10);
-/// A client with more to read than this many rounds in one turn waits for the next turn.
-const MAX_READ_ROUNDS: usize = 8;
 
 /// What a slab slot names.
 enum Slot {
     Client(Box<Connection>),
-    /// An upstream connection of query task `0`.
+    /// An upstream connection of the query task with this id.
     Query(usize),
 }
 
@@ -66,12 +59,15 @@ struct Running {
     task: Task,
 }
 
+/// One of the worker's timer duties.
+type Timer = fn(&mut Worker, Instant);
+
 /// How a request was handled.
 enum Handled {
     /// The answer is complete in the output.
     Answered,
-    /// The answer comes later: from this query task, or (`None`) from the config thread.
-    Awaiting(Option<usize>),
+    /// The answer comes later, from this producer.
+    Awaiting(Producer),
 }
 
 pub struct Worker {
@@ -96,6 +92,8 @@ pub struct Worker {
     next_sweep: Instant,
     /// When worker 0 writes the next self-statistics point.
     next_stats: Instant,
+    /// `accept` failed with connections possibly still queued (edge-triggered: no event will come).
+    accept_again: Option<Instant>,
     stop_deadline: Option<Instant>,
 }
 
@@ -162,6 +160,7 @@ impl Worker {
             request_seq: 0,
             next_sweep: now + SWEEP_EVERY,
             next_stats: now,
+            accept_again: None,
             stop_deadline: None,
         })
     }
@@ -189,11 +188,8 @@ impl Worker {
                     self.close_client(i);
                 }
             }
-            let now = Instant::now();
-            if catch_unwind(AssertUnwindSafe(|| self.timers(now))).is_err() {
-                log::error!("worker {}: bug: panic in timers", self.id);
-            }
-            if self.shared.shutting_down() && self.stop_step(now) {
+            self.timers(Instant::now());
+            if self.shared.shutting_down() && self.stop_step(Instant::now()) {
                 break;
             }
         }
@@ -216,7 +212,10 @@ impl Worker {
         if self.clients > 0 {
             consider(self.next_sweep);
         }
-        if self.id == 0 && self.config.node.stats_interval.is_some() {
+        if let Some(t) = self.accept_again {
+            consider(t);
+        }
+        if self.id == 0 && self.config.node.stats_interval.is_some() && !self.shared.shutting_down() {
             consider(self.next_stats);
         }
         if self.shared.shutting_down() {
@@ -294,6 +293,7 @@ impl Worker {
                 Accepted::Drained => return,
                 Accepted::Failed(e) => {
                     log::warn!("worker {}: accept failed: {e}", self.id);
+                    self.accept_again = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -412,9 +412,9 @@ impl Worker {
         shared.release(c.take_reserved());
         match handled {
             Handled::Answered => c.answered(close),
-            Handled::Awaiting(task) => {
-                c.await_answer(task, close);
-                if let Some(task) = task {
+            Handled::Awaiting(by) => {
+                c.await_answer(by, close);
+                if let Producer::Query(task) = by {
                     self.pump_task(task);
                 }
             }
@@ -438,13 +438,7 @@ impl Worker {
         {
             BackendState::add(&self.shared.stats.auth_failures, 1);
             BackendState::add(&self.shared.stats.client_errors, 1);
-            let body = error_body(e.message());
-            Response {
-                close,
-                headers: &[("Www-Authenticate", "Basic realm=\"InfluxDB\"")],
-                ..Response::json(401, body.as_bytes())
-            }
-            .write_to(out);
+            auth::write_unauthorized(out, e, close);
             return Handled::Answered;
         }
         let head_only = head.method == crate::http::request::Method::Head;
@@ -477,22 +471,15 @@ impl Worker {
                 if let Some(task) = query::start(cx, head, body, close, out) {
                     let id = self.tasks.insert(Running { client: client.conn, task });
                     debug_assert_eq!(id, task_id);
-                    return Handled::Awaiting(Some(id));
+                    return Handled::Awaiting(Producer::Query(id));
                 }
             }
-            Route::Health => {
-                let body = serde_json::to_vec_pretty(&ops::health_json(&self.shared)).unwrap_or_default();
-                Response { close, head_only, ..Response::json(200, &body) }.write_to(out);
-            }
-            Route::Metrics => {
-                let body = ops::metrics::render(&self.shared);
-                let ct = Some("text/plain; version=0.0.4; charset=utf-8");
-                Response { close, head_only, content_type: ct, ..Response::new(200) }.with_body(body.as_bytes(), out);
-            }
+            Route::Health => ops::serve_health(&self.shared, head_only, close, out),
+            Route::Metrics => ops::serve_metrics(&self.shared, head_only, close, out),
             Route::Reload => {
                 if self.shared.reloads.send(ReloadRequest { client: Some(client) }).is_ok() {
                     // The answer comes back as Message::Reloaded.
-                    return Handled::Awaiting(None);
+                    return Handled::Awaiting(Producer::Reload);
                 }
                 write_error(out, 503, "the config thread is not running", close);
             }
@@ -504,7 +491,7 @@ impl Worker {
     /// The config thread's answer to a `/reload`.
     fn reloaded(&mut self, client: ClientRef, status: u16, error: Option<String>) {
         let Some(c) = self.conn_mut(client.conn) else { return };
-        let State::Awaiting { task: None, close_after } = c.state() else { return };
+        let State::Awaiting { by: Producer::Reload, close_after } = c.state() else { return };
         if c.generation != client.generation {
             return;
         }
@@ -527,10 +514,27 @@ impl Worker {
             self.end_task(task);
             return;
         };
-        let state = r.task.pump(&mut c.out, poll.registry(), now);
-        let alive = c.flush();
+        // A relay stops when the client's output is full. If writing then empties it, no event may
+        // come for the backend (its answer can already sit in our socket): pump again at once.
+        let mut rounds = 0;
+        let (state, alive, again) = loop {
+            let state = r.task.pump(&mut c.out, poll.registry(), now);
+            let full = c.out.room() == 0;
+            let alive = c.flush();
+            let again = state == TaskState::Running && alive && full && c.out.room() > 0;
+            rounds += 1;
+            if !again || rounds >= MAX_READ_ROUNDS {
+                break (state, alive, again);
+            }
+        };
         match state {
-            TaskState::Running if alive => c.update_interest(poll.registry()),
+            TaskState::Running if alive => {
+                c.update_interest(poll.registry());
+                if again {
+                    // More than a turn's worth: the client's next turn pumps again.
+                    self.revisit.push(ci);
+                }
+            }
             TaskState::Running | TaskState::Broken => {
                 self.end_task(task);
                 self.close_client(ci);
@@ -582,8 +586,22 @@ impl Worker {
     }
 
     /// Whatever is due: query timeouts, outbox flush ages, sends, retries; idle clients once a second.
+    /// Each part is guarded on its own, so a bug that repeats in one cannot stop the others.
     fn timers(&mut self, now: Instant) {
-        self.self_statistics(now);
+        let parts: [(&str, Timer); 4] = [
+            ("self-statistics", Worker::self_statistics),
+            ("query timeouts", Worker::query_timeouts),
+            ("outboxes", Worker::outbox_timers),
+            ("connection timers", Worker::connection_timers),
+        ];
+        for (what, part) in parts {
+            if catch_unwind(AssertUnwindSafe(|| part(self, now))).is_err() {
+                log::error!("worker {}: bug: panic in {what}", self.id);
+            }
+        }
+    }
+
+    fn query_timeouts(&mut self, now: Instant) {
         let late: Vec<usize> =
             self.tasks.iter().filter(|(_, r)| r.task.deadline().is_some_and(|d| now >= d)).map(|(id, _)| id).collect();
         for id in late {
@@ -592,7 +610,17 @@ impl Worker {
             }
             self.pump_task(id);
         }
+    }
+
+    fn outbox_timers(&mut self, now: Instant) {
         self.outboxes.tick(self.poll.registry(), now);
+    }
+
+    fn connection_timers(&mut self, now: Instant) {
+        if self.accept_again.is_some_and(|t| now >= t) {
+            self.accept_again = None;
+            self.accept();
+        }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
             let idle = self.config.node.idle_timeout;
