@@ -13,10 +13,14 @@ mod http_head;
 mod influxql;
 #[path = "../fuzz/checks/lines.rs"]
 mod lines;
+#[path = "../fuzz/checks/prom_read.rs"]
+mod prom_read;
+#[path = "../fuzz/checks/prom_write.rs"]
+mod prom_write;
 #[path = "../fuzz/checks/tls_accept.rs"]
 mod tls_accept;
 
-const TARGETS: [&str; 5] = ["http_head", "gunzip", "lines", "influxql", "tls_accept"];
+const TARGETS: [&str; 7] = ["http_head", "gunzip", "lines", "influxql", "prom_write", "prom_read", "tls_accept"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -91,6 +95,16 @@ fn lines_regressions() {
 #[test]
 fn influxql_regressions() {
     replay("influxql", influxql::run);
+}
+
+#[test]
+fn prom_write_regressions() {
+    replay("prom_write", prom_write::run);
+}
+
+#[test]
+fn prom_read_regressions() {
+    replay("prom_read", prom_read::run);
 }
 
 #[test]

@@ -40,6 +40,8 @@ pub struct RequestSpec {
     pub accept_encoding: Option<String>,
     /// The client's Authorization header, passed on unless the backend has its own credentials.
     pub authorization: Option<String>,
+    /// Not InfluxQL: POST this snappy protobuf body to this path (Prometheus remote read).
+    pub snappy_post: Option<(&'static str, Vec<u8>)>,
 }
 
 fn encode_pairs(out: &mut String, pairs: &[(String, String)], skip_credentials: bool) {
@@ -77,7 +79,15 @@ impl RequestSpec {
             }
         }
         out.clear();
-        if self.post {
+        if let Some((path, body)) = &self.snappy_post {
+            headers.extend([
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+                ("X-Prometheus-Remote-Read-Version", "0.1.0"),
+            ]);
+            let request = UpstreamRequest::post(path, &backend.host, body);
+            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
+        } else if self.post {
             headers.push(("Content-Type", "application/x-www-form-urlencoded"));
             let request = UpstreamRequest::post("/query", &backend.host, form.as_bytes());
             UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
@@ -318,6 +328,10 @@ impl Relay {
             }
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
+        if head.status == 503 && head.header("retry-after").is_none() {
+            // Every 503 a client gets from the proxy says when to retry, a relayed one too.
+            out.extend_from_slice(b"Retry-After: 1\r\n");
+        }
         let no_body = head.status == 204 || head.status == 304 || head.status < 200;
         match head.content_length {
             Some(n) if !head.chunked => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
@@ -529,6 +543,7 @@ pub struct Task {
 pub enum TaskKind {
     Relay(Box<Relay>),
     Gather(Gather),
+    PromRead(crate::query::prom_read::PromRead),
 }
 
 impl Task {
@@ -542,6 +557,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => r.pump(out, config, registry, now),
             TaskKind::Gather(g) => g.pump(out, config, registry, now),
+            TaskKind::PromRead(p) => p.pump(out, config, registry, now),
         }
     }
 
@@ -550,6 +566,7 @@ impl Task {
         match &self.kind {
             TaskKind::Relay(r) => r.attempt.deadline(),
             TaskKind::Gather(g) => g.parts.iter().filter_map(|p| p.attempt.deadline()).min(),
+            TaskKind::PromRead(p) => p.parts.iter().filter_map(|p| p.attempt.deadline()).min(),
         }
     }
 
@@ -558,6 +575,7 @@ impl Task {
         match &self.kind {
             TaskKind::Relay(r) => vec![r.attempt.token],
             TaskKind::Gather(g) => g.parts.iter().map(|p| p.attempt.token).collect(),
+            TaskKind::PromRead(p) => p.parts.iter().map(|p| p.attempt.token).collect(),
         }
     }
 
@@ -565,6 +583,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => vec![&mut r.attempt],
             TaskKind::Gather(g) => g.parts.iter_mut().map(|p| &mut p.attempt).collect(),
+            TaskKind::PromRead(p) => p.parts.iter_mut().map(|p| &mut p.attempt).collect(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod influxql;
 pub mod merge;
 pub mod plan;
+pub mod prom_read;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct QueryContext<'a> {
     pub peer: SocketAddr,
     /// Gives each upstream connection of the task a token of the worker's poll.
     pub new_token: &'a mut dyn FnMut() -> Token,
+    /// `--max-body-bytes`: also the limit of a decompressed remote-read request.
+    pub max_body: usize,
 }
 
 /// Starts answering a query: an error is written to `out` at once (`None`); otherwise the task that
@@ -197,6 +200,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, Qu
         accept: head.accept.clone(),
         accept_encoding: head.accept_encoding.clone(),
         authorization: head.authorization.clone().filter(|_| !own_auth),
+        snappy_post: None,
     };
     if let Some(candidates) = plan::single_backend(&planned) {
         return Ok(Prepared::Relay { candidates, spec });
