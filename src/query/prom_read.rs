@@ -26,8 +26,7 @@ use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::prom::{self, DecodeError, MatchType, OwnedSeries, Query};
-use crate::query::QueryContext;
-use crate::query::exec::{Attempt, MAX_GATHER_BYTES, RequestSpec, Task, TaskKind, TaskState};
+use crate::query::attempt::{Attempt, MAX_GATHER_BYTES, RequestSpec, TaskState};
 use crate::query::plan::read_candidates;
 use crate::upstream::BackendState;
 
@@ -86,34 +85,6 @@ pub fn plan(config: &Config, body: &[u8], max_body: usize) -> Result<Vec<Planned
 pub struct Prepared {
     pub parts: Vec<(Vec<usize>, RequestSpec)>,
     pub queries: Vec<Vec<usize>>,
-}
-
-/// Starts answering a remote read: an error is written to `out` at once (`None`); otherwise the task
-/// that will produce the answer is returned for the worker to drive.
-pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut Vec<u8>) -> Option<Task> {
-    let now = Instant::now();
-    BackendState::add(&cx.stats.query_requests, 1);
-    let config = cx.config;
-    let prepared = match prepare(&config, head, body, cx.max_body) {
-        Ok(p) => p,
-        Err(e) => {
-            BackendState::add(&cx.stats.client_errors, 1);
-            write_error(out, e.status(), &e.to_string(), close);
-            return None;
-        }
-    };
-    let parts = prepared
-        .parts
-        .into_iter()
-        .map(|(candidates, spec)| {
-            let mut attempt = Attempt::new((cx.new_token)(), candidates, spec);
-            let answer = (!attempt.start_next(&config, cx.registry, now))
-                .then(|| Err(PartError::Failed(attempt.failures.join("; "))));
-            Part { attempt, answer }
-        })
-        .collect();
-    let kind = TaskKind::PromRead(PromRead { parts, queries: prepared.queries, close, decoded: 0 });
-    Some(Task::new(config, now, kind))
 }
 
 /// Why a remote read is answered at once with an error.

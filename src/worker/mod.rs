@@ -474,7 +474,7 @@ impl Worker {
                     max_body: self.shared.settings.max_body_bytes,
                 };
                 let started = match route {
-                    Route::PromRead => query::prom_read::start(cx, head, body, close, out),
+                    Route::PromRead => query::start_remote_read(cx, head, body, close, out),
                     _ => query::start(cx, head, body, close, out),
                 };
                 if let Some(task) = started {
