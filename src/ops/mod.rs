@@ -141,6 +141,11 @@ pub fn health_json(shared: &Shared) -> Value {
                 problems.push(format!("backend {} is down", st.name));
             }
             let error = st.last_error();
+            let backend = config.backends.iter().find(|b| std::sync::Arc::ptr_eq(&b.state, st));
+            let tls = backend.and_then(|b| b.tls.as_ref()).map(|t| match &t.trust {
+                crate::net::tls::Trust::Insecure => "certificate NOT verified (tlsinsecure)".to_string(),
+                trust => format!("certificate verified against {trust}"),
+            });
             Some(json!({
                 "name": st.name,
                 "url": st.url,
@@ -152,6 +157,7 @@ pub fn health_json(shared: &Shared) -> Value {
                 "backlog_records": st.backlog_records.load(Relaxed),
                 "disk_bytes": st.disk_bytes.load(Relaxed),
                 "lines_parked_total": st.counters.parked.load(Relaxed),
+                "tls": tls,
             }))
         })
         .collect();
@@ -171,6 +177,8 @@ pub fn health_json(shared: &Shared) -> Value {
             "warnings": config.warnings,
         },
         "backends": backends,
+        // The certificate files the listener serves new connections with (null: plain HTTP).
+        "tls": config.node.tls.as_ref().map(|t| t.files().map(|p| p.display().to_string()).collect::<Vec<_>>()),
     })
 }
 

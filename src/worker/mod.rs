@@ -29,6 +29,7 @@ use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::http::router::{self, Route};
+use crate::net::stream::Stream;
 use crate::net::{self, Accepted, FdReserve};
 use crate::ops;
 use crate::outbox::LogOptions;
@@ -303,6 +304,14 @@ impl Worker {
 
     fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        // The certificate in force when the connection arrives serves it to the end.
+        let stream = match &self.config.node.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match Stream::server(stream, &tls.config) {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
         let slot = self.slots.vacant();
         self.accepted += 1;
         let mut conn = Box::new(Connection::new(stream, peer, token_of(slot), self.accepted));
