@@ -491,6 +491,11 @@ impl Log {
         }
     }
 
+    /// The record was recovered from disk at start (not appended by this run).
+    pub fn is_recovered(&self, front: &Front) -> bool {
+        front.seq < self.first_fresh_seq
+    }
+
     /// Target and payload bytes of `front`.
     pub fn record(&self, front: &Front) -> (&[u8], &[u8]) {
         match self.segments.front() {

@@ -36,6 +36,7 @@ use crate::config::{Backend, Fields};
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK};
 use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
+use crate::upstream::lag::LagTracker;
 pub use log::{AppendError, Recovery};
 use log::{Front, Log};
 
@@ -198,6 +199,8 @@ pub struct Outbox {
     parked_turn: bool,
     /// Removed from the config: takes no new lines, sends what it has.
     pub retired: bool,
+    /// Publishes how old the pending data of each target is (read by the planner).
+    lag: LagTracker,
 }
 
 impl Outbox {
@@ -255,7 +258,7 @@ impl Outbox {
             }
         }
         logs.push(own);
-        let outbox = Outbox {
+        let mut outbox = Outbox {
             backend,
             token,
             opts: opts.clone(),
@@ -271,7 +274,11 @@ impl Outbox {
             failing: None,
             parked_turn: false,
             retired: false,
+            lag: LagTracker::new(opts.worker),
         };
+        let recovered = outbox.logs.iter().map(Log::pending_records).sum();
+        outbox.lag.recovered(&outbox.backend.state.lag, recovered, now);
+        outbox.publish_parked();
         Ok((outbox, total))
     }
 
@@ -337,6 +344,7 @@ impl Outbox {
         let log = &mut self.logs[last];
         if log.open_record().is_none() {
             log.begin(&self.target)?;
+            self.lag.begun(&self.backend.state.lag, &self.target, Instant::now());
         }
         log.append(parts)?;
         if let Some(open) = log.open_record()
@@ -445,6 +453,7 @@ impl Outbox {
                 None => {
                     let p = self.parked.swap_remove(i);
                     self.unpark(p);
+                    self.publish_parked();
                 }
             }
         }
@@ -660,9 +669,24 @@ impl Outbox {
     }
 
     fn ack(&mut self, source: Source, front: &Front) {
-        if let Some(log) = self.log_of(source) {
-            log.ack(front);
+        let Outbox { logs, parked, lag, backend, .. } = self;
+        match source {
+            Source::Main(i) => {
+                if let Some(log) = logs.get_mut(i) {
+                    lag.done(&backend.state.lag, log.record(front).0, log.is_recovered(front));
+                    log.ack(front);
+                }
+            }
+            Source::Parked(i) => {
+                if let Some(p) = parked.get_mut(i) {
+                    p.log.ack(front);
+                }
+            }
         }
+    }
+
+    fn publish_parked(&self) {
+        self.lag.parked(&self.backend.state.lag, self.parked.iter().map(|p| &p.target[..]));
     }
 
     /// Network-level failure of the send in flight.
@@ -742,6 +766,7 @@ impl Outbox {
                     Ok((log, _)) => {
                         let retry_at = Instant::now() + self.backend.rewrite_interval;
                         self.parked.push(Parked { target, log, retry_at });
+                        self.publish_parked();
                         self.parked.len() - 1
                     }
                     Err(e) => {
@@ -757,7 +782,7 @@ impl Outbox {
     /// Copies the front record of `source` into parked log `parked`, then acknowledges it. On error
     /// nothing is acknowledged: the record stays and is tried again.
     fn move_to_parked(&mut self, source: Source, front: Front, parked: usize) -> Result<(), AppendError> {
-        let Outbox { logs, parked: all, backend, .. } = self;
+        let Outbox { logs, parked: all, backend, lag, .. } = self;
         let Source::Main(li) = source else { return Ok(()) };
         let (Some(from), Some(p)) = (logs.get_mut(li), all.get_mut(parked)) else {
             return Ok(());
@@ -766,6 +791,7 @@ impl Outbox {
         let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
         p.log.copy_record(target, payload)?;
         BackendState::add(&backend.state.counters.parked, lines);
+        lag.done(&backend.state.lag, target, from.is_recovered(&front));
         from.ack(&front);
         Ok(())
     }
