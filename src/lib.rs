@@ -13,11 +13,14 @@
 //! A query flows through `query` (classify, filter, plan, relay or merge). Configuration comes from
 //! Redis or a file (`config::source`), is validated into an immutable snapshot (`config`) and handed to
 //! every worker; `upstream::health` pings backends; `ops` holds counters, `/health` and `/metrics`.
+//! `jobs` repairs and rebalances replicas on its own thread, writing copies through the outboxes;
+//! `upstream::lag` tells the planner which replicas are behind.
 
 pub mod cli;
 pub mod config;
 pub mod defaults;
 pub mod http;
+pub mod jobs;
 pub mod logger;
 pub mod net;
 pub mod ops;

@@ -122,6 +122,13 @@ pub fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start config thread: {e}"))?
     };
 
+    let first = handles[0].clone();
+    let deliver: crate::jobs::Deliver = Box::new(move |batch| {
+        let ok = first.tx.send(Message::Job(batch)).is_ok();
+        ok && first.waker.wake().is_ok()
+    });
+    crate::jobs::spawn(shared.clone(), deliver).map_err(|e| format!("cannot start jobs thread: {e}"))?;
+
     let sig = wait_for_signal(&signals, &shared);
     log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
     shared.request_shutdown();

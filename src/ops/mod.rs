@@ -97,6 +97,9 @@ pub fn health_json(shared: &Shared) -> Value {
             }
             degraded |= in_config && !st.is_up();
             let error = st.last_error();
+            let (lag, parked_targets) = st.lag.summary(std::time::Instant::now());
+            let interval = config.backends.iter().find(|b| std::sync::Arc::ptr_eq(&b.state, st)).map(|b| b.interval);
+            let bound = crate::upstream::lag::bound(interval.unwrap_or_default());
             Some(json!({
                 "name": st.name,
                 "url": st.url,
@@ -108,6 +111,10 @@ pub fn health_json(shared: &Shared) -> Value {
                 "backlog_records": st.backlog_records.load(Relaxed),
                 "disk_bytes": st.disk_bytes.load(Relaxed),
                 "lines_parked_total": st.counters.parked.load(Relaxed),
+                "lag_ms": lag.behind.as_millis() as u64,
+                "lagging": lag.is_lagging(bound),
+                "parked_targets": parked_targets,
+                "repairing": lag.copying,
             }))
         })
         .collect();
@@ -123,6 +130,7 @@ pub fn health_json(shared: &Shared) -> Value {
             "warnings": config.warnings,
         },
         "backends": backends,
+        "jobs": shared.jobs.snapshot().iter().filter(|j| !j.is_finished()).map(crate::jobs::Job::to_json).collect::<Vec<_>>(),
     })
 }
 

@@ -49,6 +49,8 @@ pub enum Message {
         status: u16,
         error: Option<String>,
     },
+    /// Lines a repair/rebalance job copies, to commit to one backend's outbox.
+    Job(crate::jobs::Batch),
 }
 
 /// What a token names.
@@ -319,6 +321,17 @@ impl Worker {
                     }
                 }
                 Message::Reloaded { client, status, error } => self.reloaded(client, status, error),
+                Message::Job(batch) => {
+                    let backend =
+                        self.config.backends.iter().position(|b| b.name == batch.backend && b.url == batch.url);
+                    let outbox = backend.and_then(|b| self.outbox_of.get(b)).and_then(|&o| self.outboxes.get_mut(o));
+                    self.request_seq += 1;
+                    let result = match outbox {
+                        Some(o) => crate::jobs::commit(o, self.request_seq, &batch),
+                        None => Err(format!("backend {} has no outbox", batch.backend)),
+                    };
+                    let _ = batch.done.send(result);
+                }
             }
         }
     }
@@ -502,7 +515,7 @@ impl Worker {
         let close = !head.keep_alive || self.shared.shutting_down();
         let params = Params::parse(&head.query);
         let path = head.path.trim_end_matches('/');
-        if matches!(path, "/write" | "/query" | "/reload")
+        if (matches!(path, "/write" | "/query" | "/reload") || crate::jobs::is_jobs_path(path))
             && let Some(required) = &self.config.node.auth
             && let Err(e) = auth::check(required, head, &params)
         {
@@ -560,6 +573,10 @@ impl Worker {
                     return;
                 }
                 write_error(&mut out, 503, "the config thread is not running", close);
+            }
+            p if crate::jobs::is_jobs_path(p) => {
+                let (status, body) = crate::jobs::handle(&self.shared, head.method, p, &params);
+                Response { close, head_only, ..Response::json(status, &body) }.write_to(&mut out);
             }
             "/health" | "/metrics" => method_not_allowed(&mut out, "GET, HEAD", close),
             "/reload" => method_not_allowed(&mut out, "GET, POST", close),
