@@ -178,17 +178,25 @@ struct Runner<'a> {
     /// (backend index, target) this job has written to: lagging while the job runs.
     copying: HashSet<(usize, Target)>,
     last_commit: Option<Instant>,
+    /// Progress reaches `/jobs` and the checkpoint at least this often while copying.
+    last_publish: Instant,
 }
 
 /// Runs job `id` to its end (or to a cancel, failure, or shutdown).
 pub fn run(shared: &Shared, deliver: &Deliver, dir: &Path, id: u64) {
     let now_ms = unix_ms(SystemTime::now());
     let Some(job) = shared.jobs.update(dir, id, |j| {
-        j.state = State::Running;
-        j.started_ms.get_or_insert(now_ms);
+        // A job cancelled between being picked and now stays cancelled.
+        if j.state == State::Queued {
+            j.state = State::Running;
+            j.started_ms.get_or_insert(now_ms);
+        }
     }) else {
         return;
     };
+    if job.state != State::Running {
+        return;
+    }
     log::info!(
         "job {id}: {} of database {}{} started{}",
         if job.spec.kind == Kind::Repair { "repair" } else { "rebalance" },
@@ -211,6 +219,7 @@ pub fn run(shared: &Shared, deliver: &Deliver, dir: &Path, id: u64) {
         config: shared.config_status(|s| s.current.clone()),
         copying: HashSet::new(),
         last_commit: None,
+        last_publish: Instant::now(),
     };
     let started = Instant::now();
     let outcome = r.run_all();
@@ -257,6 +266,7 @@ impl Runner<'_> {
     /// Saves the progress into the table and the checkpoint.
     fn publish(&mut self, f: impl FnOnce(&mut Progress)) {
         f(&mut self.progress);
+        self.last_publish = Instant::now();
         let p = self.progress.clone();
         self.shared.jobs.update(self.dir, self.id, |j| j.progress = p);
     }
@@ -335,6 +345,13 @@ impl Runner<'_> {
         }
         let items: Vec<(String, i64, String)> =
             rps.iter().flat_map(|(rp, w)| measurements.iter().map(move |m| (rp.clone(), *w, m.clone()))).collect();
+        log::info!(
+            "job {}: {} measurement(s) × {} retention polic(ies) on {} healthy backend(s)",
+            self.id,
+            measurements.len(),
+            rps.len(),
+            healthy.len()
+        );
         self.publish(|p| p.measurements_total = items.len() as u64);
         for (rp, window, m) in &items {
             let key = format!("{rp}\n{m}");
@@ -611,6 +628,9 @@ impl Runner<'_> {
         self.progress.lines_copied += n;
         *self.progress.copied_to.entry(be.name.clone()).or_insert(0) += n;
         self.shared.jobs.lines_copied.fetch_add(n, Relaxed);
+        if self.last_publish.elapsed() >= Duration::from_secs(1) {
+            self.publish(|_| {});
+        }
         Ok(())
     }
 
