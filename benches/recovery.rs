@@ -178,6 +178,8 @@ fn evict_page_cache(dir: &Path) -> (f64, f64) {
     let mut resident = 0u64;
     for f in &files {
         let Ok(file) = std::fs::File::open(f) else { continue };
+        // SAFETY: posix_fadvise takes a descriptor and a byte range, no pointers; `file` keeps the
+        // descriptor open for the call, and the advice only drops clean page-cache pages.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         resident += resident_bytes(&file);
     }
@@ -187,21 +189,28 @@ fn evict_page_cache(dir: &Path) -> (f64, f64) {
 /// Bytes of `file` in the page cache (mincore).
 fn resident_bytes(file: &std::fs::File) -> u64 {
     use std::os::fd::AsRawFd;
-    let len = file.metadata().map_or(0, |m| m.len()) as usize;
+    let Ok(len) = usize::try_from(file.metadata().map_or(0, |m| m.len())) else { return 0 };
+    // SAFETY: sysconf reads a system setting; it takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Some(page) = usize::try_from(page).ok().filter(|&p| p > 0) else { return 0 };
     if len == 0 {
         return 0;
     }
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    unsafe {
-        let map = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
-        if map == libc::MAP_FAILED {
-            return 0;
-        }
-        let mut vec = vec![0u8; len.div_ceil(page)];
-        let ok = libc::mincore(map, len, vec.as_mut_ptr()) == 0;
-        libc::munmap(map, len);
-        if ok { vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64 } else { 0 }
+    // SAFETY: a new read-only mapping at an address the kernel picks (null hint), so no memory of
+    // the process changes; the result is checked against MAP_FAILED before use, and the mapping is
+    // never read (only passed to mincore and munmap), so a file shrinking meanwhile cannot fault us.
+    let map = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+    if map == libc::MAP_FAILED {
+        return 0;
     }
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `map` is the page-aligned start of a live mapping of `len` bytes, and mincore writes one
+    // byte per page of it: `len.div_ceil(page)` bytes with the kernel's own page size, which is
+    // exactly `vec`'s length.
+    let ok = unsafe { libc::mincore(map, len, vec.as_mut_ptr()) } == 0;
+    // SAFETY: unmaps exactly the mapping made above; nothing refers to it any more.
+    unsafe { libc::munmap(map, len) };
+    if ok { vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64 } else { 0 }
 }
 
 /// Sums the workers' "worker W recovered N batches (B bytes) from S segments" log lines; also returns

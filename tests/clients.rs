@@ -59,7 +59,9 @@ fn run(cmd: &mut Command, timeout: Duration) -> Output {
     match rx.recv_timeout(timeout) {
         Ok(output) => output.unwrap_or_else(|e| panic!("{what}: {e}")),
         Err(_) => {
-            // SAFETY: a plain kill(2) of the child we started.
+            // SAFETY: kill(2) takes no pointers, so memory safety asks nothing of the call. The
+            // child had not been reaped when the wait timed out, and its pid is not reused before it
+            // is; only a child that exits in this very instant could be reaped first.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             panic!("{what} still running after {timeout:?}");
         }

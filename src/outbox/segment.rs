@@ -230,7 +230,15 @@ impl Segment {
 
     pub fn map(&mut self) -> io::Result<()> {
         if self.map.is_none() && self.size > 0 {
-            // SAFETY: see `create`.
+            // SAFETY: mapping a file is unsafe because its bytes may change, or vanish (truncation:
+            // SIGBUS on access), behind the program's back. Nothing does that to a segment file while
+            // it is mapped: it lives in the data directory on which `run::lock_data_dir` holds an
+            // exclusive flock, so no other influx-proxy opens it; in this process only this `Segment`
+            // has it open (a worker has one outbox per backend identity, each with its own `w<N>`
+            // directory, see `Outbox::open`; tests use private directories), and no code ever shrinks a
+            // segment (recovery renames or deletes whole files after dropping their mapping). The
+            // mapping is `size` bytes, the file's own length (zero-filled to `size` in `create`, read
+            // from its metadata in `open`), so every mapped page has file bytes behind it.
             self.map = Some(unsafe { MmapOptions::new().len(self.size).map_mut(&self.file)? });
             self.released = HEADER_LEN;
         }
@@ -250,14 +258,30 @@ impl Segment {
         self.map.as_deref_mut().unwrap_or(&mut [])
     }
 
-    fn word(&self, at: usize) -> Option<&AtomicU64> {
-        let map = self.map.as_ref()?;
-        if !at.is_multiple_of(8) || at + 8 > map.len() {
+    /// The 8-byte word at `at` of the mapping, for one store that cannot tear: a process killed at any
+    /// instruction leaves the old or the new value in the file, never a mix (see the module doc).
+    /// `None` if the word is not inside the mapping or not 8-aligned.
+    fn word_mut(&mut self, at: usize) -> Option<&AtomicU64> {
+        let map = self.map.as_mut()?;
+        if at.checked_add(8).is_none_or(|end| end > map.len()) {
             return None;
         }
-        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned and `at` is a multiple of 8);
-        // only this thread touches the mapping, the atomic is for the single-store guarantee.
-        Some(unsafe { AtomicU64::from_ptr(map.as_ptr().add(at) as *mut u64) })
+        // In bounds (checked above): `add` stays inside the mapping.
+        let word = map.as_mut_ptr().wrapping_add(at).cast::<u64>();
+        if !word.cast::<AtomicU64>().is_aligned() {
+            return None;
+        }
+        // SAFETY: `AtomicU64::from_ptr` needs a pointer that is aligned, valid for reads and writes
+        // for the returned lifetime, and not accessed non-atomically meanwhile.
+        // * Aligned: checked just above.
+        // * Valid: the 8 bytes lie inside the mapping (checked above), which is mapped read-write and
+        //   whose pages all have file bytes behind them (see `map`); the pointer comes from
+        //   `&mut MmapMut`, so it carries write permission.
+        // * Not aliased: the returned reference borrows `self` mutably, so for as long as it lives no
+        //   other reference into the mapping can exist in this process (`bytes`, `bytes_mut` and the
+        //   mapping itself are only reachable through `self`), and no other process writes the file
+        //   (see `map`). It is used for one store and dropped.
+        Some(unsafe { AtomicU64::from_ptr(word) })
     }
 
     /// The header's checks: magic and sequence number. `Ok(false)`: an all-zero header (a segment whose
@@ -279,22 +303,29 @@ impl Segment {
         Ok(true)
     }
 
+    /// The header's acknowledged position. A plain read is enough: the word is only stored through
+    /// `word_mut`, which needs `&mut self`, and a load cannot be torn by a crash the way a store can.
     pub fn stored_acked(&self) -> usize {
-        self.word(ACKED_AT).map_or(HEADER_LEN, |w| w.load(Ordering::Acquire) as usize)
+        self.bytes()
+            .get(ACKED_AT..ACKED_AT + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(HEADER_LEN, |w| u64::from_le_bytes(w) as usize)
     }
 
     /// Moves the acknowledged position; one aligned store.
     pub fn store_acked(&mut self, off: usize) {
         self.read = off;
-        if let Some(w) = self.word(ACKED_AT) {
-            w.store(off as u64, Ordering::Release);
+        if let Some(w) = self.word_mut(ACKED_AT) {
+            w.store((off as u64).to_le(), Ordering::Release);
         }
     }
 
     /// Publishes `payload_len` bytes of the record at `off` with their checksum; one aligned store.
+    /// Release ordering keeps the payload stores before it, so the commit never covers bytes that are
+    /// not written yet.
     pub fn store_commit(&mut self, off: usize, payload_len: usize, crc: u32) {
-        if let Some(w) = self.word(off + COMMIT_AT) {
-            w.store(u64::from(crc) << 32 | payload_len as u64, Ordering::Release);
+        if let Some(w) = self.word_mut(off + COMMIT_AT) {
+            w.store((u64::from(crc) << 32 | payload_len as u64).to_le(), Ordering::Release);
         }
     }
 
@@ -304,9 +335,15 @@ impl Segment {
         let upto = self.read / PAGE * PAGE;
         if upto > self.released
             && let Some(map) = &self.map
+            && upto <= map.len()
         {
-            // SAFETY: MADV_DONTNEED on a shared file mapping only drops our page-table entries; the
-            // data is re-read from the file if touched again. No Rust reference into the range is live.
+            // SAFETY: `unchecked_advise_range` is unsafe because some advice changes what memory
+            // holds. MADV_DONTNEED on a `MAP_SHARED` file mapping does not: it drops this process's
+            // page-table entries and the next access reads the same bytes back from the page cache /
+            // file. The range [released, upto) lies inside this mapping (`upto <= map.len()` checked
+            // above; memmap2 rounds the start down to its page, which stays inside the page-aligned
+            // mapping), so no other memory of the process is touched, and `&mut self` means no
+            // reference into the mapping is live across the call.
             let _ =
                 unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, upto - self.released) };
             self.released = upto;

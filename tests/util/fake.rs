@@ -278,6 +278,8 @@ fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) {
         let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
         let linger_ptr = (&linger as *const libc::linger).cast();
+        // SAFETY: `linger_ptr` points to `linger`, a live local of exactly `size` bytes that
+        // setsockopt only reads; the descriptor belongs to `stream`, which is open for the call.
         unsafe { libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, linger_ptr, size) };
     }
 }

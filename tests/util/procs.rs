@@ -75,6 +75,9 @@ impl Process {
         if self.is_running()
             && let Some(pid) = self.pid()
         {
+            // SAFETY: kill(2) takes no pointers, so memory safety asks nothing of the call; that the
+            // signal reaches our child and no other process is what the check above ensures (this
+            // thread is the only one that reaps it, and it is not reaped yet).
             unsafe { libc::kill(pid as libc::pid_t, signal) };
         }
     }
