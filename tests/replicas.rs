@@ -48,7 +48,8 @@ fn drained(addr: &str, backends: &[&str]) {
         wait_until(WAIT, &format!("backend {b} drained"), || {
             let text = http::get(addr, "/metrics").text();
             let m = |name: &str| util::inspect::metric_in(&text, name, &[("backend", b)]).unwrap_or(-1.0);
-            m("influx_proxy_backend_lines_in_total") == m("influx_proxy_backend_lines_sent_total")
+            // After a restart, lines recovered from the logs are sent without being counted in again.
+            m("influx_proxy_backend_lines_sent_total") >= m("influx_proxy_backend_lines_in_total")
                 && m("influx_proxy_backend_backlog_records") == 0.0
         });
     }
@@ -262,8 +263,11 @@ fn reads_answer_from_a_caught_up_replica_while_another_replays_or_is_repaired() 
     let a = influxd_with_db();
     let mut b = influxd_with_db();
     // b shares the node's zone: it is preferred for reads whenever it is caught up.
+    // Health checks at 1 s (their timeout follows): under the load of a replay on 2 cores, a 200 ms
+    // ping can time out and mark the caught-up replica down, which is not what this test is about.
     let fast_z = |zone: &'static str| {
-        let mut v = FAST.to_vec();
+        let mut v: Vec<(&str, &str)> = FAST.iter().copied().filter(|(k, _)| *k != "checkinterval").collect();
+        v.push(("checkinterval", "1000"));
         v.push(("zone", zone));
         v
     };
@@ -288,15 +292,20 @@ fn reads_answer_from_a_caught_up_replica_while_another_replays_or_is_repaired() 
     let mut while_behind = 0;
     let deadline = Instant::now() + WAIT;
     loop {
-        let backlog = util::inspect::backend_health(&addr, "b")["backlog_records"].as_u64().unwrap_or(0);
+        let before = util::inspect::backend_health(&addr, "b");
+        let backlog = before["backlog_records"].as_u64().unwrap_or(0);
         let n = count_via_proxy(&addr);
         reads += 1;
-        assert_eq!(n, total, "read {reads} answered from a replica that is behind");
+        if n != total {
+            let after = util::inspect::backend_health(&addr, "b");
+            let a_now = util::inspect::backend_health(&addr, "a");
+            panic!("read {reads} answered {n} of {total}: b before {before}\nb after {after}\na {a_now}");
+        }
         if backlog == 0 {
             break;
         }
         while_behind += 1;
-        assert!(Instant::now() < deadline, "b never caught up");
+        assert!(Instant::now() < deadline, "b never caught up: {before}\n{}", proxy.log_tail(20));
     }
     assert!(while_behind > 0, "the replay ended before any read: nothing was tested");
     wait_until(WAIT, "b caught up", || b.count(DB, "cpu") == total);
