@@ -93,8 +93,9 @@ pub fn bound(interval: Duration) -> Duration {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (worker, target) → when the oldest batch still pending there was begun.
-    pending: HashMap<(usize, Target), Instant>,
+    /// (worker, record target bytes) → the target and when its oldest pending batch was begun. Keyed
+    /// by the raw bytes: `db=x` and `db=x&precision=s` are one `Target` but separate queues.
+    pending: HashMap<(usize, Vec<u8>), (Target, Instant)>,
     /// Worker → since when it holds recovered data of unknown target.
     recovered: HashMap<usize, Instant>,
     parked: HashSet<(usize, Target)>,
@@ -121,9 +122,9 @@ impl LagBoard {
         self.with(|i| {
             let oldest = i
                 .pending
-                .iter()
-                .filter(|((_, t), _)| t.overlaps(target))
-                .map(|(_, &since)| since)
+                .values()
+                .filter(|(t, _)| t.overlaps(target))
+                .map(|&(_, since)| since)
                 .chain(i.recovered.values().copied())
                 .min();
             Lag {
@@ -137,7 +138,7 @@ impl LagBoard {
     /// The worst lag over every target (for `/health` and `/metrics`).
     pub fn summary(&self, now: Instant) -> (Lag, Vec<String>) {
         self.with(|i| {
-            let oldest = i.pending.values().chain(i.recovered.values()).copied().min();
+            let oldest = i.pending.values().map(|&(_, t)| t).chain(i.recovered.values().copied()).min();
             let mut parked: Vec<String> = i.parked.iter().map(|(_, t)| t.to_string()).collect();
             parked.sort();
             parked.dedup();
@@ -165,13 +166,13 @@ impl LagBoard {
         });
     }
 
-    fn set_pending(&self, worker: usize, target: &Target, oldest: Option<Instant>) {
+    fn set_pending(&self, worker: usize, raw: &[u8], target: &Target, oldest: Option<Instant>) {
         self.with(|i| match oldest {
             Some(t) => {
-                i.pending.insert((worker, target.clone()), t);
+                i.pending.insert((worker, raw.to_vec()), (target.clone(), t));
             }
             None => {
-                i.pending.remove(&(worker, target.clone()));
+                i.pending.remove(&(worker, raw.to_vec()));
             }
         });
     }
@@ -242,7 +243,7 @@ impl LagTracker {
             *front = (oldest, front.1 + n);
         }
         if first {
-            board.set_pending(self.worker, &p.target, Some(now));
+            board.set_pending(self.worker, target, &p.target, Some(now));
         }
     }
 
@@ -266,7 +267,7 @@ impl LagTracker {
         }
         let after = p.buckets.front().map(|b| b.0);
         if after != before {
-            board.set_pending(self.worker, &p.target, after);
+            board.set_pending(self.worker, target, &p.target, after);
         }
         if p.buckets.is_empty() {
             self.targets.remove(target);
@@ -320,6 +321,17 @@ mod tests {
         assert!(board.lag(&Target::new("a", "r1"), now).copying);
         board.set_copying(&Target::new("a", ""), false);
         assert!(!board.lag(&Target::new("a", "r1"), now).copying);
+    }
+
+    #[test]
+    fn targets_that_differ_only_in_precision_queue_apart() {
+        let board = LagBoard::default();
+        let mut t = LagTracker::new(0);
+        let now = Instant::now();
+        t.begun(&board, b"db=d", now);
+        t.begun(&board, b"db=d&precision=s", now);
+        t.done(&board, b"db=d&precision=s", false);
+        assert_eq!(board.lag(&Target::new("d", ""), now + Duration::from_secs(2)).behind, Duration::from_secs(2));
     }
 
     #[test]
