@@ -94,6 +94,16 @@ fn main() {
     let copied = j["lines_copied"].as_u64().unwrap_or(0);
     let cpu = proxy_cpu(&proxy) - cpu0;
     let influx_cpu = influxd_cpu(&a) + influxd_cpu(&b) - influx0;
+    let health = common::util::inspect::backend_health(&addr, "b");
+    let b_count = b.count(DB, "m");
+    if b_count != points {
+        println!("b has {b_count} right after the job; proxy health of b: {health}");
+        let t = Instant::now();
+        while b.count(DB, "m") != points && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("b has {} after {:.1} s more", b.count(DB, "m"), t.elapsed().as_secs_f64());
+    }
     let b_count = b.count(DB, "m");
     println!(
         "repair of {} missing points: {secs:.2} s, {:.0} lines/s, {} windows compared / {} differing, \

@@ -307,7 +307,7 @@ pub fn commit(outbox: &mut Outbox, request: u64, batch: &Batch) -> Result<(), St
 }
 
 /// Hands a batch to a worker; false when no worker takes messages any more (shutdown).
-pub type Deliver = Box<dyn Fn(Batch) -> bool + Send>;
+pub type Deliver = Box<dyn Fn(Batch) -> bool + Send + Sync>;
 
 /// The job table, shared by the endpoints (workers) and the job thread.
 #[derive(Debug, Default)]

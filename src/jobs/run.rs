@@ -462,10 +462,9 @@ impl Runner<'_> {
         let (start, end) = self.range();
         let from = self.progress.resume_window.map_or(start, |w| w.max(start));
         let group = format!("time({window}ns) fill(none)");
-        let mut coarse = Vec::with_capacity(participants.len());
-        for &b in participants {
-            coarse.push(self.digests(b, rp, m, (from, end), &group, |_, row| row.first().and_then(Value::as_i64))?);
-        }
+        let coarse = each(participants, |b| {
+            self.digests(b, rp, m, (from, end), &group, |_, row| row.first().and_then(Value::as_i64))
+        })?;
         let windows: BTreeSet<i64> = coarse.iter().flat_map(|d| d.keys().copied()).collect();
         let mut fields: Option<BTreeMap<String, FieldType>> = None;
         for w in windows {
@@ -479,10 +478,7 @@ impl Runner<'_> {
             }
             self.progress.windows_differing += 1;
             self.shared.jobs.windows_differing.fetch_add(1, Relaxed);
-            let mut per_series = Vec::with_capacity(participants.len());
-            for &b in participants {
-                per_series.push(self.digests(b, rp, m, (ws, we), "*", |s, _| Some(tags_of(s)))?);
-            }
+            let per_series = each(participants, |b| self.digests(b, rp, m, (ws, we), "*", |s, _| Some(tags_of(s))))?;
             let all: BTreeSet<&SeriesTags> = per_series.iter().flat_map(|d| d.keys()).collect();
             for tags in all {
                 let ds: Vec<Option<&Digest>> = per_series.iter().map(|d| d.get(tags)).collect();
@@ -717,6 +713,19 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// `f` for every participant at once (each backend scans its own data: the digests of a window take
+/// as long as the slowest backend, not the sum), results in participant order.
+fn each<T: Send>(participants: &[usize], f: impl Fn(usize) -> Result<T, JobError> + Sync) -> Result<Vec<T>, JobError> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = participants.iter().map(|&b| s.spawn(move || f(b))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(JobError::Config("bug: a digest thread panicked".into()))))
+            .collect()
+    })
 }
 
 /// For one window or series: the participant with the most points and the fill targets whose digest

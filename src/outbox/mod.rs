@@ -245,11 +245,16 @@ impl Outbox {
         let max_rows = self.backend.max_row_limit;
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
+        let begun = log.records_begun();
         if log.open_record().is_none() {
             log.begin(&self.target)?;
+        }
+        let appended = log.append(parts);
+        // A batch begins here, or inside `append` when the segment is full: either way, once per batch.
+        for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, &self.target, Instant::now());
         }
-        log.append(parts)?;
+        appended?;
         if let Some(open) = log.open_record()
             && (open.lines >= max_rows || open.payload_len() >= DEFAULT_BATCH_MAX_BYTES)
         {
