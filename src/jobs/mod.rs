@@ -8,7 +8,8 @@
 //! * `GET /jobs`, `GET /jobs/ID`, `DELETE /jobs/ID` (cancel).
 //!
 //! How (`run.rs`): per measurement and retention policy, each participant is asked for a cheap digest
-//! per time window (`count(*)` and `sum(*)` per field, `GROUP BY time(shard group duration)`); only
+//! per time window (`count(*)` per field, plus `sum(*)` with `values=true`, `GROUP BY time(shard group
+//! duration)`); only
 //! windows that differ are compared per series (`GROUP BY *`), and only series-windows that differ are
 //! copied, page by page (`epoch=ns`), from the participant with the most points, turned back into line
 //! protocol with each field's declared type (`lines.rs`). Copies are written to the lacking backend
@@ -110,6 +111,9 @@ pub struct Spec {
     pub dry_run: bool,
     pub rate: u64,
     pub cleanup: bool,
+    /// Also compare sums of numeric fields, so equal counts with different values are found (each
+    /// backend then reads every value: about twice the digest cost).
+    pub values: bool,
 }
 
 /// What a job has done so far; also its resume point.
@@ -177,6 +181,7 @@ impl Job {
             "dry_run": s.dry_run,
             "rate": s.rate,
             "cleanup": s.cleanup,
+            "values": s.values,
             "lines_copied": p.lines_copied,
             "lines_to_copy": p.lines_to_copy,
             "lines_deleted": p.lines_deleted,
@@ -234,6 +239,7 @@ impl Job {
             dry_run: v.get("dry_run").and_then(Value::as_bool).unwrap_or(false),
             rate: u("rate").unwrap_or(DEFAULT_RATE).max(1),
             cleanup: v.get("cleanup").and_then(Value::as_bool).unwrap_or(false),
+            values: v.get("values").and_then(Value::as_bool).unwrap_or(false),
         };
         let copied_to = v
             .get("copied_to")
@@ -533,6 +539,7 @@ pub fn parse_spec(kind: Kind, params: &Params) -> Result<Spec, RequestError> {
         dry_run: parse_bool(params, "dry_run")?,
         rate,
         cleanup,
+        values: parse_bool(params, "values")?,
     })
 }
 

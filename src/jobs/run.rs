@@ -59,7 +59,8 @@ impl From<JobError> for Stop {
     }
 }
 
-/// Per-window (or per-series) digest of one backend: point counts and sums per field.
+/// Per-window (or per-series) digest of one backend: point counts per field, and sums per numeric field
+/// when the job compares values.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Digest {
     counts: BTreeMap<String, i64>,
@@ -423,29 +424,18 @@ impl Runner<'_> {
     ) -> Result<BTreeMap<K, Digest>, JobError> {
         let source = format!("{}.{}", ident(rp), ident(m));
         let cond = format!("time >= {from} AND time < {to}");
+        let counts = format!("SELECT count(*) FROM {source} WHERE {cond} GROUP BY {group}");
+        if !self.spec.values {
+            return Ok(collect_digests(&self.query(b, &counts)?, key));
+        }
         let with_sums = format!("SELECT count(*), sum(*) FROM {source} WHERE {cond} GROUP BY {group}");
         let series = match self.query(b, &with_sums) {
             Ok(s) => s,
             // A measurement without numeric fields may refuse sum(*): counts alone then.
-            Err(JobError::Query { error: QueryError::Statement(_), .. }) => {
-                self.query(b, &format!("SELECT count(*) FROM {source} WHERE {cond} GROUP BY {group}"))?
-            }
+            Err(JobError::Query { error: QueryError::Statement(_), .. }) => self.query(b, &counts)?,
             Err(e) => return Err(e),
         };
-        let mut out = BTreeMap::new();
-        for s in &series {
-            let (cols, vals) = columns_values(s);
-            for row in vals.iter().filter_map(Value::as_array) {
-                let d = Digest::from_row(cols, row);
-                if d.counts.is_empty() {
-                    continue;
-                }
-                if let Some(k) = key(s, row) {
-                    out.insert(k, d);
-                }
-            }
-        }
-        Ok(out)
+        Ok(collect_digests(&series, key))
     }
 
     /// Makes every healthy holder of `rp.m` hold what the participants hold.
@@ -713,6 +703,24 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// Digests by key from an answer's series (rows without any count are left out).
+fn collect_digests<K: Ord>(series: &[Value], key: impl Fn(&Value, &[Value]) -> Option<K>) -> BTreeMap<K, Digest> {
+    let mut out = BTreeMap::new();
+    for s in series {
+        let (cols, vals) = columns_values(s);
+        for row in vals.iter().filter_map(Value::as_array) {
+            let d = Digest::from_row(cols, row);
+            if d.counts.is_empty() {
+                continue;
+            }
+            if let Some(k) = key(s, row) {
+                out.insert(k, d);
+            }
+        }
+    }
+    out
 }
 
 /// `f` for every participant at once (each backend scans its own data: the digests of a window take
