@@ -88,14 +88,14 @@ KEYMAPS = {
 # Example: 'queryallow': 'select_star,select_no_time', 'querydeny': 'create'.
 NODES = {
     'l1': {
-        'listenaddr': ':6666',
+        'listenaddr': '127.0.0.1:6666',
     },
 }
 
 # --------------------------------------------------------------------------------------------------
 # DEFAULT_NODE: node fields (as in NODES above) shared by every node. Stored as hash default_node.
 DEFAULT_NODE = {
-    'listenaddr': ':6666',
+    'listenaddr': '127.0.0.1:6666',
 }
 
 # --------------------------------------------------------------------------------------------------

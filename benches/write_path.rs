@@ -16,11 +16,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use influx_proxy::cli::SyncPolicy;
 use influx_proxy::config::{Config, RawConfig};
 use influx_proxy::ops::ProxyStats;
+use influx_proxy::outbox::LogOptions;
 use influx_proxy::outbox::log::Log;
-use influx_proxy::outbox::{LogOptions, Outbox};
+use influx_proxy::outbox::set::Outboxes;
 use influx_proxy::upstream::BackendState;
 use influx_proxy::upstream::Registry;
-use influx_proxy::worker::slab::Slab;
 use influx_proxy::write::lineproto::Lines;
 use influx_proxy::write::{self, Scratch, WriteParams};
 
@@ -119,21 +119,13 @@ fn bench_store(c: &mut Criterion) {
                     segment_bytes: 8 << 20,
                     sync: SyncPolicy::Never,
                 };
-                let mut outboxes = Slab::default();
-                let outbox_of: Vec<usize> = config
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let (o, _) = Outbox::open(b.clone(), mio::Token(100), &opts).expect("outbox");
-                        outboxes.insert(o)
-                    })
-                    .collect();
-                (DirGuard(dir), outboxes, outbox_of)
+                let outboxes = Outboxes::open(&config, opts, &Registry::default());
+                (DirGuard(dir), outboxes)
             },
-            |(guard, mut outboxes, outbox_of)| {
+            |(guard, mut outboxes)| {
                 request += 1;
                 let wp = WriteParams { request, db: "telegraf", rp: None, precision: None };
-                let r = write::store(&config, &wp, &body, &mut outboxes, &outbox_of, &mut scratch, &stats);
+                let r = write::store(&config, &wp, &body, &mut outboxes, &mut scratch, &stats);
                 assert_eq!(r.status, 204);
                 (guard, outboxes)
             },

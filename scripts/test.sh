@@ -4,7 +4,24 @@
 # runs clippy, runs every unit and integration test (real redis-server and influxd processes on free
 # loopback ports, started and stopped by the tests), runs the bench programs in their quick mode, and
 # finally runs the README's demo end to end. `.ci/run` runs exactly this.
+#
+# Usage: scripts/test.sh [--help]
+#   Takes no other arguments; to run part of the suite use cargo directly, e.g.
+#   cargo test --test process, cargo test --lib net::
 set -euo pipefail
+
+for arg in "$@"; do
+    case "$arg" in
+        --help | -h)
+            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "test.sh: unknown argument $arg (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -2,7 +2,8 @@
 //! `--redis-pwd`, `--redis-db`, `--node`); every default comes from `defaults.rs`.
 
 use argh::FromArgs;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::defaults::*;
@@ -39,7 +40,8 @@ pub struct Args {
     #[argh(option)]
     pub threads: Option<usize>,
 
-    /// log level: error, warn, info, debug, trace (default info; RUST_LOG is used when this flag is absent)
+    /// log level: error, warn, info, debug, trace or off (default info; RUST_LOG is used when this flag is
+    /// absent)
     #[argh(option)]
     pub log_level: Option<String>,
 
@@ -56,7 +58,7 @@ pub struct Args {
     #[argh(option, default = "DEFAULT_MAX_INFLIGHT_BYTES")]
     pub max_inflight_bytes: usize,
 
-    /// client connections per worker (default 4096)
+    /// client connections per worker (default 4096; lowered if they would not fit in the open-file limit)
     #[argh(option, default = "DEFAULT_MAX_CONNECTIONS")]
     pub max_connections: usize,
 
@@ -75,6 +77,41 @@ pub struct Args {
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
+}
+
+/// Why parsing the command line did not give `Args`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// `--help` was asked: print this on stdout, exit 0.
+    Help(String),
+    /// A bad flag or value, as one line (without the `influx-proxy: ` prefix).
+    Error(String),
+}
+
+/// Parses the command line (`argv[0]` first). argh's own error text can span lines and ends with a
+/// hint line; it is folded into one line here so that every error of the binary reads the same way.
+pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Exit> {
+    let mut strings = Vec::new();
+    for arg in argv {
+        match arg.into_string() {
+            Ok(s) => strings.push(s),
+            Err(bad) => return Err(Exit::Error(format!("argument {bad:?} is not valid UTF-8"))),
+        }
+    }
+    let name = strings
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("influx-proxy")
+        .to_string();
+    let rest: Vec<&str> = strings.iter().skip(1).map(String::as_str).collect();
+    Args::from_args(&[&name], &rest).map_err(|exit| match exit.status {
+        Ok(()) => Exit::Help(exit.output),
+        Err(()) => {
+            let what: Vec<&str> = exit.output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            Exit::Error(format!("{} (see {name} --help)", what.join(" ")))
+        }
+    })
 }
 
 impl Args {
@@ -99,5 +136,40 @@ impl FromStr for SyncPolicy {
             "always" => Ok(SyncPolicy::Always),
             _ => Err(format!("--sync must be never, batch or always, not {s:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Args, Exit> {
+        parse(std::iter::once("/usr/bin/influx-proxy").chain(args.iter().copied()).map(OsString::from))
+    }
+
+    #[test]
+    fn bad_flags_are_one_line() {
+        for bad in [&["--bogus"][..], &["--sync", "sometimes"], &["--threads", "many"], &["--node"]] {
+            match parse_strs(bad) {
+                Err(Exit::Error(e)) => {
+                    assert!(!e.contains('\n'), "{bad:?}: {e:?}");
+                    assert!(e.ends_with("(see influx-proxy --help)"), "{bad:?}: {e:?}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let Err(Exit::Error(e)) = parse_strs(&["--sync", "sometimes"]) else { panic!() };
+        assert!(e.contains("--sync must be never, batch or always"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_every_log_level() {
+        let Err(Exit::Help(text)) = parse_strs(&["--help"]) else { panic!("--help did not ask for help") };
+        assert!(text.starts_with("Usage: influx-proxy"), "{text}");
+        let line = text.lines().skip_while(|l| !l.trim_start().starts_with("--log-level")).take(2).collect::<String>();
+        for level in ["error", "warn", "info", "debug", "trace", "off"] {
+            assert!(line.contains(level), "--help does not list {level}: {line}");
+        }
+        assert!(parse_strs(&["--threads", "3"]).is_ok_and(|a| a.threads() == 3));
     }
 }

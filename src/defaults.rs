@@ -58,8 +58,28 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 4 << 20;
 // ---- sending ----
 /// First pause after a failed send; doubles up to the backend's `rewriteinterval`.
 pub const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// How often a worker looks at its timers (flush ages, retries, timeouts) when nothing else wakes it.
-pub const TICK: Duration = Duration::from_millis(50);
+
+// ---- the worker loop ----
+/// Idle and lingering client connections are looked for this often (while there are connections).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// While data waits for a backend the health checker says is down (or a deadline nothing can act on
+/// yet), its outbox looks again this often.
+pub const HEALTH_RECHECK: Duration = Duration::from_millis(100);
+/// While stopping, a worker checks for idle connections and settled outboxes this often.
+pub const STOP_STEP: Duration = Duration::from_millis(10);
+/// After `accept` failed for a reason other than running out of descriptors, try again this soon.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// A client with more to read than this many rounds in one turn waits for the next turn.
+pub const MAX_READ_ROUNDS: usize = 8;
+/// How long a closing connection keeps draining what the client still sends, so a reset does not
+/// destroy the answer (as Go's server does).
+pub const LINGER: Duration = Duration::from_secs(1);
+/// Output and read buffers of a connection keep up to this much capacity between requests; a
+/// lingering connection reads (and drops) at most this much per turn.
+pub const OUTPUT_KEEP_BYTES: usize = 1 << 20;
+/// A read buffer grown past this by one big body shrinks back to `RBUF_KEEP_BYTES` once idle.
+pub const RBUF_SHRINK_ABOVE: usize = 4 << 20;
+pub const RBUF_KEEP_BYTES: usize = 64 << 10;
 
 /// What `X-Influxdb-Version` says. Clients only look at the leading `1.`.
 pub const INFLUXDB_VERSION: &str = concat!("1.6.7-influx-proxy-", env!("CARGO_PKG_VERSION"));

@@ -1,23 +1,37 @@
 //! influx-proxy: a high-availability proxy for InfluxDB 1.x.
 //!
-//! How a write flows, module by module:
-//! `worker` accepts a connection on its own `SO_REUSEPORT` listener (`net`) and reads requests with
-//! `http::request`; `/write` goes to `write`, which gunzips the body with a bound (`write::gunzip`),
-//! splits it into lines and finds each measurement without copying (`write::lineproto`), looks up the
-//! measurement's backends (`write::route`) and appends each line to those backends' outboxes. An
-//! `outbox` is an mmap-backed, append-only log on disk (`outbox::log`, `outbox::segment`); the client
-//! gets its 204 once every line is committed there. The outbox's sender gzips sealed batches and POSTs
-//! them over a non-blocking keep-alive connection (`upstream::conn`, answers parsed by `http::client`),
-//! advancing the log only on 2xx, retrying or parking otherwise.
+//! A request flows down this list and never climbs back up:
 //!
-//! A query flows through `query` (classify, filter, plan, relay or merge). Configuration comes from
-//! Redis or a file (`config::source`), is validated into an immutable snapshot (`config`) and handed to
-//! every worker; `upstream::health` pings backends; `ops` holds counters, `/health` and `/metrics`.
-//! `jobs` repairs and rebalances replicas on its own thread, writing copies through the outboxes;
-//! `upstream::lag` tells the planner which replicas are behind.
+//! * `worker` — one per core: the poll loop. It accepts on its own `SO_REUSEPORT` listener (`net`),
+//!   turns readiness into calls on the connection, and sleeps until the nearest deadline.
+//! * `http::conn` — one client connection as a state machine (open, awaiting an answer, closing,
+//!   lingering); requests are framed by `http::request` and answered in order.
+//! * `http::router` — path + method → the endpoint, whose handler the worker calls with what it
+//!   needs (the parsed request, the config snapshot, an output buffer):
+//!   * `write` — `/write`: gunzip with a bound (`write::gunzip`), split lines and find each measurement
+//!     without copying (`write::lineproto`), look up its backends (`write::route`), append each line to
+//!     those backends' outboxes; the client gets its 204 once every line is committed there.
+//!   * `query` — `/query`: classify and filter InfluxQL (`query::influxql`, `query::filter`), plan
+//!     onto backends (`query::plan`), relay one answer as a stream or merge several (`query::exec`,
+//!     `query::merge`). A query task owns the config snapshot it was planned with.
+//!   * `ops` — `/ping`, `/health`, `/metrics`, self-statistics.
+//! * `outbox` — per (worker, backend) an mmap-backed, append-only log on disk (`outbox::log`,
+//!   `outbox::segment`); its sender gzips sealed batches and POSTs them, advancing the log only on
+//!   2xx, retrying or parking otherwise; `outbox::set` keeps a worker's outboxes in step with the config.
+//! * `upstream` — connections to backends (`upstream::conn`, answers read by `http::client`), the
+//!   health checker, and the per-backend state threads share (`upstream::lag`: which replicas are
+//!   behind, read by the planner).
+//! * `jobs` — `/repair`, `/rebalance`, `/jobs`: a thread that compares replicas window by window and
+//!   writes the missing series-windows through the lacking backend's outbox.
+//!
+//! Beside the flow: `config` (model and validation, Redis/file sources, the poller thread that hands
+//! new snapshots to workers), `control` (the messages between threads), `shared` (what threads
+//! share: settings, counters, the in-flight budget), `run` (process life cycle), `cli`, `defaults`,
+//! `logger`, `slab`.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod defaults;
 pub mod http;
 pub mod jobs;
@@ -28,6 +42,7 @@ pub mod outbox;
 pub mod query;
 pub mod run;
 pub mod shared;
+pub mod slab;
 pub mod upstream;
 pub mod worker;
 pub mod write;

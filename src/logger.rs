@@ -61,11 +61,15 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
     s.trim().parse().map_err(|_| format!("unknown log level {s:?} (use error, warn, info, debug, trace or off)"))
 }
 
-/// Installs the logger. `flag` wins over the `RUST_LOG` environment variable.
+/// Installs the logger. `flag` wins over the `RUST_LOG` environment variable. `Err` is one line naming
+/// the flag or variable and the part it could not read.
 pub fn init(flag: Option<&str>) -> Result<(), String> {
     let env = std::env::var("RUST_LOG").ok();
-    let spec = flag.or(env.as_deref()).unwrap_or(crate::defaults::DEFAULT_LOG_LEVEL);
-    let logger = parse_spec(spec)?;
+    let logger = match (flag, env.as_deref()) {
+        (Some(spec), _) => parse_spec(spec).map_err(|e| format!("--log-level: {e}"))?,
+        (None, Some(spec)) => parse_spec(spec).map_err(|e| format!("RUST_LOG: {e}"))?,
+        (None, None) => parse_spec(crate::defaults::DEFAULT_LOG_LEVEL)?,
+    };
     let max = logger.modules.iter().map(|(_, l)| *l).fold(logger.default, |a, b| a.max(b));
     log::set_boxed_logger(Box::new(logger)).map_err(|e| e.to_string())?;
     log::set_max_level(max);

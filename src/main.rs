@@ -1,17 +1,30 @@
-//! The `influx-proxy` binary: flags → logger → `run`. Errors are one line and a non-zero exit.
+//! The `influx-proxy` binary: flags → logger → `run`. Every error, a bad flag included, is one line
+//! `influx-proxy: ...` on stderr and exit status 1.
+
+use std::process::exit;
 
 fn main() {
-    let args: influx_proxy::cli::Args = argh::from_env();
+    let args = match influx_proxy::cli::parse(std::env::args_os()) {
+        Ok(args) => args,
+        Err(influx_proxy::cli::Exit::Help(text)) => {
+            println!("{text}");
+            return;
+        }
+        Err(influx_proxy::cli::Exit::Error(e)) => fail(&e),
+    };
     if args.version {
         println!("influx-proxy {}", env!("CARGO_PKG_VERSION"));
         return;
     }
     if let Err(e) = influx_proxy::logger::init(args.log_level.as_deref()) {
-        eprintln!("influx-proxy: {e}");
-        std::process::exit(2);
+        fail(&e);
     }
     if let Err(e) = influx_proxy::run::run(args) {
-        eprintln!("influx-proxy: {e}");
-        std::process::exit(1);
+        fail(&e);
     }
+}
+
+fn fail(error: &str) -> ! {
+    eprintln!("influx-proxy: {error}");
+    exit(1)
 }

@@ -7,35 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use mio::Waker;
-
 use crate::cli::Args;
-use crate::config::poller::{Poller, ReloadRequest};
+use crate::config::poller::Poller;
 use crate::config::source::{self, Source};
 use crate::config::{Config, RawConfig};
+use crate::control::{ReloadRequest, WorkerHandle};
 use crate::shared::{Settings, Shared};
 use crate::upstream::Registry;
-use crate::worker::{Message, Worker, WorkerSetup};
-
-/// A worker as the other threads see it: its mailbox and the waker that makes it read the mailbox.
-#[derive(Clone)]
-pub struct WorkerHandle {
-    pub tx: Sender<Message>,
-    pub waker: Arc<Waker>,
-}
-
-impl WorkerHandle {
-    pub fn send(&self, msg: Message) {
-        if self.tx.send(msg).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
+use crate::worker::{Worker, WorkerSetup};
 
 pub fn run(args: Args) -> Result<(), String> {
     let signals = block_signals()?;
-    let settings = Settings::from_args(&args);
+    let mut settings = Settings::from_args(&args);
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
     let _lock = lock_data_dir(&settings.data_dir)?;
@@ -47,6 +30,10 @@ pub fn run(args: Args) -> Result<(), String> {
         log::warn!("config: {w}");
     }
     let listen = config.node.listen_addr;
+    // Held until we exit: no second proxy may join our SO_REUSEPORT group and take half the clients.
+    let _claim = crate::net::claim_address(listen).map_err(|e| e.to_string())?;
+    // Only now, so that a start that fails above prints its one error line and nothing else.
+    settings.max_connections = size_connection_limit(settings.max_connections, settings.threads);
     let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared::new(settings.clone(), registry, config.clone(), origin.clone(), reload_tx));
 
@@ -84,7 +71,7 @@ pub fn run(args: Args) -> Result<(), String> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shared.request_shutdown();
-                handles.iter().for_each(|h| drop(h.waker.wake()));
+                handles.iter().for_each(WorkerHandle::wake);
                 return Err(e);
             }
             Err(_) => return Err("a worker thread died while starting".into()),
@@ -124,7 +111,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
     let first = handles[0].clone();
     let deliver: crate::jobs::Deliver = Box::new(move |batch| {
-        let ok = first.tx.send(Message::Job(batch)).is_ok();
+        let ok = first.tx.send(crate::control::Message::Job(batch)).is_ok();
         ok && first.waker.wake().is_ok()
     });
     crate::jobs::spawn(shared.clone(), deliver).map_err(|e| format!("cannot start jobs thread: {e}"))?;
@@ -132,9 +119,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let sig = wait_for_signal(&signals, &shared);
     log::info!("received {sig}: no new connections; finishing requests and flushing outboxes");
     shared.request_shutdown();
-    for h in &handles {
-        let _ = h.waker.wake();
-    }
+    handles.iter().for_each(WorkerHandle::wake);
     for t in threads {
         let _ = t.join();
     }
@@ -144,8 +129,8 @@ pub fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The config to start with: the source's, or the cache of the last good one if the source is
-/// unreachable or invalid.
+/// The config to start with: the source's, or (Redis only) the cache of the last good one if the source
+/// is unreachable or invalid.
 fn initial_config(
     source: &Source,
     node: &str,
@@ -154,24 +139,60 @@ fn initial_config(
 ) -> Result<(Arc<Config>, String), String> {
     let from_source =
         source.load().and_then(|raw| Config::build(raw, node, registry).map_err(|e| format!("invalid config: {e}")));
-    match from_source {
+    let source_error = match from_source {
         Ok(config) => {
-            if let Err(e) = source::save_cache(data_dir, &config.raw) {
+            if source.uses_cache()
+                && let Err(e) = source::save_cache(data_dir, &config.raw)
+            {
                 log::warn!("cannot cache the config in {}: {e}", data_dir.display());
             }
-            Ok((Arc::new(config), source.describe()))
+            return Ok((Arc::new(config), source.describe()));
         }
-        Err(source_error) => {
-            let cached: Result<RawConfig, String> = source::load_cache(data_dir);
-            match cached.and_then(|raw| Config::build(raw, node, registry).map_err(|e| e.to_string())) {
-                Ok(config) => {
-                    log::warn!("{source_error}; starting from the cached config (will keep trying the source)");
-                    Ok((Arc::new(config), format!("cache {}", source::cache_path(data_dir).display())))
-                }
-                Err(cache_error) => Err(format!("{source_error} (and no usable cached config: {cache_error})")),
-            }
-        }
+        Err(e) if !source.uses_cache() => return Err(e),
+        Err(e) => e,
+    };
+    let path = source::cache_path(data_dir);
+    if !path.exists() {
+        return Err(format!("{source_error} (and there is no cached config in {} to start from)", path.display()));
     }
+    let cached: Result<RawConfig, String> = source::load_cache(data_dir);
+    match cached.and_then(|raw| Config::build(raw, node, registry).map_err(|e| e.to_string())) {
+        Ok(config) => {
+            log::warn!("{source_error}; starting from the cached config (will keep trying the source)");
+            Ok((Arc::new(config), format!("cache {}", path.display())))
+        }
+        Err(cache_error) => Err(format!("{source_error} (and the cached config is unusable: {cache_error})")),
+    }
+}
+
+/// Raises the open-file limit as far as allowed and returns the client connections per worker that fit
+/// in it (`--max-connections` or fewer), logging both.
+fn size_connection_limit(wanted: usize, threads: usize) -> usize {
+    let nofile = match crate::net::fds::raise_nofile_limit() {
+        Ok(l) if l.now > l.was => {
+            log::info!("open-file limit raised from {} to {} (the hard limit)", l.was, l.now);
+            l.now
+        }
+        Ok(l) => {
+            log::info!("open-file limit: {}", l.now);
+            l.now
+        }
+        Err(e) => {
+            log::warn!("cannot read or raise the open-file limit ({e}); assuming 1024");
+            1024
+        }
+    };
+    let per_worker = crate::net::fds::connections_per_worker(wanted, nofile, threads);
+    if per_worker < wanted {
+        log::warn!(
+            "client connections per worker: {per_worker}, not --max-connections {}: {threads} workers at that \
+             many would not fit in {nofile} open files (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn)",
+            wanted
+        );
+    } else {
+        log::info!("client connections per worker: {per_worker}");
+    }
+    per_worker
 }
 
 /// One proxy per data dir: a second one would interleave the same logs.

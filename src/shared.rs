@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::cli::{Args, SyncPolicy};
 use crate::config::Config;
-use crate::config::poller::ReloadRequest;
+use crate::control::ReloadRequest;
 use crate::ops::ProxyStats;
 use crate::upstream::Registry;
 

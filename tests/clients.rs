@@ -8,37 +8,26 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{Influxd, Proxy, ProxyConfig, Redis, free_port, wait_until};
-
-const DB: &str = "db";
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
-const WAIT: Duration = Duration::from_secs(20);
+use util::site::{DB, FAST, Rig, WAIT, influxd_with_db};
+use util::{Influxd, ProxyConfig, wait_until};
 
 /// Two backends with database `db` and a proxy routing `cpu` to both, everything else to i1.
-struct Rig {
-    proxy: Proxy,
-    _redis: Redis,
+struct Clients {
+    /// First: the proxy goes before its backends on drop.
+    rig: Rig,
     i1: Influxd,
     i2: Influxd,
 }
 
-impl Rig {
-    fn start() -> Rig {
-        let (i1, i2) = (Influxd::start(), Influxd::start());
-        i1.create_db(DB);
-        i2.create_db(DB);
-        let redis = Redis::start();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        ProxyConfig::new()
+impl Clients {
+    fn start() -> Clients {
+        let (i1, i2) = (influxd_with_db(), influxd_with_db());
+        let config = ProxyConfig::new()
             .backend("i1", &i1.url(), FAST)
             .backend("i2", &i2.url(), FAST)
             .keymap("cpu", &["i1", "i2"])
-            .keymap("_default_", &["i1"])
-            .node("l1", &[("listenaddr", listen.as_str()), ("interval", "0")])
-            .write_to(&redis);
-        let proxy = Proxy::builder(&redis, "l1", port).start();
-        Rig { proxy, _redis: redis, i1, i2 }
+            .keymap("_default_", &["i1"]);
+        Clients { rig: Rig::start(config, &[]), i1, i2 }
     }
 }
 
@@ -126,8 +115,8 @@ fn ensure_python_influxdb() {
 }
 
 /// `influx -host 127.0.0.1 -port P -database db [extra] -execute statement`.
-fn influx(rig: &Rig, extra: &[&str], statement: &str) -> Output {
-    let port = rig.proxy.port().to_string();
+fn influx(rig: &Clients, extra: &[&str], statement: &str) -> Output {
+    let port = rig.rig.port().to_string();
     let mut cmd = Command::new("influx");
     cmd.args(["-host", "127.0.0.1", "-port", &port, "-database", DB]).args(extra).args(["-execute", statement]);
     run(&mut cmd, Duration::from_secs(20))
@@ -144,7 +133,7 @@ fn databases(influxd: &Influxd) -> Vec<String> {
 #[test]
 fn influx_cli_through_the_proxy() {
     ensure_influx_cli();
-    let rig = Rig::start();
+    let rig = Clients::start();
 
     // CREATE DATABASE passes the default policy and reaches every backend.
     let out = influx(&rig, &[], "CREATE DATABASE clidb");
@@ -229,8 +218,8 @@ print(json.dumps(out))
 #[test]
 fn python_influxdb_client_through_the_proxy() {
     ensure_python_influxdb();
-    let rig = Rig::start();
-    let port = rig.proxy.port().to_string();
+    let rig = Clients::start();
+    let port = rig.rig.port().to_string();
     let started = Instant::now();
     let out = run(Command::new("python3").args(["-c", PYTHON_CLIENT, &port]), Duration::from_secs(40));
     assert!(out.status.success(), "python client: {}", text(&out));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use util::inspect::{self, RecordInfo};
 use util::load::{self, Load, LoadSpec};
-use util::site::{DB, FAST, Site, WAIT, influxd_with_db};
+use util::site::{DB, FAST, Site, WAIT, fast_with, influxd_with_db};
 use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
 
 /// Waits until `influxd` holds exactly `ids` in `measurement`.
@@ -41,6 +41,8 @@ fn replica_outage_under_continuous_load_loses_nothing() {
     running.wait_acked_requests(20, WAIT);
     b.stop();
     let outage_from = running.acked_requests();
+    // Kept sleeps: the length of the outage under load is the thing tested, then the load runs on
+    // until about 3 s after it started.
     std::thread::sleep(Duration::from_millis(1200));
     let during_outage = running.acked_requests() - outage_from;
     b.start_again();
@@ -70,6 +72,8 @@ fn replica_outage_keeps_order_per_series() {
     let spec = LoadSpec { writers: 3, lines_per_request: 50, pause: Duration::from_millis(10), ..site.spec(DB, "ord") };
     let running = Load::start(&spec);
     running.wait_acked_requests(15, WAIT);
+    // Kept sleeps: a second of failing sends (several retries) under load, then a second of load
+    // after the recovery; the timing is the scenario.
     fake.set_write(Behavior::Reset);
     std::thread::sleep(Duration::from_millis(1000));
     fake.set_write(Behavior::Ok);
@@ -146,6 +150,7 @@ fn wait_fake_lines(fake: &FakeBackend, expected: &BTreeSet<String>) -> Vec<Strin
         let got: BTreeSet<String> = fake.write_lines().into_iter().collect();
         expected.iter().all(|l| got.contains(l))
     });
+    // Kept sleep: strays (duplicates) can only be watched for a while.
     std::thread::sleep(Duration::from_millis(500));
     fake.write_lines()
 }
@@ -158,8 +163,7 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
     let mut b = influxd_with_db();
     // b seals a batch only once it is a second old: at the kill its last batch is still open
     // (committed for each request answered, not sealed).
-    let slow: Vec<(&str, &str)> =
-        FAST.iter().filter(|(k, _)| *k != "interval").copied().chain([("interval", "1000")]).collect();
+    let slow: Vec<(&str, &str)> = fast_with(&[("interval", "1000")]);
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), &slow).keymap("k9", &["a", "b"]);
     let site = Site::new(config, "durability-data");
@@ -190,9 +194,10 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
         more.extend(load::write_acked(&spec, 1, 300_000, 20, Duration::from_millis(10)));
         acked.extend(more);
         proxy.kill9();
-        // The proxy first, while the backend is still down, then the backend.
+        // The proxy first, while the backend is still down, then the backend: once the restarted
+        // proxy has seen b down (backends start out up).
         proxy.restart();
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until(WAIT, "the restarted proxy reporting b down", || site.health("b")["up"] == false);
         b.start_again();
         wait_exact(&b, "k9", &acked);
         wait_exact(&a, "k9", &acked);
@@ -235,6 +240,7 @@ fn kill9_under_load_with_backends_up() {
         // A kill at a moment that differs from cycle to cycle.
         std::thread::sleep(Duration::from_millis(50 + 70 * cycle));
         proxy.kill9();
+        // Kept sleep: the proxy stays down a moment, so that requests of the load fail (asserted below).
         std::thread::sleep(Duration::from_millis(100));
         proxy.restart();
     }
@@ -244,7 +250,8 @@ fn kill9_under_load_with_backends_up() {
     assert!(result.requests_failed > 0, "no request failed: the kills did not hit the load");
     for influxd in [&a, &b] {
         let stored = load::wait_for_ids(influxd, DB, "crash", &result.acked, &result.attempted, WAIT);
-        // Stable: nothing more arrives afterwards (no replay beyond what was written).
+        // Stable: nothing more arrives afterwards (no replay beyond what was written). Kept sleep: an
+        // absence is watched for a while.
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(influxd.count(DB, "crash"), stored.len() as u64, "on {}", influxd.addr());
     }
@@ -331,6 +338,7 @@ fn torn_tail_test(damage: impl FnOnce(&StoppedLog)) {
     proxy.restart();
     let expected = if cut_whole_last { intact_before_damage } else { all };
     wait_exact(&a, "torn", &expected);
+    // Kept sleep: an absence (points arriving later) is watched for a while.
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(a.count(DB, "torn"), expected.len() as u64, "more points arrived later");
     let text = proxy.log();
@@ -390,6 +398,7 @@ fn flipped_byte_mid_segment_costs_one_record_only() {
         let got: BTreeSet<String> = fake.write_lines().into_iter().collect();
         expected.iter().all(|l| got.contains(l))
     });
+    // Kept sleep: garbled or duplicate lines arriving later can only be watched for a while.
     std::thread::sleep(Duration::from_millis(500));
     let got = fake.write_lines();
     let garbled: Vec<&String> = got.iter().filter(|l| !written.contains(*l)).collect();
@@ -540,8 +549,7 @@ fn fewer_threads_send_adopted_data_before_newer_data() {
 fn sigterm_with_hung_backend_exits_at_shutdown_timeout() {
     let fake = FakeBackend::start();
     fake.set_write(Behavior::Hang);
-    let fields: Vec<(&str, &str)> =
-        FAST.iter().filter(|(k, _)| *k != "timeout").copied().chain([("timeout", "30000")]).collect();
+    let fields: Vec<(&str, &str)> = fast_with(&[("timeout", "30000")]);
     let config = ProxyConfig::new().backend("f", &fake.url(), &fields).keymap("hung", &["f"]);
     let site = Site::new(config, "durability-data");
     let mut proxy = site.proxy(2, &["--shutdown-timeout", "2"]);

@@ -17,15 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use util::http;
 use util::inspect;
 use util::load::{self, LoadSpec};
-use util::site::{DB, FAST, Site, WAIT, influxd_with_db};
+use util::site::{DB, FAST, FAST_RETRY, Site, WAIT, fast_with, influxd_with_db};
 use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
-
-/// FAST plus `extra` (later fields win).
-fn fields<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all: Vec<(&str, &str)> = FAST.iter().filter(|(k, _)| !extra.iter().any(|(e, _)| e == k)).copied().collect();
-    all.extend_from_slice(extra);
-    all
-}
 
 /// Runs an InfluxQL statement on `influxd` directly, asserting success.
 fn influx_exec(influxd: &Influxd, q: &str) {
@@ -56,6 +49,7 @@ fn assert_fake_got_exactly(fake: &FakeBackend, expected: &BTreeSet<String>) {
         let got: BTreeSet<String> = fake.write_lines().into_iter().collect();
         expected.iter().all(|l| got.contains(l))
     });
+    // Kept sleep: an absence (a duplicate sent by a retry) can only be watched for a while.
     std::thread::sleep(Duration::from_millis(700));
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for l in fake.write_lines() {
@@ -86,7 +80,7 @@ fn failing_replica_then_ok(failure: Behavior, f_fields: &[(&str, &str)]) {
     fake.set_write(failure);
     let config = ProxyConfig::new()
         .backend("a", &a.url(), FAST)
-        .backend("f", &fake.url(), &fields(f_fields))
+        .backend("f", &fake.url(), &fast_with(f_fields))
         .keymap("rep", &["a", "f"]);
     let site = Site::new(config, "faults-data");
     let proxy = site.proxy(2, &[]);
@@ -169,8 +163,8 @@ fn http_400_drops_the_batch_once_counts_it_and_later_batches_flow() {
     let bad = load::write_acked(&spec, 0, 0, 1, Duration::ZERO);
     let bad_line = spec.line(0, 0);
     wait_until(WAIT, "the batch reaching the fake", || sends_of(&fake, &bad_line) >= 1);
-    // Several retry periods: a retried batch would show again.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Kept sleep: an absence is watched for several retry periods; a retried batch would show again.
+    std::thread::sleep(4 * FAST_RETRY);
     assert_eq!(sends_of(&fake, &bad_line), 1, "the 400 batch was sent more than once");
     let dropped = inspect::metric(
         &proxy.addr(),
@@ -217,7 +211,8 @@ fn missing_database_and_retention_policy_park_only_their_target() {
     x.extend(load::write_acked(&to_x, 0, 1000, 3, Duration::from_millis(20)));
     y.extend(load::write_acked(&to_y, 0, 1000, 3, Duration::from_millis(20)));
     load::wait_for_ids(&a, "y", "py", &y, &y, Duration::from_secs(2));
-    std::thread::sleep(Duration::from_millis(400));
+    // Every x line, the later ones too, waits in the parked log before x appears.
+    wait_until(WAIT, "every x line parked", || parked() >= x.len() as u64);
     influx_exec(&a, "CREATE DATABASE x");
     let stored = load::wait_for_ids(&a, "x", "px", &x, &x, WAIT);
     assert_eq!(stored.len(), x.len());
@@ -233,7 +228,7 @@ fn missing_database_and_retention_policy_park_only_their_target() {
     rp.extend(load::write_acked(&to_rp, 0, 1000, 3, Duration::from_millis(20)));
     y2.extend(load::write_acked(&to_y2, 0, 1000, 3, Duration::from_millis(20)));
     load::wait_for_ids(&a, "y", "py2", &y2, &y2, Duration::from_secs(2));
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until(WAIT, "every rp=nope line parked", || parked() >= parked_before + rp.len() as u64);
     influx_exec(&a, "CREATE RETENTION POLICY nope ON y DURATION 1h REPLICATION 1");
     let stored = load::wait_for_ids_from(&a, "y", "\"y\".\"nope\".\"prp\"", &rp, &rp, WAIT);
     assert_eq!(stored.len(), rp.len());
@@ -265,6 +260,7 @@ fn failing_health_check_marks_backend_down_and_data_waits_for_it() {
     // Written while f is down: acknowledged, kept, not sent.
     let spec = LoadSpec { lines_per_request: 20, ..site.spec(DB, "hc") };
     let ids = load::write_acked(&spec, 0, 0, 5, Duration::from_millis(20));
+    // Kept sleep: nothing may be sent to f during several batch intervals and health checks.
     std::thread::sleep(Duration::from_millis(600));
     let early = lines_of(&spec, 0, &ids).iter().filter(|l| sends_of(&fake, l) > 0).count();
     assert_eq!(early, 0, "lines were sent to a backend whose health check fails");
@@ -298,7 +294,7 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
     let mut b = influxd_with_db();
     let config = ProxyConfig::new()
         .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), &fields(&[("maxdisk", &max_disk)]))
+        .backend("b", &b.url(), &fast_with(&[("maxdisk", &max_disk)]))
         .keymap("both", &["a", "b"])
         .keymap("solo", &["b"]);
     let site = Site::new(config, "faults-data");
@@ -381,6 +377,7 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
                 inspect::segment_files(site.data.path(), "b")
             );
             solo_acked.extend(ids);
+            // Paces the requests, so they spread over several batches.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -18,38 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use util::fake::{lines_of, wait_lines};
 use util::http::{self, HttpConn, Response};
+use util::inspect::health;
+use util::site::{APPLY, DB, FAST, POLL_MS, WAIT, polling_proxy, with_node};
 use util::{FakeBackend, Influxd, Proxy, ProxyConfig, Redis, TempDir, free_port, wait_until};
 
-/// The database every test writes to.
-const DB: &str = "db";
-/// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
-/// `--poll-interval` of most tests, in ms.
-const POLL_MS: &str = "200";
-/// How long a config change may take to be applied: the poll interval plus slack for a loaded machine.
-const APPLY: Duration = Duration::from_secs(3);
-/// Every other bounded wait (delivery, health checks).
-const WAIT: Duration = Duration::from_secs(10);
-
 // ------------------------------------------------------------------------------------------------ helpers
-
-/// `config` plus node `l1` listening on `port`, self-statistics off, with `extra` node fields.
-fn with_node(config: ProxyConfig, port: u16, extra: &[(&str, &str)]) -> ProxyConfig {
-    let listen = format!("127.0.0.1:{port}");
-    let mut fields = vec![("listenaddr", listen.as_str()), ("interval", "0")];
-    fields.extend_from_slice(extra);
-    config.node("l1", &fields)
-}
 
 /// Backends `a` and `b` (both `FAST`) and `m:cpu` → `target`, for node `l1` on `port`.
 fn two_backends(a: &FakeBackend, b: &FakeBackend, target: &str, port: u16) -> ProxyConfig {
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("cpu", &[target]);
     with_node(config, port, &[])
-}
-
-fn start_proxy(redis: &Redis, port: u16) -> Proxy {
-    Proxy::builder(redis, "l1", port).arg("--poll-interval").arg(POLL_MS).start()
 }
 
 fn write(addr: &str, body: &str) -> Response {
@@ -67,12 +47,6 @@ fn request_ka(addr: &str, method: &str, path: &str) -> Response {
     let mut conn = HttpConn::connect(addr);
     conn.send(method, path, &[], b"");
     conn.read_response()
-}
-
-fn health(addr: &str) -> Value {
-    let r = http::get(addr, "/health");
-    assert_eq!(r.status, 200, "/health answered {}: {}", r.status, r.text());
-    r.json()
 }
 
 fn config_version(addr: &str) -> u64 {
@@ -96,14 +70,6 @@ fn backend_health(addr: &str, name: &str) -> Option<Value> {
     list.into_iter().find(|b| b["name"] == name)
 }
 
-/// Lines of measurement `m` a fake received.
-fn lines_of(fake: &FakeBackend, m: &str) -> Vec<String> {
-    fake.write_lines()
-        .into_iter()
-        .filter(|l| l.starts_with(&format!("{m},")) || l.starts_with(&format!("{m} ")))
-        .collect()
-}
-
 /// The timestamp (last token) of each line.
 fn timestamps(lines: &[String]) -> Vec<u64> {
     lines
@@ -113,13 +79,6 @@ fn timestamps(lines: &[String]) -> Vec<u64> {
             ts.parse().unwrap_or_else(|_| panic!("line without a timestamp: {l:?}"))
         })
         .collect()
-}
-
-/// Waits until `fake` holds `want` lines of `m`, then checks it holds no more.
-fn wait_lines(fake: &FakeBackend, m: &str, want: usize, who: &str) {
-    wait_until(WAIT, &format!("{want} {m} lines on {who}"), || lines_of(fake, m).len() >= want);
-    let got = lines_of(fake, m);
-    assert_eq!(got.len(), want, "{m} lines on {who}: more than written: {got:?}");
 }
 
 /// Writes a fresh `cpu` probe line every 100 ms until one arrives on `fake`; panics after `timeout`.
@@ -151,7 +110,7 @@ fn moving_a_measurement_under_load_loses_and_duplicates_nothing() {
     let redis = Redis::start();
     let port = free_port();
     two_backends(&a, &b, "a", port).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -172,6 +131,7 @@ fn moving_a_measurement_under_load_loses_and_duplicates_nothing() {
                     failed.push(format!("{} {}", r.status, r.text()));
                 }
                 ts += 5;
+                // Paces the writer: a steady stream across the config change.
                 std::thread::sleep(Duration::from_millis(2));
             }
             (acked, failed)
@@ -217,7 +177,7 @@ fn backends_added_and_removed_live() {
     let redis = Redis::start();
     let port = free_port();
     with_node(ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]), port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     let r = write(&addr, "mem,h=1 v=1i 1000\n");
@@ -245,6 +205,7 @@ fn backends_added_and_removed_live() {
     wait_version(&addr, 3, APPLY);
     write_ok(&addr, "mem,h=1 v=4i 3000\nmem,h=1 v=5i 3001\n");
     wait_lines(&a, "mem", 2, "a (new home of mem)");
+    // Kept sleep: an absence is watched for a while (the removed c must receive nothing more).
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lines_of(&c, "mem").len(), 3, "the removed backend c still receives lines: {:?}", c.write_lines());
     if let Some(entry) = backend_health(&addr, "c") {
@@ -268,7 +229,7 @@ fn removed_backend_still_delivers_its_backlog() {
         .keymap("cpu", &["a"])
         .keymap("disk", &["x"]);
     with_node(config, port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     write_ok(&addr, "disk,h=1 v=0i 1000000000\n");
@@ -326,7 +287,7 @@ fn invalid_configs_are_rejected_and_the_old_one_keeps_serving() {
     let redis = Redis::start();
     let port = free_port();
     two_backends(&a, &b, "a", port).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     write_ok(&addr, "cpu,h=1 v=0i 1000\n");
     wait_lines(&a, "cpu", 1, "a");
@@ -355,7 +316,10 @@ fn invalid_configs_are_rejected_and_the_old_one_keeps_serving() {
             last_error(&addr).is_some_and(|e| needles.iter().all(|n| e.contains(n)))
         });
         assert_eq!(config_version(&addr), 1, "{what}: an invalid config was applied");
-        assert_eq!(health(&addr)["status"], "ok", "{what}");
+        // Serving, but on an older config than the source's: not "ok" (the backends themselves are up).
+        let h = health(&addr);
+        assert_eq!(h["status"], "degraded", "{what}: {h}");
+        assert!(h["backends"].as_array().is_some_and(|b| b.iter().all(|b| b["up"] == true)), "{what}: {h}");
 
         let ts = 2000 + i as u64;
         write_ok(&addr, &format!("cpu,h=1 v={ts}i {ts}\n"));
@@ -390,7 +354,7 @@ fn redis_outage_while_running() {
     let mut redis = Redis::start();
     let port = free_port();
     two_backends(&a, &b, "a", port).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     redis.stop();
@@ -405,7 +369,10 @@ fn redis_outage_while_running() {
     let r = request_ka(&addr, "POST", "/reload");
     assert_eq!(r.status, 503, "/reload while Redis is down: {} {}", r.status, r.text());
     assert!(r.json()["error"].as_str().is_some_and(|e| e.contains(&redis.addr())), "{}", r.text());
-    assert_eq!(health(&addr)["status"], "ok", "Redis being down must not hide that the backends are fine");
+    // The config cannot be refreshed: not "ok", but that must not hide that the backends are fine.
+    let h = health(&addr);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["backends"].as_array().is_some_and(|b| b.iter().all(|b| b["up"] == true)), "{h}");
     assert_eq!(config_version(&addr), 1);
 
     redis.start_again();
@@ -427,7 +394,7 @@ fn empty_redis_after_a_crash_does_not_wipe_the_config() {
     let mut redis = Redis::start();
     let port = free_port();
     with_node(ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]), port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     redis.start_again();
@@ -439,6 +406,7 @@ fn empty_redis_after_a_crash_does_not_wipe_the_config() {
         if r.status != 204 {
             refused.push(format!("{} {}", r.status, r.text()));
         }
+        // Paces the probes over the watched second (several poll intervals of the empty Redis).
         std::thread::sleep(Duration::from_millis(50));
     }
     let version = config_version(&addr);
@@ -461,7 +429,7 @@ fn restart_while_redis_is_down_uses_the_cached_config() {
     let mut redis = Redis::start();
     let port = free_port();
     two_backends(&a, &b, "a", port).write_to(&redis);
-    let mut proxy = start_proxy(&redis, port);
+    let mut proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     // The cache must hold the last applied config, not only the one the proxy started with.
     two_backends(&a, &b, "b", port).write_to(&redis);
@@ -539,7 +507,11 @@ fn write_file(path: &Path, text: &str) {
 }
 
 fn file_config(a: &FakeBackend, b: &FakeBackend, target: &str, port: u16) -> String {
-    let backend = |url: String| json!({"url": url, "interval": "50", "checkinterval": "100", "rewriteinterval": "500"});
+    let backend = |url: String| {
+        let mut fields: serde_json::Map<String, Value> = FAST.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        fields.insert("url".into(), json!(url));
+        Value::Object(fields)
+    };
     let config = json!({
         "DEFAULT_NODE": {"interval": "0"},
         "NODES": {"l1": {"listenaddr": format!("127.0.0.1:{port}")}},
@@ -646,6 +618,8 @@ fn reload_applies_a_redis_change_at_once() {
     assert_eq!(config_version(&addr), 1);
 
     two_backends(&a, &b, "b", port).write_to(&redis);
+    // Kept sleep: time in which a poller would have applied the change; with a 60 s poll interval
+    // only /reload may apply it.
     std::thread::sleep(Duration::from_millis(600));
     write_ok(&addr, "cpu,h=1 v=1i 1000\n");
     wait_lines(&a, "cpu", 1, "a (change in Redis not applied before /reload)");
@@ -663,6 +637,7 @@ fn reload_applies_a_redis_change_at_once() {
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(config_version(&addr), 2);
     wait_lines(&b, "cpu", 1, "b (after /reload)");
+    // Kept sleep: an absence is watched for a while (a must receive nothing more).
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(lines_of(&a, "cpu").len(), 1, "a received a line after /reload moved cpu to b");
 
@@ -685,7 +660,7 @@ fn listenaddr_change_needs_a_restart() {
         with_node(ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]), listen_port, &[])
     };
     config(port).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     let new_port = free_port();

@@ -8,17 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use util::fake::wait_lines;
 use util::http::{self, HttpConn, Response};
+use util::inspect::{backend_health, health};
 use util::procs::quote_ident;
+use util::site::{APPLY, DB, FAST, WAIT, polling_proxy, with_node};
 use util::{FakeBackend, Influxd, Proxy, ProxyConfig, Redis, free_port, set_toml, wait_until};
-
-const DB: &str = "db";
-/// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
-const POLL_MS: &str = "200";
-/// A config change may take the poll interval plus slack.
-const APPLY: Duration = Duration::from_secs(3);
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Name/value pairs: request headers, metric labels.
 type Pairs<'a> = Vec<(&'a str, &'a str)>;
@@ -28,18 +23,6 @@ const USER: &str = "admin";
 const PASSWORD: &str = "Zq7-pw-Xy9k3";
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-/// `config` plus node `l1` on `port` with self-statistics off and `extra` fields.
-fn with_node(config: ProxyConfig, port: u16, extra: &[(&str, &str)]) -> ProxyConfig {
-    let listen = format!("127.0.0.1:{port}");
-    let mut fields = vec![("listenaddr", listen.as_str()), ("interval", "0")];
-    fields.extend_from_slice(extra);
-    config.node("l1", &fields)
-}
-
-fn start_proxy(redis: &Redis, port: u16) -> Proxy {
-    Proxy::builder(redis, "l1", port).arg("--poll-interval").arg(POLL_MS).start()
-}
 
 /// One request on a fresh keep-alive connection (answers that come after the request is handed on,
 /// like `/query`, are not what these tests are about; `Connection: close` is tested elsewhere).
@@ -53,31 +36,6 @@ fn query_path(q: &str, extra: &[(&str, &str)]) -> String {
     let mut params = vec![("db", DB), ("q", q)];
     params.extend_from_slice(extra);
     format!("/query?{}", http::query_string(&params))
-}
-
-fn health(addr: &str) -> Value {
-    let r = http::get(addr, "/health");
-    assert_eq!(r.status, 200, "/health answered {}: {}", r.status, r.text());
-    r.json()
-}
-
-fn backend_health(addr: &str, name: &str) -> Value {
-    let h = health(addr);
-    let list = h["backends"].as_array().unwrap_or_else(|| panic!("/health without backends: {h}"));
-    list.iter().find(|b| b["name"] == name).cloned().unwrap_or_else(|| panic!("/health does not list {name}: {h}"))
-}
-
-fn lines_of(fake: &FakeBackend, m: &str) -> Vec<String> {
-    fake.write_lines()
-        .into_iter()
-        .filter(|l| l.starts_with(&format!("{m},")) || l.starts_with(&format!("{m} ")))
-        .collect()
-}
-
-fn wait_lines(fake: &FakeBackend, m: &str, want: usize, who: &str) {
-    wait_until(WAIT, &format!("{want} {m} lines on {who}"), || lines_of(fake, m).len() >= want);
-    let got = lines_of(fake, m);
-    assert_eq!(got.len(), want, "{m} lines on {who}: more than written: {got:?}");
 }
 
 fn assert_401(r: &Response, message: &str, what: &str) {
@@ -115,7 +73,7 @@ fn client_auth_required_when_the_node_has_credentials() {
     let port = free_port();
     let node = [("username", USER), ("password", PASSWORD), ("writetracing", "1"), ("querytracing", "1")];
     with_node(ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]), port, &node).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     let write = format!("/write?db={DB}");
     let select = "SELECT v FROM cpu WHERE time > 0";
@@ -206,7 +164,7 @@ fn client_auth_off_then_turned_on_live() {
     let port = free_port();
     let config = || ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]);
     with_node(config(), port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     let write = format!("/write?db={DB}");
 
@@ -265,7 +223,7 @@ fn backend_credentials_are_used_for_writes_and_queries() {
     let mut fields = FAST.to_vec();
     fields.extend([("username", USER), ("password", "pw")]);
     with_node(ProxyConfig::new().backend("x", &x.url(), &fields).keymap("cpu", &["x"]), port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     let r = http::post(
@@ -331,7 +289,7 @@ fn health_shape_and_degraded_state() {
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("cpu", &["a", "b"]);
     with_node(config, port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
 
     for r in 0..2 {
@@ -563,7 +521,7 @@ fn metrics_counts_are_exact() {
     let config =
         || ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("cpu", &["a", "b"]);
     with_node(config(), port, &[]).write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     let write = format!("/write?db={DB}");
 
@@ -689,7 +647,7 @@ fn self_statistics_points_arrive_every_interval() {
         .keymap("_default_", &["x"])
         .node("l1", &[("listenaddr", listen.as_str()), ("interval", "1"), ("db", "stats")])
         .write_to(&redis);
-    let proxy = start_proxy(&redis, port);
+    let proxy = polling_proxy(&redis, port);
     let addr = proxy.addr();
     for i in 0..3 {
         let r = http::post(&addr, "/write?db=stats", format!("app,h=1 v={i}i\n").as_bytes());

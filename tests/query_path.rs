@@ -12,41 +12,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::http::{self, HttpConn, Response};
-use util::site::Site;
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
+use util::site::{DB, FAST, Rig, WAIT};
+use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
 
-/// The database every test queries, unless it tests node `db` handling.
-const DB: &str = "db";
 /// 2023-11-14T22:13:20Z, in ns and ms: test data lives in the hour after it.
 const T0_NS: i64 = 1_700_000_000_000_000_000;
 const T0_MS: i64 = 1_700_000_000_000;
-/// Backend fields that make health checks react fast.
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
-/// Bounded wait for anything asynchronous (health checks, write delivery).
-const WAIT: Duration = Duration::from_secs(10);
 
-/// A proxy started on a config written to its own Redis. The proxy goes first on drop.
-struct Rig {
-    proxy: Proxy,
-    _site: Site,
+/// Queries through a rig's proxy, each on a fresh connection.
+trait Queries {
+    fn get(&self, params: &[(&str, &str)]) -> Response;
+    fn post(&self, params: &[(&str, &str)]) -> Response;
 }
 
-impl Rig {
-    fn start(config: ProxyConfig, node_extra: &[(&str, &str)]) -> Rig {
-        Rig::start_threads(config, node_extra, 2)
-    }
-
-    /// Writes `config` plus node `l1` (its `listenaddr`, self-statistics off, `node_extra`)
-    /// into a fresh Redis and starts the proxy with `threads` workers.
-    fn start_threads(config: ProxyConfig, node_extra: &[(&str, &str)], threads: usize) -> Rig {
-        let site = Site::with_node(config, node_extra, "query-path");
-        Rig { proxy: site.proxy(threads, &[]), _site: site }
-    }
-
-    fn addr(&self) -> String {
-        self.proxy.addr()
-    }
-
+impl Queries for Rig {
     fn get(&self, params: &[(&str, &str)]) -> Response {
         query(&self.addr(), Via::Get, params)
     }

@@ -8,16 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use util::http::{HttpConn, request};
-use util::site::Site;
+use util::site::{FAST, Site, WAIT, fast_with};
 use util::{Behavior, FakeBackend, ProxyConfig, free_port, wait_until};
-
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "300")];
-
-fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut fields = FAST.to_vec();
-    fields.extend_from_slice(extra);
-    fields
-}
 
 fn body_of(lines: usize, tag: &str) -> String {
     (0..lines).map(|i| format!("big,tag={tag} field=\"{}\",n={i}i {}\n", "x".repeat(60), 1_700_000_000 + i)).collect()
@@ -66,6 +58,7 @@ fn slow_reading_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
                             return;
                         }
                         length -= n;
+                        // Reading slowly is this backend's whole point.
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     if writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
@@ -86,7 +79,7 @@ fn slow_reading_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
 #[test]
 fn a_reused_backend_connection_sends_batches_larger_than_the_socket_buffer() {
     let (url, answered) = slow_reading_backend();
-    let fields = with(&[("gzip", "0"), ("timeout", "30000"), ("maxrowlimit", "1000000")]);
+    let fields = fast_with(&[("gzip", "0"), ("timeout", "30000"), ("maxrowlimit", "1000000")]);
     let site = Site::new(ProxyConfig::new().backend("s", &url, &fields).keymap("big", &["s"]), "reg-big");
     let _proxy = site.proxy(1, &[]);
     // ~4.5 MB per request: a 4 MiB batch (the byte cap) and the rest. A 4 MiB batch does not fit in
@@ -117,6 +110,7 @@ fn a_parked_target_backs_off_when_its_retry_fails() {
     assert_eq!(r.status, 204);
     wait_until(Duration::from_secs(5), "the first send", || !fake.requests_to("/write").is_empty());
     fake.set_write(Behavior::respond(503, r#"{"error":"overloaded"}"#));
+    // Kept sleep: the rate of sends over a fixed time is the thing tested.
     std::thread::sleep(Duration::from_secs(2));
     let sends = fake.requests_to("/write").len();
     assert!(sends < 40, "{sends} sends in about 2 s: the parked target does not back off");
@@ -127,7 +121,7 @@ fn a_parked_target_backs_off_when_its_retry_fails() {
 #[test]
 fn requests_pipelined_behind_a_query_that_fails_at_once_are_answered_in_order() {
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let fields = with(&[("checkinterval", "60000")]);
+    let fields = fast_with(&[("checkinterval", "60000")]);
     let site = Site::new(ProxyConfig::new().backend("d", &dead, &fields).keymap("_default_", &["d"]), "reg-pipe");
     let _proxy = site.proxy(1, &[]);
     let write_body = body_of(3000, "p");
@@ -152,7 +146,7 @@ fn requests_pipelined_behind_a_query_that_fails_at_once_are_answered_in_order() 
 fn a_query_answer_that_stalls_after_its_head_is_given_up() {
     let fake = FakeBackend::start();
     fake.set_query(Behavior::HeadThenHang);
-    let fields = with(&[("timeoutquery", "500")]);
+    let fields = fast_with(&[("timeoutquery", "500")]);
     let site = Site::new(ProxyConfig::new().backend("f", &fake.url(), &fields).keymap("cpu", &["f"]), "reg-stall");
     let _proxy = site.proxy(1, &[]);
     let mut stream = TcpStream::connect(site.addr()).expect("connect");
@@ -190,4 +184,90 @@ fn an_oversized_body_gets_its_413_not_a_reset() {
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 413"), "got {:?}", text.chars().take(200).collect::<String>());
     }
+}
+
+/// A query task kept backend *indices* and resolved them against the worker's *current* config when it
+/// failed over. Backends are sorted by name, so a reload during a slow query that adds a backend
+/// sorting first shifted them: the failover went back to the failing backend instead of the other
+/// replica. A task now owns the config snapshot it was planned with.
+#[test]
+fn a_reload_during_a_query_does_not_redirect_its_failover() {
+    let slow = FakeBackend::start();
+    slow.set_query(Behavior::delay(1500, Behavior::respond(500, r#"{"error":"slow and failing"}"#)));
+    let good = FakeBackend::start();
+    good.set_query(Behavior::respond(200, r#"{"results":[{"statement_id":0,"series":[{"name":"from_good"}]}]}"#));
+    let newcomer = FakeBackend::start();
+    newcomer.set_query(Behavior::respond(200, r#"{"results":[{"statement_id":0,"series":[{"name":"wrong"}]}]}"#));
+    let before = ProxyConfig::new()
+        .backend("b_slow", &slow.url(), FAST)
+        .backend("c_good", &good.url(), FAST)
+        .keymap("cpu", &["b_slow", "c_good"]);
+    let site = Site::new(before.clone(), "reg-reload-query");
+    let _proxy = site.proxy(1, &[]);
+    let addr = site.addr();
+
+    let in_flight = std::thread::spawn(move || {
+        request(&addr, "GET", "/query?db=db&q=SELECT+v+FROM+cpu+WHERE+time+%3E+0", &[], b"")
+    });
+    wait_until(Duration::from_secs(5), "the query reaches b_slow", || !slow.requests_to("/query").is_empty());
+    // a_new sorts before both: every index of the old config now names another backend.
+    let after = before.backend("a_new", &newcomer.url(), FAST);
+    util::site::with_node(after, site.port, &[]).write_to(&site.redis);
+    let r = request(&site.addr(), "POST", "/reload", &[], b"");
+    assert_eq!(r.status, 204, "reload: {}", r.text());
+
+    let answer = in_flight.join().expect("query thread");
+    assert_eq!(answer.status, 200, "the failover answered {}: {}", answer.status, answer.text());
+    assert!(answer.text().contains("from_good"), "answered by the wrong backend: {}", answer.text());
+    assert_eq!(slow.requests_to("/query").len(), 1, "the failing backend was asked again");
+    assert!(newcomer.requests_to("/query").is_empty(), "a backend the query was not planned with was asked");
+}
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the ')'; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU the proxy uses over `window` while nothing is asked of it.
+fn idle_cpu(pid: u32, window: Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    // Kept sleep: the window over which an idle proxy must stay idle.
+    std::thread::sleep(window);
+    cpu_seconds(pid) - before
+}
+
+/// With the fixed tick gone, a deadline that had passed but could not be acted on made a worker poll
+/// with timeout 0 in a loop (100% CPU): a retry time left behind by a batch then dropped as bad data,
+/// and a retry due while the health checker says the backend is down.
+#[test]
+fn an_outage_or_a_dropped_batch_does_not_spin_the_workers() {
+    let fake = FakeBackend::start();
+    let site = Site::new(ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("m", &["f"]), "reg-spin");
+    let proxy = site.proxy(1, &[]);
+    let pid = proxy.pid().expect("proxy pid");
+    let window = Duration::from_secs(2);
+
+    fake.set_write(Behavior::respond(500, r#"{"error":"boom"}"#));
+    assert_eq!(request(&site.addr(), "POST", "/write?db=db", &[], b"m v=1 1\n").status, 204);
+    wait_until(WAIT, "the first attempt", || !fake.requests_to("/write").is_empty());
+    fake.set_write(Behavior::respond(400, r#"{"error":"partial write: unable to parse 'm v=1 1': bad dropped=1"}"#));
+    wait_until(WAIT, "the retry, answered 400", || fake.requests_to("/write").len() >= 2);
+    let spent = idle_cpu(pid, window);
+    assert!(spent < 0.3, "idle after a dropped batch, the proxy used {spent:.2} CPU-s in {window:?}");
+
+    fake.set_write(Behavior::respond(500, r#"{"error":"boom"}"#));
+    fake.set_ping(Behavior::respond(503, r#"{"error":"down"}"#));
+    assert_eq!(request(&site.addr(), "POST", "/write?db=db", &[], b"m v=2 2\n").status, 204);
+    wait_until(WAIT, "f marked down", || util::inspect::backend_health(&site.addr(), "f")["up"] == false);
+    let spent = idle_cpu(pid, window);
+    assert!(spent < 0.3, "with its backend down, the proxy used {spent:.2} CPU-s in {window:?}");
+
+    // And the data still goes once the backend is back.
+    fake.set_write(Behavior::Ok);
+    fake.set_ping(Behavior::Ok);
+    wait_until(WAIT, "m v=2 delivered", || fake.write_lines().iter().any(|l| l.starts_with("m v=2")));
 }

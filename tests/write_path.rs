@@ -10,60 +10,13 @@ mod util;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use util::http::{self, HttpConn, Response};
-use util::site::Site;
-use util::{Behavior, FakeBackend, Influxd, Proxy, ProxyConfig, wait_until};
-
-/// Every bounded wait for data to show up on a backend.
-const WAIT: Duration = Duration::from_secs(20);
-/// The database every test writes to, unless it tests node `db` handling.
-const DB: &str = "db";
-/// Backend fields that make batches, health checks and retries fast.
-const FAST: &[(&str, &str)] = &[("interval", "50"), ("checkinterval", "100"), ("rewriteinterval", "500")];
-
-/// A proxy started on a config written to its own Redis. The proxy goes first on drop.
-struct Rig {
-    proxy: Proxy,
-    _site: Site,
-}
-
-impl Rig {
-    /// Writes `config` plus node `l1` (its `listenaddr`, self-statistics off, `node_extra`)
-    /// into a fresh Redis and starts the proxy with `args`.
-    fn start(config: ProxyConfig, node_extra: &[(&str, &str)], args: &[&str]) -> Rig {
-        let site = Site::with_node(config, node_extra, "write-path");
-        Rig { proxy: site.proxy(2, args), _site: site }
-    }
-
-    fn addr(&self) -> String {
-        self.proxy.addr()
-    }
-
-    /// POST /write?`query` with `body` and `headers` on a fresh connection.
-    fn write_with(&self, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let path = format!("/write?{query}");
-        http::request(&self.addr(), "POST", &path, headers, body)
-    }
-
-    fn write(&self, query: &str, body: &[u8]) -> Response {
-        self.write_with(query, &[], body)
-    }
-
-    /// POST /write?db=db, asserting 204.
-    fn write_ok(&self, body: &[u8]) {
-        let r = self.write(&format!("db={DB}"), body);
-        assert_eq!(r.status, 204, "write answered {}: {}", r.status, r.text());
-    }
-}
+use util::inspect;
+use util::site::{DB, FAST, FAST_RETRY, Rig, WAIT, influxd_with_db};
+use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
 
 /// `n` influxd instances, each with database `db`.
 fn influxds(n: usize) -> Vec<Influxd> {
-    (0..n)
-        .map(|_| {
-            let influxd = Influxd::start();
-            influxd.create_db(DB);
-            influxd
-        })
-        .collect()
+    (0..n).map(|_| influxd_with_db()).collect()
 }
 
 /// Waits until `measurement` on `influxd` holds `want` points, then checks it holds no more.
@@ -137,7 +90,7 @@ fn routing_exact_prefix_default_replication_and_nexts() {
         .keymap("mem", &["a", "b"])
         .keymap("disk", &["c"])
         .keymap("_default_", &["c"]);
-    let rig = Rig::start(config, &[("nexts", "n")], &[]);
+    let rig = Rig::start(config, &[("nexts", "n")]);
 
     // One request, so each backend's lines of it travel in one batch: once a backend has
     // the lines meant for it, any misrouted line would have arrived with them.
@@ -176,7 +129,7 @@ fn routing_exact_prefix_default_replication_and_nexts() {
 fn gzip_bodies_single_and_multi_member() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
     let gz = [("Content-Encoding", "gzip")];
     let query = format!("db={DB}");
 
@@ -207,7 +160,7 @@ fn gzip_bodies_single_and_multi_member() {
 fn precision_seconds_and_milliseconds_stored_exactly() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let r = rig.write(&format!("db={DB}&precision=s"), b"prec_s v=1 1700000000\nprec_s v=2 1700000001\n");
     assert_eq!(r.status, 204, "{}", r.text());
@@ -232,7 +185,7 @@ fn retention_policy_reaches_both_backends() {
     }
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("rpm", &["a", "b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     // Recent timestamps: the policy only keeps two hours.
     let t = now_ns() / 1_000_000_000 * 1_000_000_000;
@@ -241,15 +194,10 @@ fn retention_policy_reaches_both_backends() {
     assert_eq!(r.status, 204, "{}", r.text());
 
     for influxd in [&a, &b] {
-        let deadline = Instant::now() + WAIT;
         let q = "SELECT v FROM \"db\".\"short\".\"rpm\"";
-        let mut got = rows(influxd, q);
-        while got.len() < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            got = rows(influxd, q);
-        }
+        wait_until(WAIT, &format!("2 points in rp \"short\" on {}", influxd.addr()), || rows(influxd, q).len() >= 2);
         assert_eq!(
-            got,
+            rows(influxd, q),
             [[serde_json::json!(t), serde_json::json!(1)], [serde_json::json!(t + 1), serde_json::json!(2)]],
             "rp \"short\" on {}",
             influxd.addr()
@@ -271,7 +219,7 @@ fn points_without_timestamp_get_one_receive_time_on_every_replica() {
         .backend("b", &b.url(), FAST)
         .keymap("nots", &["a", "b"])
         .keymap("nots_s", &["a", "b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let before = now_ns();
     rig.write_ok(b"nots,k=1 v=1\nnots,k=2 v=2\n");
@@ -307,7 +255,7 @@ fn string_field_with_newline_stored_intact_on_every_replica() {
     let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     rig.write_ok(
         b"log,h=x msg=\"line one\nline two\" 1000\n\
@@ -335,7 +283,7 @@ fn escaped_measurement_routed_by_unescaped_name() {
         .backend("b", &b.url(), FAST)
         .keymap("my m,x", &["a"])
         .keymap("_default_", &["b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     rig.write_ok(b"my\\ m\\,x,t=1 v=1 1000\nmarker v=1 1000\n");
     wait_count(&b, DB, "marker", 1);
@@ -350,7 +298,7 @@ fn escaped_measurement_routed_by_unescaped_name() {
 fn comments_blank_lines_and_crlf() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let before = now_ns();
     rig.write_ok(
@@ -416,7 +364,7 @@ fn hundred_thousand_lines_in_one_request_on_two_replicas() {
     let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("big", &["a", "b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     const N: u64 = 100_000;
     let base = 1_600_000_000_000_000_000u64;
@@ -437,7 +385,7 @@ fn hundred_thousand_lines_in_one_request_on_two_replicas() {
 fn thousand_requests_on_one_keep_alive_connection() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let mut conn = HttpConn::connect(&rig.addr());
     let path = format!("/write?db={DB}");
@@ -455,7 +403,7 @@ fn thousand_requests_on_one_keep_alive_connection() {
 fn pipelined_requests_answered_in_order() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let mut raw = Vec::new();
     for i in 0..20u64 {
@@ -517,7 +465,7 @@ fn node_db_is_enforced() {
     a.create_db("app");
     a.create_db("other");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[("db", "app")], &[]);
+    let rig = Rig::start(config, &[("db", "app")]);
 
     let r = rig.write("db=other", b"nodedb v=1 1000\n");
     let error = assert_json_error(&r, 404, "database not found");
@@ -538,7 +486,7 @@ fn node_db_is_enforced() {
 fn error_answers_are_influxdb_style() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &["--max-body-bytes", "1000"]);
+    let rig = Rig::start_with(config, &[], 2, &["--max-body-bytes", "1000"]);
     let query = format!("db={DB}");
     let gz = [("Content-Encoding", "gzip")];
 
@@ -590,7 +538,7 @@ fn error_answers_are_influxdb_style() {
 fn expect_continue_and_chunked_bodies() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
     let path = format!("/write?db={DB}");
 
     let mut conn = HttpConn::connect(&rig.addr());
@@ -628,7 +576,7 @@ fn backend_down_for_a_while_gets_everything_after_it_returns() {
     let [a, mut b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
     let config =
         ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     b.stop();
     const REQUESTS: u64 = 50;
@@ -642,6 +590,8 @@ fn backend_down_for_a_while_gets_everything_after_it_returns() {
         }
         let answer = rig.write(&format!("db={DB}"), body.as_bytes());
         assert_eq!(answer.status, 204, "request {r} while b is down: {}", answer.text());
+        // Kept sleep: spreading the requests over more than one batch interval is the point, so the
+        // backlog holds many batches rather than a few large ones.
         std::thread::sleep(Duration::from_millis(40));
     }
     wait_count(&a, DB, "outage", REQUESTS * LINES);
@@ -658,7 +608,7 @@ fn backend_down_for_a_while_gets_everything_after_it_returns() {
 fn rejected_batch_does_not_block_later_data_fake_backend() {
     let fake = FakeBackend::start();
     let config = ProxyConfig::new().backend("f", &fake.url(), FAST).keymap("_default_", &["f"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     fake.set_write(Behavior::respond(
         400,
@@ -673,14 +623,16 @@ fn rejected_batch_does_not_block_later_data_fake_backend() {
         let lines = fake.write_lines();
         lines.iter().any(|l| l == "good v=1 2000") && lines.iter().any(|l| l == "good v=2 3000")
     });
-    // Several retry periods (rewriteinterval 500 ms): a retried 400 batch would show again.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kept sleep: an absence is watched for a while. Several retry periods: a retried 400 batch
+    // would show again.
+    std::thread::sleep(5 * FAST_RETRY);
     let lines = fake.write_lines();
     let bad = lines.iter().filter(|l| *l == "bad v=\"s\" 1000").count();
     assert!((1..=2).contains(&bad), "the 400 batch was sent {bad} times: {lines:?}");
     let good = lines.iter().filter(|l| l.starts_with("good ")).count();
     assert_eq!(good, 2, "good lines sent more than once: {lines:?}");
-    std::thread::sleep(Duration::from_millis(1000));
+    // Kept sleep: still no retry a few retry periods later.
+    std::thread::sleep(3 * FAST_RETRY);
     let again = fake.write_lines().iter().filter(|l| *l == "bad v=\"s\" 1000").count();
     assert_eq!(again, bad, "the 400 batch keeps being retried");
 }
@@ -689,14 +641,17 @@ fn rejected_batch_does_not_block_later_data_fake_backend() {
 fn field_type_conflict_does_not_block_later_data_real_influxd() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     rig.write_ok(b"conf v=1 1000000000\n");
     wait_count(&a, DB, "conf", 1);
     // The proxy cannot know: it accepts, influxd refuses the batch with 400.
     rig.write_ok(b"conf v=\"str\" 2000000000\n");
-    // Several batch intervals, so the conflicting batch goes out on its own.
-    std::thread::sleep(Duration::from_millis(300));
+    // The conflicting batch goes out (and is refused) on its own, before the next write.
+    wait_until(WAIT, "influxd refusing the conflicting batch", || {
+        let labels = [("backend", "a"), ("reason", "bad_data")];
+        inspect::metric(&rig.addr(), "influx_proxy_backend_lines_dropped_total", &labels).is_some_and(|n| n >= 1.0)
+    });
     rig.write_ok(b"conf v=3 3000000000\nconf_after v=1 3000000000\n");
     wait_count(&a, DB, "conf_after", 1);
     wait_count(&a, DB, "conf", 2);
@@ -713,7 +668,7 @@ fn field_type_conflict_does_not_block_later_data_real_influxd() {
 fn unrouted_measurement_is_a_partial_write() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let r = rig.write(&format!("db={DB}"), b"cpu v=1 1000\nnowhere v=2 2000\ncpu v=3 3000\n");
     let error = assert_json_error(&r, 400, "partial write");
@@ -728,7 +683,7 @@ fn unrouted_measurement_is_a_partial_write() {
 fn ping_get_head_and_verbose() {
     let [a]: [Influxd; 1] = influxds(1).try_into().ok().expect("one influxd");
     let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
-    let rig = Rig::start(config, &[], &[]);
+    let rig = Rig::start(config, &[]);
 
     let r = http::get(&rig.addr(), "/ping");
     assert_eq!(r.status, 204, "{r:?}");

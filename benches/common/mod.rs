@@ -22,8 +22,24 @@ use std::time::Duration;
 use util::{Influxd, Proxy, ProxyBuilder, ProxyConfig, free_port, http, inspect, set_toml};
 
 /// `cargo bench` passes `--bench`; `cargo test --benches` (and a plain run) does not: keep those short.
+/// A quick run says so first, so its figures are not mistaken for a measurement.
 pub fn full_run() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| println!("{}", quick_mode_banner()));
+    }
+    full
+}
+
+/// The line a quick run starts with.
+pub fn quick_mode_banner() -> String {
+    let bench = std::env::args()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| n.split('-').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    format!("QUICK MODE: a smoke run on tiny inputs, NOT a measurement; for figures run `cargo bench --bench {bench}`")
 }
 
 pub fn env_or(name: &str, default: u64) -> u64 {
@@ -65,6 +81,7 @@ pub fn proc_cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat; here 11 and 12 after the ')'.
+    // SAFETY: sysconf reads a system setting; it takes no pointers and has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
 }

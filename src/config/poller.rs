@@ -12,24 +12,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::source::{self, Source};
 use super::{Config, ConfigError};
-use crate::run::WorkerHandle;
+use crate::control::{Message, ReloadRequest, WorkerHandle};
 use crate::shared::Shared;
 use crate::upstream::BackendState;
-use crate::worker::Message;
-
-/// A `/reload` a worker forwards; the answer goes back to that worker for that client.
-#[derive(Debug, Clone, Copy)]
-pub struct ReloadRequest {
-    pub worker: usize,
-    pub client: usize,
-}
-
-impl ReloadRequest {
-    /// A reload nobody waits for (SIGHUP).
-    pub fn without_answer() -> ReloadRequest {
-        ReloadRequest { worker: usize::MAX, client: 0 }
-    }
-}
 
 pub struct Poller {
     shared: Arc<Shared>,
@@ -70,8 +55,10 @@ impl Poller {
                         Refresh::Unchanged | Refresh::Applied(_) => (204, None),
                         Refresh::Failed(status, e) => (status, Some(e)),
                     };
-                    if let Some(w) = self.workers.get(req.worker) {
-                        w.send(Message::Reloaded { client: req.client, status, error });
+                    if let Some(client) = req.client
+                        && let Some(w) = self.workers.get(client.worker)
+                    {
+                        w.send(Message::Reloaded { client, status, error });
                     }
                 }
                 Err(RecvTimeoutError::Timeout) if Instant::now() >= next => {
@@ -111,7 +98,9 @@ impl Poller {
         for w in &config.warnings {
             log::warn!("config: {w}");
         }
-        if let Err(e) = source::save_cache(&self.shared.settings.data_dir, &config.raw) {
+        if self.source.uses_cache()
+            && let Err(e) = source::save_cache(&self.shared.settings.data_dir, &config.raw)
+        {
             log::warn!("cannot cache the config: {e}");
         }
         let config = Arc::new(config);

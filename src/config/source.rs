@@ -1,6 +1,6 @@
 //! Where the raw configuration comes from: Redis in the original proxy's key layout, or a JSON file
 //! (`--config`), plus the on-disk cache of the last good config that lets the proxy start while Redis
-//! is down.
+//! is down (Redis only: see `Source::uses_cache`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +37,13 @@ impl Source {
         }
         let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| format!("redis: {e}"))?;
         Ok(Source::Redis { client, addr: args.redis.clone() })
+    }
+
+    /// Whether the last good config is cached for starts while the source is unreachable: for Redis,
+    /// which lives on another machine and can be down; not for a file the operator names, which is
+    /// either there or the operator's mistake to hear about.
+    pub fn uses_cache(&self) -> bool {
+        matches!(self, Source::Redis { .. })
     }
 
     pub fn describe(&self) -> String {

@@ -24,6 +24,17 @@ impl AuthError {
     }
 }
 
+/// InfluxDB's 401 answer.
+pub fn write_unauthorized(out: &mut Vec<u8>, e: AuthError, close: bool) {
+    let body = super::response::error_body(e.message());
+    super::response::Response {
+        close,
+        headers: &[("Www-Authenticate", "Basic realm=\"InfluxDB\"")],
+        ..super::response::Response::json(401, body.as_bytes())
+    }
+    .write_to(out);
+}
+
 /// The credentials a request presents, in InfluxDB's order of precedence.
 pub fn presented(head: &Head, params: &Params) -> Option<(String, String)> {
     if let Some(u) = params.non_empty("u") {

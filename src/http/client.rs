@@ -1,4 +1,6 @@
-//! Client side of HTTP/1.1: reading a backend's response head and body framing.
+//! Client side of HTTP/1.1: writing requests to backends (`UpstreamRequest`, the one writer the outbox
+//! sender, the query relay and the health ping share), and reading a backend's response head and body
+//! framing.
 //!
 //! Like the server side, parsing borrows the bytes read so far and "incomplete" is `Ok(None)`. The body
 //! reader decodes Content-Length, chunked and read-until-close bodies into plain bytes; relaying to a
@@ -8,6 +10,64 @@ use std::fmt;
 
 use super::request::{ChunkError, ChunkedDecoder, trim};
 use crate::defaults::{MAX_HEADERS, MAX_UPSTREAM_HEAD_BYTES};
+
+/// A request to a backend. Everything the proxy sends upstream is written by `write_to`, so every
+/// request carries the same `Host`, `User-Agent` and framing.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Query string, already encoded, without the `?`.
+    pub query: &'a [u8],
+    pub host: &'a str,
+    /// Extra headers (`Accept`, `Authorization`, `Content-Type`, ...).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Sent with `Content-Length` (also when empty) for methods that carry a body.
+    pub body: Option<&'a [u8]>,
+    /// Ask the backend to close after answering (one-shot requests).
+    pub close: bool,
+}
+
+impl<'a> UpstreamRequest<'a> {
+    pub fn get(path: &'a str, host: &'a str) -> Self {
+        UpstreamRequest { method: "GET", path, query: b"", host, headers: &[], body: None, close: false }
+    }
+
+    pub fn post(path: &'a str, host: &'a str, body: &'a [u8]) -> Self {
+        UpstreamRequest { method: "POST", body: Some(body), ..UpstreamRequest::get(path, host) }
+    }
+
+    /// Appends the request (head and body) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.path.as_bytes());
+        if !self.query.is_empty() {
+            out.push(b'?');
+            out.extend_from_slice(self.query);
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(self.host.as_bytes());
+        out.extend_from_slice(b"\r\nUser-Agent: influx-proxy\r\n");
+        for (name, value) in self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        if let Some(body) = self.body {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(body);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -174,6 +234,28 @@ impl BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_requests() {
+        let mut out = Vec::new();
+        UpstreamRequest { close: true, ..UpstreamRequest::get("/ping", "db1:8086") }.write_to(&mut out);
+        assert_eq!(
+            out,
+            b"GET /ping HTTP/1.1\r\nHost: db1:8086\r\nUser-Agent: influx-proxy\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        UpstreamRequest {
+            query: b"db=x",
+            headers: &[("Content-Encoding", "gzip")],
+            ..UpstreamRequest::post("/write", "h", b"abc")
+        }
+        .write_to(&mut out);
+        assert_eq!(
+            out,
+            b"POST /write?db=x HTTP/1.1\r\nHost: h\r\nUser-Agent: influx-proxy\r\nContent-Encoding: gzip\r\n\
+              Content-Length: 3\r\n\r\nabc"
+        );
+    }
 
     #[test]
     fn parses_heads() {

@@ -3,9 +3,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod conn;
+pub mod output;
 pub mod params;
 pub mod request;
 pub mod response;
+pub mod router;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

@@ -268,6 +268,16 @@ impl fmt::Display for ChunkError {
     }
 }
 
+impl ChunkError {
+    /// The answer to a client whose body failed to decode.
+    pub fn status(self) -> u16 {
+        match self {
+            ChunkError::Malformed => 400,
+            ChunkError::TooLarge => 413,
+        }
+    }
+}
+
 /// Longest chunk-size line or trailer line accepted (extensions included).
 const MAX_CHUNK_LINE: usize = 4096;
 

@@ -277,18 +277,7 @@ impl Job {
     }
 }
 
-/// A batch of copied lines for one backend, handed to a worker to commit to that backend's outbox.
-pub struct Batch {
-    pub backend: String,
-    pub url: String,
-    /// `db=..&rp=..&precision=ns`
-    pub target: String,
-    /// Line protocol, every line ending in `\n`.
-    pub lines: String,
-    pub count: u64,
-    /// The worker's answer: committed to the outbox log, or why not.
-    pub done: crossbeam_channel::Sender<Result<(), String>>,
-}
+pub use crate::control::JobBatch as Batch;
 
 /// Appends `batch` to `outbox` as one request `request` and commits it (called by the worker that
 /// owns the outbox).

@@ -1,5 +1,13 @@
-//! Sockets: the per-worker `SO_REUSEPORT` listener, and read/write helpers whose outcome is an enum, so
-//! callers branch on `WouldBlock`/`Closed` instead of threading `io::Error` kinds around.
+//! Sockets: the per-worker `SO_REUSEPORT` listener (after `listen::claim_address` made sure the address
+//! is ours alone), accepting within the file-descriptor budget (`fds`), and read/write helpers whose
+//! outcome is an enum, so callers branch on `WouldBlock`/`Closed` instead of threading `io::Error` kinds
+//! around.
+
+pub mod fds;
+pub mod listen;
+
+pub use fds::{Accepted, FdReserve, accept};
+pub use listen::{AddressClaim, ListenError, claim_address};
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

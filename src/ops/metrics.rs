@@ -29,6 +29,9 @@ const PROXY_COUNTERS: &[Counter<ProxyStats>] = &[
     ("influx_proxy_connections_refused_total", "Client connections closed at once (limit).", |s| {
         &s.connections_refused
     }),
+    ("influx_proxy_connections_shed_total", "Client connections closed at once: out of file descriptors.", |s| {
+        &s.connections_shed
+    }),
     ("influx_proxy_config_reloads_total", "New configurations applied.", |s| &s.config_reloads),
     ("influx_proxy_config_failures_total", "Configurations rejected or unreadable.", |s| &s.config_failures),
 ];
@@ -95,9 +98,25 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
+const BUILD_INFO: &str = "influx_proxy_build_info";
+const START_TIME: &str = "process_start_time_seconds";
+
 pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(8192);
     let stats = &shared.stats;
+    let _ = writeln!(
+        out,
+        "# HELP {BUILD_INFO} The running build; the value is always 1.\n# TYPE {BUILD_INFO} gauge\n\
+         {BUILD_INFO}{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
+    let started = stats.started.0.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP {START_TIME} Start time of the process since the Unix epoch in seconds.\n\
+         # TYPE {START_TIME} gauge\n{START_TIME} {:.3}",
+        started.as_secs_f64()
+    );
     for (name, help, field) in PROXY_COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", field(stats).load(Relaxed));
     }

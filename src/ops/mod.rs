@@ -6,10 +6,12 @@ pub mod metrics;
 pub mod stats_point;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::http::params::Params;
+use crate::http::response::Response;
 use crate::shared::Shared;
 use crate::upstream::unix_ms;
 
@@ -34,10 +36,47 @@ pub struct ProxyStats {
     pub auth_failures: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Connections closed at once because the process was out of file descriptors (`net::fds`).
+    pub connections_shed: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_failures: AtomicU64,
     pub write_latency: Histogram,
     pub query_latency: Histogram,
+    /// When the process started serving, for `process_start_time_seconds`.
+    pub started: StartTime,
+}
+
+/// The time the stats were created: at start, before any worker runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTime(pub SystemTime);
+
+impl Default for StartTime {
+    fn default() -> Self {
+        StartTime(SystemTime::now())
+    }
+}
+
+/// `/ping`: 204, or with `verbose` 200 and the version as JSON (as InfluxDB 1.7+ documents).
+pub fn ping(params: &Params, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
+        let body = format!("{{\"version\":\"{}\"}}\n", crate::defaults::INFLUXDB_VERSION);
+        Response { close, head_only, ..Response::json(200, body.as_bytes()) }.write_to(out);
+    } else {
+        Response { close, content_type: Some("application/json"), ..Response::new(204) }.write_to(out);
+    }
+}
+
+/// `/health`: the JSON of `health_json`.
+pub fn serve_health(shared: &Shared, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    let body = serde_json::to_vec_pretty(&health_json(shared)).unwrap_or_default();
+    Response { close, head_only, ..Response::json(200, &body) }.write_to(out);
+}
+
+/// `/metrics`: Prometheus text.
+pub fn serve_metrics(shared: &Shared, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    let body = metrics::render(shared);
+    let ct = Some("text/plain; version=0.0.4; charset=utf-8");
+    Response { close, head_only, content_type: ct, ..Response::new(200) }.with_body(body.as_bytes(), out);
 }
 
 /// Upper bounds of the latency buckets, in microseconds.
@@ -80,11 +119,12 @@ fn rfc3339_ms(ms: u64) -> String {
 }
 
 /// `/health`: backend states, backlogs, config version. `status` is `ok` when every configured
-/// backend is up, `degraded` otherwise.
+/// backend is up and the last read of the config source went well, `degraded` otherwise; `problems`
+/// says why, one sentence per reason.
 pub fn health_json(shared: &Shared) -> Value {
     let (config, version, last_error, source) =
         shared.config_status(|s| (s.current.clone(), s.version, s.last_error.clone(), s.source.clone()));
-    let mut degraded = false;
+    let mut problems = Vec::new();
     let backends: Vec<Value> = shared
         .registry
         .all()
@@ -95,7 +135,9 @@ pub fn health_json(shared: &Shared) -> Value {
             if !in_config && backlog == 0 && st.disk_bytes.load(Relaxed) == 0 {
                 return None;
             }
-            degraded |= in_config && !st.is_up();
+            if in_config && !st.is_up() {
+                problems.push(format!("backend {} is down", st.name));
+            }
             let error = st.last_error();
             let (lag, parked_targets) = st.lag.summary(std::time::Instant::now());
             let interval = config.backends.iter().find(|b| std::sync::Arc::ptr_eq(&b.state, st)).map(|b| b.interval);
@@ -118,8 +160,12 @@ pub fn health_json(shared: &Shared) -> Value {
             }))
         })
         .collect();
+    if let Some(e) = &last_error {
+        problems.push(format!("the last config read failed, the previous config stays in force: {e}"));
+    }
     json!({
-        "status": if degraded { "degraded" } else { "ok" },
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "problems": problems,
         "node": config.node.name,
         "version": env!("CARGO_PKG_VERSION"),
         "config": {

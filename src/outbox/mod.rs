@@ -19,12 +19,12 @@
 //!
 //! Logs left by workers that no longer exist (the thread count went down) are adopted read-only and sent
 //! before this worker's own log, so a backend's data keeps its order.
-
 //!
 //! Files: `segment.rs` (one mmap'd segment file) → `log.rs` (a directory of segments: append, commit,
 //! ack, recover, recycle) → this file (the outbox: what gets appended where, and when a batch is sealed)
 //! → `sender.rs` (POST, answer, retry) with `classify.rs` (what an answer means) and `park.rs` (the
-//! parked logs); `dirs.rs` says where it all lives on disk, `deflate.rs` gzips a batch.
+//! parked logs); `dirs.rs` says where it all lives on disk, `deflate.rs` gzips a batch, and `set.rs`
+//! keeps the outboxes of one worker in step with the config.
 
 mod classify;
 pub mod deflate;
@@ -33,6 +33,7 @@ pub mod log;
 mod park;
 pub mod segment;
 mod sender;
+pub mod set;
 
 use std::io;
 use std::path::PathBuf;
@@ -290,8 +291,12 @@ impl Outbox {
         self.pump(cx);
     }
 
-    /// When this outbox next needs `tick`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When this outbox next needs `tick`, given that `tick` has just run at about `now`: only
+    /// deadlines something can act on count. Data waiting for a backend the health checker says is
+    /// down is looked at again after `recheck` (the checker marks it up without waking anyone), and a
+    /// deadline that has passed although `tick` just ran cannot be acted on yet either: it too is
+    /// looked at after `recheck`, so a worker never spins on it.
+    pub fn next_deadline(&self, now: Instant, recheck: Duration) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(open) = self.logs.last().and_then(|l| l.open_record()) {
@@ -299,13 +304,19 @@ impl Outbox {
         }
         if let Some(f) = &self.inflight {
             consider(f.deadline);
-        } else if let Some(t) = self.retry_at {
-            consider(t);
+        } else if self.reachable() {
+            if let Some(t) = self.retry_at
+                && self.logs.iter().any(|l| l.pending_records() > 0)
+            {
+                consider(t);
+            }
+            for p in self.parked.iter().filter(|p| p.log.pending_records() > 0) {
+                consider(p.retry_at);
+            }
+        } else if self.pending_records() > 0 {
+            consider(now + recheck);
         }
-        for p in &self.parked {
-            consider(p.retry_at);
-        }
-        next
+        next.map(|t| if t <= now { now + recheck } else { t })
     }
 
     /// Seals the open batch now (shutdown: send everything).

@@ -14,6 +14,7 @@ use super::classify::{Outcome, classify, refused_lines};
 use super::log::{Front, Log};
 use super::{Cx, Outbox, Source};
 use crate::defaults::{FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK};
+use crate::http::client::UpstreamRequest;
 use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, Exchange};
 
@@ -123,22 +124,23 @@ impl Outbox {
             None => (payload, false),
         };
         conn.begin_request(cx.registry);
-        let out = &mut conn.out;
-        out.extend_from_slice(b"POST /write?");
-        out.extend_from_slice(target);
-        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        out.extend_from_slice(backend.host.as_bytes());
-        out.extend_from_slice(b"\r\nUser-Agent: influx-proxy\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        let auth = backend.auth.as_ref().map(|a| crate::http::basic_auth(&a.username, &a.password));
+        let mut headers = [("Content-Type", "text/plain; charset=utf-8"), ("", ""), ("", "")];
+        let mut n = 1;
         if gzipped {
-            out.extend_from_slice(b"Content-Encoding: gzip\r\n");
+            headers[n] = ("Content-Encoding", "gzip");
+            n += 1;
         }
-        if let Some(auth) = &backend.auth {
-            out.extend_from_slice(b"Authorization: ");
-            out.extend_from_slice(crate::http::basic_auth(&auth.username, &auth.password).as_bytes());
-            out.extend_from_slice(b"\r\n");
+        if let Some(auth) = &auth {
+            headers[n] = ("Authorization", auth);
+            n += 1;
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-        out.extend_from_slice(body);
+        UpstreamRequest {
+            query: target,
+            headers: &headers[..n],
+            ..UpstreamRequest::post("/write", &backend.host, body)
+        }
+        .write_to(&mut conn.out);
         let reused = conn.exchanges > 0;
         self.inflight = Some(InFlight {
             source,
@@ -193,7 +195,7 @@ impl Outbox {
                 let status = f.ex.status();
                 self.handle_answer(cx, f, status);
             }
-            Err(e) => self.fail(cx, e),
+            Err(e) => self.fail(cx, e.to_string()),
         }
     }
 

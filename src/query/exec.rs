@@ -6,20 +6,22 @@
 //! gather buffers its sub-answers (they are parsed and merged), `MAX_GATHER_BYTES` for all of them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Registry, Token};
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Config};
-use crate::defaults::{MAX_CLIENT_OUTPUT_BYTES, READ_CHUNK};
+use crate::defaults::READ_CHUNK;
+use crate::http::client::UpstreamRequest;
+use crate::http::output::Output;
 use crate::http::params::encode_into;
 use crate::http::response::reason;
 use crate::query::merge::{self, PartAnswer};
 use crate::query::plan::MergeKind;
 use crate::upstream::BackendState;
-use crate::upstream::conn::{Conn, Exchange};
-use crate::worker::client::Client;
+use crate::upstream::conn::{Conn, ConnError, Drive, Exchange};
 
 /// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
 /// times more).
@@ -62,37 +64,30 @@ impl RequestSpec {
         let mut form = String::new();
         encode_pairs(&mut form, &self.form_params, own_credentials);
         encode_pairs(&mut form, &[("q".to_string(), self.q.clone())], false);
+        let authorization = match (&backend.auth, &self.authorization) {
+            (Some(c), _) => Some(crate::http::basic_auth(&c.username, &c.password)),
+            (None, a) => a.clone(),
+        };
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(4);
+        let optional =
+            [("Accept", &self.accept), ("Accept-Encoding", &self.accept_encoding), ("Authorization", &authorization)];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                headers.push((name, v));
+            }
+        }
         out.clear();
         if self.post {
-            out.extend_from_slice(format!("POST /query?{url} HTTP/1.1\r\n").as_bytes());
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+            let request = UpstreamRequest::post("/query", &backend.host, form.as_bytes());
+            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
         } else {
-            let sep = if url.is_empty() { "" } else { "&" };
-            out.extend_from_slice(format!("GET /query?{url}{sep}{form} HTTP/1.1\r\n").as_bytes());
-        }
-        out.extend_from_slice(format!("Host: {}\r\nUser-Agent: influx-proxy\r\n", backend.host).as_bytes());
-        if let Some(a) = &self.accept {
-            out.extend_from_slice(format!("Accept: {a}\r\n").as_bytes());
-        }
-        if let Some(ae) = &self.accept_encoding {
-            out.extend_from_slice(format!("Accept-Encoding: {ae}\r\n").as_bytes());
-        }
-        match (&backend.auth, &self.authorization) {
-            (Some(c), _) => out.extend_from_slice(
-                format!("Authorization: {}\r\n", crate::http::basic_auth(&c.username, &c.password)).as_bytes(),
-            ),
-            (None, Some(a)) => out.extend_from_slice(format!("Authorization: {a}\r\n").as_bytes()),
-            (None, None) => {}
-        }
-        if self.post {
-            out.extend_from_slice(
-                format!(
-                    "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-                    form.len()
-                )
-                .as_bytes(),
-            );
-        } else {
-            out.extend_from_slice(b"\r\n");
+            if !url.is_empty() {
+                url.push('&');
+            }
+            url.push_str(&form);
+            let request = UpstreamRequest::get("/query", &backend.host);
+            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
         }
     }
 }
@@ -192,14 +187,14 @@ impl Attempt {
     }
 
     /// Moves the exchange forward, reading at most `budget` answer bytes into `body`.
-    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<crate::upstream::conn::Drive, String> {
+    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<Drive, String> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
         let Some(conn) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(ConnError::NotConnected.to_string());
         };
-        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry)?;
+        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry).map_err(|e| e.to_string())?;
         if d.read > 0
             && let Some(deadline) = &mut self.deadline
         {
@@ -224,8 +219,10 @@ impl Attempt {
 #[derive(Debug, PartialEq, Eq)]
 pub enum TaskState {
     Running,
-    /// The answer is complete in the client's output.
-    Done,
+    /// The answer is complete in the client's output; `close`: the connection must close after it.
+    Done {
+        close: bool,
+    },
     /// The answer cannot be completed; the client connection must be closed.
     Broken,
 }
@@ -246,9 +243,9 @@ impl Relay {
     }
 
     /// Moves the answer along as far as the client's room allows.
-    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
+    pub fn pump(&mut self, out: &mut Output, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         loop {
-            let room = MAX_CLIENT_OUTPUT_BYTES.saturating_sub(client.pending_output());
+            let room = out.room();
             if room == 0 {
                 return TaskState::Running;
             }
@@ -260,11 +257,11 @@ impl Relay {
                         if status >= 500 && self.attempt.has_candidates() {
                             self.attempt.fail_current(config, format!("HTTP {status}"), registry);
                             if !self.attempt.start_next(config, registry, now) {
-                                return self.give_up(client);
+                                return self.give_up(out);
                             }
                             continue;
                         }
-                        self.send_head(client);
+                        self.send_head(out.buf());
                     }
                     d
                 }
@@ -277,30 +274,31 @@ impl Relay {
                     if self.attempt.start_next(config, registry, now) {
                         continue;
                     }
-                    return self.give_up(client);
+                    return self.give_up(out);
                 }
             };
             if self.head_sent && !self.attempt.body.is_empty() {
                 let body = std::mem::take(&mut self.attempt.body);
+                let buf = out.buf();
                 if self.chunked_out {
-                    client.wbuf.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
-                    client.wbuf.extend_from_slice(&body);
-                    client.wbuf.extend_from_slice(b"\r\n");
+                    buf.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    buf.extend_from_slice(&body);
+                    buf.extend_from_slice(b"\r\n");
                 } else {
-                    client.wbuf.extend_from_slice(&body);
+                    buf.extend_from_slice(&body);
                 }
                 self.attempt.body = body;
                 self.attempt.body.clear();
             }
             if step.done {
                 if self.chunked_out {
-                    client.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    out.buf().extend_from_slice(b"0\r\n\r\n");
                 }
                 if let Some(b) = self.attempt.backend.and_then(|b| config.backends.get(b)) {
                     BackendState::add(&b.state.counters.queries, 1);
                 }
                 self.attempt.close(registry);
-                return TaskState::Done;
+                return TaskState::Done { close: self.close };
             }
             if step.blocked {
                 return TaskState::Running;
@@ -308,11 +306,10 @@ impl Relay {
         }
     }
 
-    fn send_head(&mut self, client: &mut Client) {
+    fn send_head(&mut self, out: &mut Vec<u8>) {
         let Some(head) = self.attempt.head() else {
             return;
         };
-        let out = &mut client.wbuf;
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", head.status, reason(head.status)).as_bytes());
         for (name, value) in &head.headers {
             let hop = ["connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"];
@@ -333,24 +330,20 @@ impl Relay {
         }
         if self.close {
             out.extend_from_slice(b"Connection: close\r\n");
-            client.closing = true;
         }
         out.extend_from_slice(b"\r\n");
         self.head_sent = true;
     }
 
     /// No backend could answer: a 503 naming what was tried.
-    fn give_up(&mut self, client: &mut Client) -> TaskState {
+    fn give_up(&mut self, out: &mut Output) -> TaskState {
         let msg = if self.attempt.failures.is_empty() {
             "no backend available for this query".to_string()
         } else {
             format!("no backend could answer: {}", self.attempt.failures.join("; "))
         };
-        crate::http::response::write_error(&mut client.wbuf, 503, &msg, self.close);
-        if self.close {
-            client.closing = true;
-        }
-        TaskState::Done
+        crate::http::response::write_error(out.buf(), 503, &msg, self.close);
+        TaskState::Done { close: self.close }
     }
 }
 
@@ -379,7 +372,7 @@ pub struct Gather {
 }
 
 impl Gather {
-    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
+    pub fn pump(&mut self, out: &mut Output, config: &Config, registry: &Registry, now: Instant) -> TaskState {
         for i in 0..self.parts.len() {
             if self.parts[i].answer.is_some() {
                 continue;
@@ -402,24 +395,20 @@ impl Gather {
             _ => None,
         });
         if let Some(msg) = refused {
-            crate::http::response::write_error(&mut client.wbuf, 400, &msg, self.close);
-            client.closing |= self.close;
+            crate::http::response::write_error(out.buf(), 400, &msg, self.close);
             for part in &mut self.parts {
                 part.attempt.close(registry);
             }
-            return TaskState::Done;
+            return TaskState::Done { close: self.close };
         }
         let body = self.assemble(config);
         let close = self.close;
         crate::http::response::Response { close, ..crate::http::response::Response::json(200, &body) }
-            .write_to(&mut client.wbuf);
-        if close {
-            client.closing = true;
-        }
+            .write_to(out.buf());
         for part in &mut self.parts {
             part.attempt.close(registry);
         }
-        TaskState::Done
+        TaskState::Done { close }
     }
 
     fn assemble(&mut self, config: &Config) -> Vec<u8> {
@@ -529,11 +518,12 @@ fn statement_results(answer: Option<PartAnswer>, count: usize) -> Vec<Value> {
     }
 }
 
-/// A query in flight for a client.
+/// A query in flight for a client. It owns the config snapshot it was planned with: its backend
+/// indices mean that snapshot's backends, whatever reloads happen before it completes.
 pub struct Task {
-    pub client: usize,
+    config: Arc<Config>,
     pub started: Instant,
-    pub kind: TaskKind,
+    kind: TaskKind,
 }
 
 pub enum TaskKind {
@@ -542,14 +532,36 @@ pub enum TaskKind {
 }
 
 impl Task {
-    pub fn pump(&mut self, client: &mut Client, config: &Config, registry: &Registry, now: Instant) -> TaskState {
+    pub fn new(config: Arc<Config>, started: Instant, kind: TaskKind) -> Task {
+        Task { config, started, kind }
+    }
+
+    /// Moves the answer along as far as the client's room allows.
+    pub fn pump(&mut self, out: &mut Output, registry: &Registry, now: Instant) -> TaskState {
+        let config = &self.config;
         match &mut self.kind {
-            TaskKind::Relay(r) => r.pump(client, config, registry, now),
-            TaskKind::Gather(g) => g.pump(client, config, registry, now),
+            TaskKind::Relay(r) => r.pump(out, config, registry, now),
+            TaskKind::Gather(g) => g.pump(out, config, registry, now),
         }
     }
 
-    pub fn attempts_mut(&mut self) -> Vec<&mut Attempt> {
+    /// The earliest moment a backend of this task times out.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.kind {
+            TaskKind::Relay(r) => r.attempt.deadline(),
+            TaskKind::Gather(g) => g.parts.iter().filter_map(|p| p.attempt.deadline()).min(),
+        }
+    }
+
+    /// The tokens of the task's upstream connections.
+    pub fn tokens(&self) -> Vec<Token> {
+        match &self.kind {
+            TaskKind::Relay(r) => vec![r.attempt.token],
+            TaskKind::Gather(g) => g.parts.iter().map(|p| p.attempt.token).collect(),
+        }
+    }
+
+    fn attempts_mut(&mut self) -> Vec<&mut Attempt> {
         match &mut self.kind {
             TaskKind::Relay(r) => vec![&mut r.attempt],
             TaskKind::Gather(g) => g.parts.iter_mut().map(|p| &mut p.attempt).collect(),
@@ -558,7 +570,8 @@ impl Task {
 
     /// A backend silent for its `timeoutquery` (before or during its answer): fail it (over to the next
     /// candidate when nothing was relayed yet).
-    pub fn check_timeouts(&mut self, config: &Config, registry: &Registry, now: Instant) {
+    pub fn check_timeouts(&mut self, registry: &Registry, now: Instant) {
+        let config = self.config.clone();
         for a in self.attempts_mut() {
             if a.deadline().is_some_and(|d| now >= d) {
                 let ms = a.backend.and_then(|b| config.backends.get(b)).map_or(0, |b| b.timeout_query.as_millis());

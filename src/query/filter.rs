@@ -2,8 +2,8 @@
 //! sees it. This module owns the rule vocabulary used in configuration (`rule_names`), the default
 //! rule set — the one the original Go influx-proxy enforced — and the refusal message users get.
 //! Invariants: `check` is a pure function of the policy and the `Statement`; a refusal names
-//! exactly one rule from `rule_names()` and the statement it refused, so a user can tell why and
-//! an operator knows which rule to lift; SHOW statements and statements no rule covers are allowed
+//! one rule from `rule_names()` and the statement it refused, so a user can tell why, and names
+//! every rule `queryallow` would have to lift, so an operator knows what to change; SHOW statements and statements no rule covers are allowed
 //! (the backend still rejects garbage); EXPLAIN is judged as the SELECT it wraps.
 
 use std::fmt;
@@ -139,42 +139,54 @@ impl Policy {
 
     /// Judge one classified statement. `text` is the statement text (for the message).
     pub fn check(&self, stmt: &Statement, text: &str) -> Result<(), Refusal> {
-        let rule = match &stmt.kind {
-            // EXPLAIN ANALYZE runs the SELECT, and a plain EXPLAIN of a refused SELECT is no use.
-            Kind::Select | Kind::Explain { .. } => {
-                if self.select_into && stmt.into {
-                    Some("select_into")
-                } else if self.select_star && stmt.select_star {
-                    Some("select_star")
-                } else if self.select_no_time && !stmt.sources.is_empty() && !stmt.has_time_condition {
-                    // Without FROM (`SELECT 1`) there is nothing to scan, so nothing to bound.
-                    Some("select_no_time")
-                } else {
-                    None
-                }
-            }
-            Kind::Delete if self.delete => Some("delete"),
-            Kind::Drop(_) if self.drop => Some("drop"),
-            Kind::Grant if self.grant => Some("grant"),
-            Kind::Revoke if self.revoke => Some("revoke"),
-            Kind::Kill if self.kill => Some("kill"),
-            Kind::Alter if self.alter => Some("alter"),
-            Kind::Create(_) if self.create => Some("create"),
-            Kind::Create(object) if self.create_user && object == "USER" => Some("create_user"),
-            Kind::SetPassword if self.set_password => Some("set_password"),
-            _ => None,
-        };
-        match rule {
-            Some(rule) => Err(Refusal { rule, statement: text.trim().to_string() }),
+        let lift = self.matching(stmt);
+        match lift.first() {
+            Some(&rule) => Err(Refusal { rule, lift, statement: text.trim().to_string() }),
             None => Ok(()),
         }
     }
+
+    /// Every enforced rule that refuses `stmt`, the one the message explains first. Empty (and so
+    /// without allocation) for an allowed statement.
+    fn matching(&self, stmt: &Statement) -> Vec<&'static str> {
+        let mut rules = Vec::new();
+        let mut add = |on: bool, rule: &'static str| {
+            if on {
+                rules.push(rule);
+            }
+        };
+        match &stmt.kind {
+            // EXPLAIN ANALYZE runs the SELECT, and a plain EXPLAIN of a refused SELECT is no use.
+            Kind::Select | Kind::Explain { .. } => {
+                add(self.select_into && stmt.into, "select_into");
+                add(self.select_star && stmt.select_star, "select_star");
+                // Without FROM (`SELECT 1`) there is nothing to scan, so nothing to bound.
+                add(self.select_no_time && !stmt.sources.is_empty() && !stmt.has_time_condition, "select_no_time");
+            }
+            Kind::Delete => add(self.delete, "delete"),
+            Kind::Drop(_) => add(self.drop, "drop"),
+            Kind::Grant => add(self.grant, "grant"),
+            Kind::Revoke => add(self.revoke, "revoke"),
+            Kind::Kill => add(self.kill, "kill"),
+            Kind::Alter => add(self.alter, "alter"),
+            Kind::Create(object) => {
+                add(self.create, "create");
+                add(self.create_user && object == "USER", "create_user");
+            }
+            Kind::SetPassword => add(self.set_password, "set_password"),
+            _ => {}
+        }
+        rules
+    }
 }
 
-/// A statement the policy refused: the rule (one of `Policy::rule_names()`) and the statement text.
+/// A statement the policy refused: the rule (one of `Policy::rule_names()`) the message explains, every
+/// rule the node's `queryallow` would have to lift for the statement to pass (`rule` first), and the
+/// statement text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub rule: &'static str,
+    pub lift: Vec<&'static str>,
     pub statement: String,
 }
 
@@ -201,7 +213,14 @@ impl Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "query forbidden by rule {}: statement `{}` {}", self.rule, quote(&self.statement), self.reason())
+        write!(
+            f,
+            "query forbidden by rule {}: statement `{}` {} (to allow it, add {} to the node's queryallow)",
+            self.rule,
+            quote(&self.statement),
+            self.reason(),
+            self.lift.join(",")
+        )
     }
 }
 
@@ -317,7 +336,7 @@ mod tests {
         assert_eq!(
             refusal.map(|r| r.to_string()).as_deref(),
             Some(
-                "query forbidden by rule select_no_time: statement `select value from cpu` has no time condition (add e.g. WHERE time > now() - 1h)"
+                "query forbidden by rule select_no_time: statement `select value from cpu` has no time condition (add e.g. WHERE time > now() - 1h) (to allow it, add select_no_time to the node's queryallow)"
             )
         );
 
@@ -327,15 +346,41 @@ mod tests {
         assert!(msg.starts_with("query forbidden by rule select_no_time: statement `SELECT \"fé\", \"fé\""), "{msg}");
         assert!(msg.contains("…` has no time condition"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
-        assert!(msg.chars().count() < 320, "{msg}");
+        assert!(msg.chars().count() < 380, "{msg}");
 
         let st = classify("DROP MEASUREMENT cpu").unwrap_or_else(|e| panic!("{e}"));
         let r = Policy::default().check(&st, "  DROP MEASUREMENT cpu ").err();
         assert_eq!(r.as_ref().map(|r| r.statement.as_str()), Some("DROP MEASUREMENT cpu"));
         assert_eq!(
             r.map(|r| r.to_string()).unwrap_or_default(),
-            "query forbidden by rule drop: statement `DROP MEASUREMENT cpu` drops data or schema"
+            "query forbidden by rule drop: statement `DROP MEASUREMENT cpu` drops data or schema (to allow it, add drop to the node's queryallow)"
         );
+    }
+
+    /// Every rule standing in the way is named, so lifting what the message says is enough.
+    #[test]
+    fn refusal_names_every_rule_to_lift() {
+        let lift = |p: &Policy, q: &str| {
+            let st = classify(q).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+            p.check(&st, q).err().map(|r| (r.rule, r.lift)).unwrap_or_default()
+        };
+        let p = Policy::default();
+        assert_eq!(
+            lift(&p, "SELECT * INTO x FROM cpu"),
+            ("select_into", vec!["select_into", "select_star", "select_no_time"])
+        );
+        assert_eq!(lift(&p, "CREATE USER u WITH PASSWORD 'p'"), ("create_user", vec!["create_user"]));
+        let strict = Policy::from_lists(Some("create"), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lift(&strict, "CREATE USER u WITH PASSWORD 'p'"), ("create", vec!["create", "create_user"]));
+        let st = classify("SELECT * FROM cpu").unwrap_or_else(|e| panic!("{e}"));
+        let msg = p.check(&st, "SELECT * FROM cpu").err().map(|r| r.to_string()).unwrap_or_default();
+        assert!(msg.ends_with("(to allow it, add select_star,select_no_time to the node's queryallow)"), "{msg}");
+        // And lifting exactly those lets it through.
+        for q in ["SELECT * INTO x FROM cpu", "SELECT * FROM cpu", "DROP SERIES FROM cpu"] {
+            let (_, rules) = lift(&p, q);
+            let allowed = Policy::from_lists(None, Some(&rules.join(","))).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(lift(&allowed, q), Default::default(), "{q:?}");
+        }
     }
 
     #[test]

@@ -13,27 +13,129 @@ pub mod influxql;
 pub mod merge;
 pub mod plan;
 
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+
 use crate::config::Config;
 use crate::http::params::Params;
 use crate::http::request::{Head, Method};
-use exec::{RequestSpec, Unit};
+use crate::http::response::write_error;
+use crate::ops::ProxyStats;
+use crate::upstream::BackendState;
+use exec::{Attempt, RequestSpec, Task, TaskKind, Unit};
 use influxql::Source;
 use plan::{Plan, Planned};
 
+/// Why a query is answered at once with an error, before any backend is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    MissingQ,
+    /// Not InfluxQL the classifier understands.
+    Parse(String),
+    /// The node's policy refuses a statement.
+    Refused(String),
+    /// A database other than the node's own.
+    DatabaseNotFound(String),
+    /// No backend holds what a statement reads.
+    Plan(String),
+}
+
+impl QueryError {
+    pub fn status(&self) -> u16 {
+        match self {
+            QueryError::DatabaseNotFound(_) => 404,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::MissingQ => f.write_str("missing required parameter \"q\""),
+            QueryError::Parse(e) => write!(f, "error parsing query: {e}"),
+            QueryError::Refused(e) | QueryError::Plan(e) => f.write_str(e),
+            QueryError::DatabaseNotFound(db) => write!(f, "database not found: \"{db}\""),
+        }
+    }
+}
+
 /// What to do with a query request.
 pub enum Prepared {
-    /// Answer at once with this error.
-    Error(u16, String),
     /// Forward unchanged to one of these backends (in order) and stream the answer.
     Relay { candidates: Vec<usize>, spec: RequestSpec },
     /// Send these sub-requests and merge their answers.
     Gather { parts: Vec<(Vec<usize>, RequestSpec)>, units: Vec<Unit>, pretty: bool },
 }
 
+/// What a query request needs from the worker that received it.
+pub struct QueryContext<'a> {
+    /// The snapshot the query is planned with; the task keeps it until the answer is complete, so a
+    /// reload meanwhile changes nothing for it.
+    pub config: Arc<Config>,
+    pub stats: &'a ProxyStats,
+    pub registry: &'a Registry,
+    pub peer: SocketAddr,
+    /// Gives each upstream connection of the task a token of the worker's poll.
+    pub new_token: &'a mut dyn FnMut() -> Token,
+}
+
+/// Starts answering a query: an error is written to `out` at once (`None`); otherwise the task that
+/// will produce the answer is returned for the worker to drive.
+pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut Vec<u8>) -> Option<Task> {
+    let now = Instant::now();
+    BackendState::add(&cx.stats.query_requests, 1);
+    let config = cx.config;
+    if config.node.query_tracing {
+        trace(cx.peer, head, body);
+    }
+    let kind = match prepare(&config, head, body) {
+        Err(e) => {
+            cx.stats.query_latency.observe(now.elapsed());
+            BackendState::add(&cx.stats.queries_refused, 1);
+            let counter = if e.status() >= 500 { &cx.stats.server_errors } else { &cx.stats.client_errors };
+            BackendState::add(counter, 1);
+            write_error(out, e.status(), &e.to_string(), close);
+            return None;
+        }
+        Ok(Prepared::Relay { candidates, spec }) => {
+            let mut attempt = Attempt::new((cx.new_token)(), candidates, spec);
+            attempt.start_next(&config, cx.registry, now);
+            TaskKind::Relay(Box::new(exec::Relay::new(attempt, close, head.http10)))
+        }
+        Ok(Prepared::Gather { parts, units, pretty }) => {
+            let parts = parts
+                .into_iter()
+                .map(|(candidates, spec)| {
+                    let mut attempt = Attempt::new((cx.new_token)(), candidates, spec);
+                    let answer =
+                        (!attempt.start_next(&config, cx.registry, now)).then(|| Err(attempt.failures.join("; ")));
+                    exec::Part { attempt, answer, bytes: 0 }
+                })
+                .collect();
+            TaskKind::Gather(exec::Gather { parts, units, pretty, close })
+        }
+    };
+    Some(Task::new(config, now, kind))
+}
+
+fn trace(peer: SocketAddr, head: &Head, body: &[u8]) {
+    let params = Params::parse(&head.query);
+    let mut q = params.get("q").unwrap_or("").to_string();
+    if q.is_empty() {
+        q = Params::parse(&String::from_utf8_lossy(body)).get("q").unwrap_or("").to_string();
+    }
+    log::info!("query from {peer}: db={} q={q}", params.get("db").unwrap_or(""));
+}
+
 /// Parameters the proxy sets itself for sub-requests whose answers it merges.
 const MERGE_DROPS: &[&str] = &["chunked", "chunk_size", "pretty", "q"];
 
-pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
+pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, QueryError> {
     let mut url = Params::parse(&head.query);
     let mut form = Params::default();
     if head.method == Method::Post && !body.is_empty() {
@@ -42,13 +144,11 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
     // Go's FormValue, which InfluxDB uses: the form body wins over the URL.
     let value = |name: &str| form.non_empty(name).or_else(|| url.non_empty(name)).map(str::to_string);
     let Some(q) = value("q") else {
-        return Prepared::Error(400, "missing required parameter \"q\"".into());
+        return Err(QueryError::MissingQ);
     };
     if let Some(node_db) = &config.node.db {
         match value("db") {
-            Some(db) if db != *node_db => {
-                return Prepared::Error(404, format!("database not found: \"{db}\""));
-            }
+            Some(db) if db != *node_db => return Err(QueryError::DatabaseNotFound(db)),
             Some(_) => {}
             None => {
                 url.0.retain(|(k, _)| k != "db");
@@ -64,23 +164,23 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
     for text in influxql::split_statements(&q) {
         let statement = match influxql::classify(text) {
             Ok(s) => s,
-            Err(e) => return Prepared::Error(400, format!("error parsing query: {e}")),
+            Err(e) => return Err(QueryError::Parse(e.to_string())),
         };
         if let Err(refusal) = config.node.policy.check(&statement, text) {
-            return Prepared::Error(400, refusal.to_string());
+            return Err(QueryError::Refused(refusal.to_string()));
         }
         if let Some(node_db) = &config.node.db
             && let Some(other) = foreign_db(&statement, node_db)
         {
-            return Prepared::Error(404, format!("database not found: \"{other}\""));
+            return Err(QueryError::DatabaseNotFound(other));
         }
         match plan::plan(config, &statement, &read) {
             Ok(plan) => planned.push(Planned { text, statement, plan }),
-            Err(e) => return Prepared::Error(400, e.0),
+            Err(e) => return Err(QueryError::Plan(e.0)),
         }
     }
     if planned.is_empty() {
-        return Prepared::Error(400, "error parsing query: empty query".into());
+        return Err(QueryError::Parse("empty query".into()));
     }
 
     // With proxy authentication on, the client's credentials are the proxy's, not the backends'.
@@ -101,7 +201,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
         authorization: head.authorization.clone().filter(|_| !own_auth),
     };
     if let Some(candidates) = plan::single_backend(&planned) {
-        return Prepared::Relay { candidates, spec };
+        return Ok(Prepared::Relay { candidates, spec });
     }
 
     // Answers to merge must be plain, whole JSON documents.
@@ -159,7 +259,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Prepared {
     }
     // InfluxDB reads `pretty` from the URL only.
     let pretty = url.get("pretty") == Some("true");
-    Prepared::Gather { parts, units, pretty }
+    Ok(Prepared::Gather { parts, units, pretty })
 }
 
 fn push_each(

@@ -3,13 +3,14 @@
 //! It only moves bytes: `out` holds the request being sent, `inbuf` what the backend answered. Response
 //! parsing lives in `http::client`; what a response means lives with the caller (outbox or query).
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::http::client::{BodyReader, ResponseHead, parse_response_head};
+use crate::http::client::{BodyReader, ClientError, ResponseHead, parse_response_head};
 use crate::net::{SocketResult, read_into, write_from};
 
 pub struct Conn {
@@ -26,8 +27,41 @@ pub struct Conn {
     pub exchanges: u64,
 }
 
-/// Why a connection is unusable, for logs and health.
-pub type ConnError = String;
+/// Why a connection is unusable, for logs and health (`Display` says what happened).
+#[derive(Debug)]
+pub enum ConnError {
+    Connect(io::Error),
+    Write(io::Error),
+    Read(io::Error),
+    /// The backend closed the connection while the request was being sent.
+    ClosedWhileSending,
+    /// The backend closed the connection before a complete answer head.
+    ClosedBeforeAnswer,
+    /// The answer is not HTTP/1.1 as this proxy reads it.
+    Protocol(ClientError),
+    /// An exchange was driven without a connection (a bug, reported rather than panicked on).
+    NotConnected,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Connect(e) => write!(f, "connect: {e}"),
+            ConnError::Write(e) => write!(f, "write: {e}"),
+            ConnError::Read(e) => write!(f, "read: {e}"),
+            ConnError::ClosedWhileSending => f.write_str("connection closed by backend"),
+            ConnError::ClosedBeforeAnswer => f.write_str("connection closed before an answer"),
+            ConnError::Protocol(e) => e.fmt(f),
+            ConnError::NotConnected => f.write_str("no connection"),
+        }
+    }
+}
+
+impl From<ClientError> for ConnError {
+    fn from(e: ClientError) -> Self {
+        ConnError::Protocol(e)
+    }
+}
 
 impl Conn {
     pub fn connect(addr: SocketAddr, token: Token, registry: &Registry) -> io::Result<Conn> {
@@ -58,19 +92,19 @@ impl Conn {
     pub fn flush(&mut self) -> Result<bool, ConnError> {
         if !self.connected {
             if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
-                return Err(format!("connect: {e}"));
+                return Err(ConnError::Connect(e));
             }
             match self.stream.peer_addr() {
                 Ok(_) => self.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                Err(e) => return Err(format!("connect: {e}")),
+                Err(e) => return Err(ConnError::Connect(e)),
             }
         }
         match write_from(&mut self.stream, &self.out, &mut self.sent) {
             SocketResult::Continue => Ok(true),
             SocketResult::WouldBlock => Ok(false),
-            SocketResult::Closed => Err("connection closed by backend".into()),
-            SocketResult::Error(e) => Err(format!("write: {e}")),
+            SocketResult::Closed => Err(ConnError::ClosedWhileSending),
+            SocketResult::Error(e) => Err(ConnError::Write(e)),
         }
     }
 
@@ -81,7 +115,7 @@ impl Conn {
         }
         match read_into(&mut self.stream, &mut self.inbuf, max) {
             (read, SocketResult::Closed) => Ok(Fill { read, closed: true, blocked: false }),
-            (_, SocketResult::Error(e)) => Err(format!("read: {e}")),
+            (_, SocketResult::Error(e)) => Err(ConnError::Read(e)),
             (read, SocketResult::WouldBlock) => Ok(Fill { read, closed: false, blocked: true }),
             (read, SocketResult::Continue) => Ok(Fill { read, closed: false, blocked: false }),
         }
@@ -116,13 +150,13 @@ impl Conn {
         let fill = if budget > 0 { self.fill(budget)? } else { Fill { read: 0, closed: false, blocked: false } };
         let read = fill.read;
         if ex.reader.is_none() {
-            match parse_response_head(&self.inbuf).map_err(|e| e.to_string())? {
+            match parse_response_head(&self.inbuf)? {
                 Some(head) => {
                     self.inbuf.drain(..head.len);
                     ex.reader = Some(BodyReader::new(&head, false));
                     ex.head = Some(head);
                 }
-                None if fill.closed => return Err("connection closed before an answer".into()),
+                None if fill.closed => return Err(ConnError::ClosedBeforeAnswer),
                 None => {
                     return Ok(Drive { done: false, blocked: fill.blocked, read });
                 }
@@ -131,10 +165,10 @@ impl Conn {
         let Some(reader) = ex.reader.as_mut() else {
             return Ok(Drive { done: false, blocked: true, read });
         };
-        let n = reader.read(&self.inbuf, body).map_err(|e| e.to_string())?;
+        let n = reader.read(&self.inbuf, body)?;
         self.inbuf.drain(..n);
         if fill.closed && !reader.is_done() {
-            reader.eof().map_err(|e| e.to_string())?;
+            reader.eof()?;
         }
         if reader.is_done() {
             self.exchanges += 1;

@@ -1,7 +1,8 @@
 //! The health checker: one thread that pings every backend of the current config (`GET /ping`) every
 //! `checkinterval` ms and publishes up/down in the backend's `BackendState`. Workers read that flag to
 //! decide whether to send writes and where to send queries; they wake on their own tick, so nothing has
-//! to be signalled.
+//! to be signalled. A backend found up again loses its `last_error`, so `/health` never shows a
+//! recovered backend with the failure it recovered from.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -10,10 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Backend;
+use crate::http::client::UpstreamRequest;
 use crate::shared::Shared;
 
 /// A ping never waits longer than this, so one hung backend cannot delay the others' checks much.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the checker's own errors begin in a backend's `last_error`.
+const HEALTH_ERROR: &str = "health check: ";
 
 /// One `GET /ping`; `Err` says why the backend is not healthy.
 pub fn ping(backend: &Backend) -> Result<(), String> {
@@ -21,11 +26,9 @@ pub fn ping(backend: &Backend) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let req = format!(
-        "GET /ping HTTP/1.1\r\nHost: {}\r\nUser-Agent: influx-proxy\r\nConnection: close\r\n\r\n",
-        backend.host
-    );
-    stream.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut req = Vec::with_capacity(128);
+    UpstreamRequest { close: true, ..UpstreamRequest::get("/ping", &backend.host) }.write_to(&mut req);
+    stream.write_all(&req).map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
@@ -71,10 +74,16 @@ fn check(backend: &Arc<Backend>) {
         Ok(()) => {
             if state.set_up(true, None) {
                 log::info!("backend {} ({}) is up again", backend.name, backend.url);
+                // Whatever failed before it went down is history now; a failure that persists (a
+                // write or query error) is set again by the next attempt.
+                state.set_error("");
+            } else if state.last_error().starts_with(HEALTH_ERROR) {
+                // Up all along (e.g. marked up by a delivered batch first): our own verdict is stale.
+                state.set_error("");
             }
         }
         Err(e) => {
-            let msg = format!("health check: {e}");
+            let msg = format!("{HEALTH_ERROR}{e}");
             if state.set_up(false, Some(&msg)) {
                 log::warn!("backend {} ({}) is down: {e}; writes wait on disk", backend.name, backend.url);
             }

@@ -1,13 +1,17 @@
 //! A worker: one thread, one `mio::Poll`, its own `SO_REUSEPORT` listener, its client connections, its
-//! outboxes (one per backend) and their upstream connections. Workers share nothing on the request path;
+//! outboxes (one per backend) and the query tasks in flight. Workers share nothing on the request path;
 //! they meet only in atomics (`Shared`, `BackendState`) touched once per request or batch.
 //!
-//! Tokens: 0 is the listener, 1 the waker (config changes, shutdown); every other token is a slab index
-//! + 2, naming a client connection, an outbox's upstream connection, or a query's upstream connection.
+//! The worker is only the loop: it accepts, turns readiness into calls on a connection
+//! (`http::conn`), hands each complete request to the handler its route names (`http::router` →
+//! `write`, `query`, `ops`), drives query tasks and outboxes, and sleeps until the nearest deadline of
+//! any of them — there is no fixed tick.
+//!
+//! Tokens: 0 is the listener, 1 the waker (messages, shutdown); tokens from 2 are slab slots naming a
+//! client connection or a query task's upstream connection; outboxes have a range of their own
+//! (`outbox::set::FIRST_TOKEN`).
 
-pub mod client;
-pub mod slab;
-
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,74 +20,79 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::poller::ReloadRequest;
-use crate::config::{Backend, Config};
-use crate::defaults::TICK;
+use crate::config::Config;
+use crate::control::{ClientRef, Message, ReloadRequest};
+use crate::defaults::{ACCEPT_RETRY, HEALTH_RECHECK, MAX_READ_ROUNDS, STOP_STEP, SWEEP_EVERY};
 use crate::http::auth;
+use crate::http::conn::{Connection, Next, Producer, ReadEnd, Request, State, Verdict};
 use crate::http::params::Params;
-use crate::http::request::Method;
+use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
+use crate::http::router::{self, Route};
+use crate::net::{self, Accepted, FdReserve};
 use crate::ops;
-use crate::outbox::deflate::Deflate;
-use crate::outbox::{Cx, LogOptions, Outbox};
-use crate::query::{self, Prepared, exec};
+use crate::outbox::LogOptions;
+use crate::outbox::set::{self, Outboxes};
+use crate::query::exec::{Task, TaskState};
+use crate::query::{self, QueryContext};
 use crate::shared::Shared;
+use crate::slab::Slab;
 use crate::upstream::BackendState;
-use crate::write;
-use client::{Client, Next, ReadEnd, Request};
-use exec::{Task, TaskKind, TaskState};
-use slab::Slab;
+use crate::write::handler::{self as write_handler, WriteContext};
+use crate::write::{self, WriteParams};
 
 const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const FIRST_SLOT: usize = 2;
-/// How long a closing connection keeps draining what the client still sends (see `client_ready`).
-const LINGER: Duration = Duration::from_secs(1);
 
-/// What a worker is told from outside.
-pub enum Message {
-    Config(Arc<Config>),
-    /// The answer to a `/reload` this worker forwarded for client slot `client`.
-    Reloaded {
-        client: usize,
-        status: u16,
-        error: Option<String>,
-    },
-    /// Lines a repair/rebalance job copies, to commit to one backend's outbox.
-    Job(crate::jobs::Batch),
+/// What a slab slot names.
+enum Slot {
+    Client(Box<Connection>),
+    /// An upstream connection of the query task with this id.
+    Query(usize),
 }
 
-/// What a token names.
-enum Slot {
-    Client(Box<Client>),
-    Outbox(usize),
-    /// An upstream connection of a query task.
-    Query(usize),
+/// A query task and the client it answers.
+struct Running {
+    client: usize,
+    task: Task,
+}
+
+/// One of the worker's timer duties.
+type Timer = fn(&mut Worker, Instant);
+
+/// How a request was handled.
+enum Handled {
+    /// The answer is complete in the output.
+    Answered,
+    /// The answer comes later, from this producer.
+    Awaiting(Producer),
 }
 
 pub struct Worker {
     id: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// A spare descriptor to shed connections with when the process runs out (see `net::fds`).
+    fd_reserve: crate::net::FdReserve,
     shared: Arc<Shared>,
     inbox: Receiver<Message>,
     config: Arc<Config>,
     slots: Slab<Slot>,
     clients: usize,
-    outboxes: Slab<Outbox>,
-    tasks: Slab<Task>,
-    /// Gzip for every outbox of this worker (replicas share identical batches).
-    deflate: Deflate,
+    /// Connections accepted so far: each one's generation.
+    accepted: u64,
+    outboxes: Outboxes,
+    tasks: Slab<Running>,
     /// Clients with unread data the last turn did not get to (readiness is edge-triggered).
     revisit: Vec<usize>,
-    /// Config backend index → outbox id.
-    outbox_of: Vec<usize>,
-    log_opts: LogOptions,
     scratch: write::Scratch,
     request_seq: u64,
     next_sweep: Instant,
     /// When worker 0 writes the next self-statistics point.
     next_stats: Instant,
+    /// `accept` failed with connections possibly still queued (edge-triggered: no event will come).
+    accept_again: Option<Instant>,
     stop_deadline: Option<Instant>,
 }
 
@@ -107,6 +116,10 @@ fn token_of(slot: usize) -> Token {
     Token(slot + FIRST_SLOT)
 }
 
+fn slot_of(token: Token) -> Option<usize> {
+    token.0.checked_sub(FIRST_SLOT)
+}
+
 impl Worker {
     /// Opens this worker's outboxes (recovering their logs) for `config` and for backends that only
     /// have data left on disk.
@@ -116,8 +129,7 @@ impl Worker {
         inbox: Receiver<Message>,
         config: Arc<Config>,
     ) -> std::io::Result<Worker> {
-        let WorkerSetup { id, poll, listener, .. } = setup;
-        let mut listener = listener;
+        let WorkerSetup { id, poll, mut listener, .. } = setup;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let s = &shared.settings;
         let log_opts = LogOptions {
@@ -127,117 +139,36 @@ impl Worker {
             segment_bytes: s.segment_bytes,
             sync: s.sync,
         };
-        let mut w = Worker {
+        let outboxes = Outboxes::open(&config, log_opts, &shared.registry);
+        let now = Instant::now();
+        Ok(Worker {
             id,
             poll,
             listener: Some(listener),
-            shared: shared.clone(),
+            fd_reserve: FdReserve::new()?,
+            shared,
             inbox,
-            config: config.clone(),
+            config,
             slots: Slab::default(),
             clients: 0,
-            outboxes: Slab::default(),
+            accepted: 0,
+            outboxes,
             tasks: Slab::default(),
-            deflate: Deflate::default(),
             revisit: Vec::new(),
-            outbox_of: Vec::new(),
-            log_opts,
             scratch: write::Scratch::default(),
             request_seq: 0,
-            next_sweep: Instant::now(),
-            next_stats: Instant::now(),
+            next_sweep: now + SWEEP_EVERY,
+            next_stats: now,
+            accept_again: None,
             stop_deadline: None,
-        };
-        w.apply_config(config)?;
-        // Data of backends that left the config while we were down is still delivered.
-        for (name, fields) in crate::outbox::stored_backends(&w.log_opts.data_dir) {
-            let url = fields.get("url").cloned().unwrap_or_default();
-            if w.config.backends.iter().any(|b| b.name == name && b.url == url) {
-                continue;
-            }
-            match Config::retired_backend(&name, &fields, &shared.registry) {
-                Ok(b) => {
-                    if let Some(oid) = w.open_outbox(Arc::new(b))
-                        && let Some(o) = w.outboxes.get_mut(oid)
-                    {
-                        o.retired = true;
-                    }
-                }
-                Err(e) => {
-                    log::error!("cannot deliver stored data of removed backend {name} ({url}): {e}")
-                }
-            }
-        }
-        Ok(w)
-    }
-
-    /// Opens (or reuses) outboxes for every backend of `config`; outboxes of removed backends are
-    /// retired: they take no new lines and are dropped once drained.
-    fn apply_config(&mut self, config: Arc<Config>) -> std::io::Result<()> {
-        let mut outbox_of = Vec::with_capacity(config.backends.len());
-        for backend in &config.backends {
-            let existing = self.outboxes.iter().find(|(_, o)| o.backend.same_identity(backend)).map(|(i, _)| i);
-            let oid = match existing {
-                Some(oid) => {
-                    if let Some(o) = self.outboxes.get_mut(oid) {
-                        o.update(backend.clone());
-                    }
-                    oid
-                }
-                None => match self.open_outbox(backend.clone()) {
-                    Some(oid) => oid,
-                    None => usize::MAX,
-                },
-            };
-            outbox_of.push(oid);
-        }
-        for (oid, o) in self.outboxes.iter_mut() {
-            if !outbox_of.contains(&oid) && !o.retired {
-                o.retired = true;
-                log::info!(
-                    "backend {} ({}) left the config: delivering what it still has",
-                    o.backend.name,
-                    o.backend.url
-                );
-            }
-        }
-        self.outbox_of = outbox_of;
-        self.config = config;
-        Ok(())
-    }
-
-    fn open_outbox(&mut self, backend: Arc<Backend>) -> Option<usize> {
-        let slot = self.slots.insert(Slot::Outbox(self.outboxes.vacant()));
-        match Outbox::open(backend.clone(), token_of(slot), &self.log_opts) {
-            Ok((outbox, recovery)) => {
-                if recovery.records > 0 {
-                    log::info!(
-                        "backend {}: worker {} recovered {} batches ({} bytes) from {} segments",
-                        backend.name,
-                        self.id,
-                        recovery.records,
-                        recovery.payload_bytes,
-                        recovery.segments
-                    );
-                }
-                for p in &recovery.problems {
-                    log::warn!("backend {}: {p}", backend.name);
-                }
-                Some(self.outboxes.insert(outbox))
-            }
-            Err(e) => {
-                self.slots.remove(slot);
-                log::error!("backend {}: cannot open outbox logs: {e}; its lines will be refused", backend.name);
-                None
-            }
-        }
+        })
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.revisit.is_empty() { TICK } else { Duration::ZERO };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+            let timeout = self.until_next_deadline(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 log::error!("worker {}: poll failed: {e}", self.id);
@@ -245,10 +176,9 @@ impl Worker {
             }
             for event in events.iter() {
                 let token = event.token();
-                let outcome = catch_unwind(AssertUnwindSafe(|| self.on_event(token)));
-                if outcome.is_err() {
+                if catch_unwind(AssertUnwindSafe(|| self.on_event(token))).is_err() {
                     log::error!("worker {}: bug: panic while handling token {}; connection dropped", self.id, token.0);
-                    self.drop_slot(token);
+                    self.drop_token(token);
                 }
             }
             for i in std::mem::take(&mut self.revisit) {
@@ -257,55 +187,75 @@ impl Worker {
                     self.close_client(i);
                 }
             }
-            let now = Instant::now();
-            if catch_unwind(AssertUnwindSafe(|| self.tick(now))).is_err() {
-                log::error!("worker {}: bug: panic in timers", self.id);
-            }
-            if self.shared.shutting_down() && self.stop_step(now) {
+            self.timers(Instant::now());
+            if self.shared.shutting_down() && self.stop_step(Instant::now()) {
                 break;
             }
         }
         log::debug!("worker {} stopped", self.id);
     }
 
+    /// How long the poll may sleep: until the nearest deadline of an outbox, a query, the idle sweep,
+    /// the self-statistics point or a stop step; forever when nothing is due.
+    fn until_next_deadline(&self, now: Instant) -> Option<Duration> {
+        if !self.revisit.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.outboxes.next_deadline(now, HEALTH_RECHECK);
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for (_, r) in self.tasks.iter() {
+            if let Some(d) = r.task.deadline() {
+                consider(d);
+            }
+        }
+        if self.clients > 0 {
+            consider(self.next_sweep);
+        }
+        if let Some(t) = self.accept_again {
+            consider(t);
+        }
+        if self.id == 0 && self.config.node.stats_interval.is_some() && !self.shared.shutting_down() {
+            consider(self.next_stats);
+        }
+        if self.shared.shutting_down() {
+            consider(now + STOP_STEP);
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
     fn on_event(&mut self, token: Token) {
         match token {
             LISTENER => self.accept(),
             WAKER => self.read_inbox(),
-            Token(t) => match self.slots.get(t - FIRST_SLOT) {
-                Some(Slot::Client(_)) => self.client_ready(t - FIRST_SLOT),
-                Some(Slot::Outbox(oid)) => {
-                    let oid = *oid;
-                    if let Some(o) = self.outboxes.get_mut(oid) {
-                        let cx =
-                            &mut Cx { now: Instant::now(), registry: self.poll.registry(), deflate: &mut self.deflate };
-                        o.on_event(cx);
+            t => {
+                if let Some(id) = set::outbox_of(t) {
+                    self.outboxes.on_event(id, self.poll.registry(), Instant::now());
+                    return;
+                }
+                match slot_of(t).and_then(|i| self.slots.get(i).map(|s| (i, s))) {
+                    Some((i, Slot::Client(_))) => self.client_ready(i),
+                    Some((_, Slot::Query(task))) => {
+                        let task = *task;
+                        self.pump_task(task);
                     }
+                    None => {}
                 }
-                Some(Slot::Query(task)) => {
-                    let task = *task;
-                    self.pump_task(task);
-                }
-                None => {}
-            },
+            }
         }
     }
 
-    fn drop_slot(&mut self, token: Token) {
-        let Some(i) = token.0.checked_sub(FIRST_SLOT) else {
+    /// After a caught panic: forget what the token names, so the bug cannot repeat on it.
+    fn drop_token(&mut self, token: Token) {
+        if let Some(id) = set::outbox_of(token) {
+            self.outboxes.reset(id, self.poll.registry());
             return;
-        };
+        }
+        let Some(i) = slot_of(token) else { return };
         match self.slots.get(i) {
             Some(Slot::Client(_)) => self.close_client(i),
             Some(Slot::Query(task)) => {
-                if let Some(client) = self.tasks.get(*task).map(|t| t.client) {
+                if let Some(client) = self.tasks.get(*task).map(|r| r.client) {
                     self.close_client(client);
-                }
-            }
-            Some(Slot::Outbox(oid)) => {
-                let oid = *oid;
-                if let Some(o) = self.outboxes.get_mut(oid) {
-                    o.reset_sender(self.poll.registry());
                 }
             }
             None => {}
@@ -316,17 +266,15 @@ impl Worker {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 Message::Config(config) => {
-                    if let Err(e) = self.apply_config(config) {
-                        log::error!("worker {}: applying the new config failed: {e}", self.id);
-                    }
+                    self.outboxes.apply(&config);
+                    self.config = config;
                 }
                 Message::Reloaded { client, status, error } => self.reloaded(client, status, error),
                 Message::Job(batch) => {
                     let backend =
                         self.config.backends.iter().position(|b| b.name == batch.backend && b.url == batch.url);
-                    let outbox = backend.and_then(|b| self.outbox_of.get(b)).and_then(|&o| self.outboxes.get_mut(o));
                     self.request_seq += 1;
-                    let result = match outbox {
+                    let result = match backend.and_then(|b| self.outboxes.of(b)) {
                         Some(o) => crate::jobs::commit(o, self.request_seq, &batch),
                         None => Err(format!("backend {} has no outbox", batch.backend)),
                     };
@@ -341,35 +289,40 @@ impl Worker {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
+            match net::accept(listener, &mut self.fd_reserve) {
+                Accepted::Connection(stream, peer) => {
                     if self.clients >= self.shared.settings.max_connections {
                         BackendState::add(&self.shared.stats.connections_refused, 1);
                         drop(stream);
                         continue;
                     }
-                    let _ = stream.set_nodelay(true);
-                    let slot = self.slots.vacant();
-                    let mut client = Box::new(Client::new(stream, peer, token_of(slot)));
-                    if self.poll.registry().register(&mut client.stream, token_of(slot), Interest::READABLE).is_err() {
-                        continue;
-                    }
-                    self.slots.insert(Slot::Client(client));
-                    self.clients += 1;
-                    BackendState::add(&self.shared.stats.connections_accepted, 1);
+                    self.admit(stream, peer);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: try again on the next readiness.
+                Accepted::Shed => BackendState::add(&self.shared.stats.connections_shed, 1),
+                Accepted::Drained => return,
+                Accepted::Failed(e) => {
                     log::warn!("worker {}: accept failed: {e}", self.id);
+                    self.accept_again = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
         }
     }
 
-    fn client_mut(&mut self, i: usize) -> Option<&mut Client> {
+    fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let slot = self.slots.vacant();
+        self.accepted += 1;
+        let mut conn = Box::new(Connection::new(stream, peer, token_of(slot), self.accepted));
+        if self.poll.registry().register(&mut conn.stream, token_of(slot), Interest::READABLE).is_err() {
+            return;
+        }
+        self.slots.insert(Slot::Client(conn));
+        self.clients += 1;
+        BackendState::add(&self.shared.stats.connections_accepted, 1);
+    }
+
+    fn conn_mut(&mut self, i: usize) -> Option<&mut Connection> {
         match self.slots.get_mut(i) {
             Some(Slot::Client(c)) => Some(c),
             _ => None,
@@ -381,25 +334,23 @@ impl Worker {
             return;
         }
         if let Some(Slot::Client(mut c)) = self.slots.remove(i) {
-            log::trace!("closing client {} (rbuf {} bytes, wbuf {} bytes)", c.peer, c.rbuf.len(), c.pending_output());
+            let (rbuf, wbuf) = c.buffered();
+            log::trace!("closing client {} (rbuf {rbuf} bytes, wbuf {wbuf} bytes)", c.peer);
             let _ = self.poll.registry().deregister(&mut c.stream);
-            self.shared.release(c.reserved);
+            self.shared.release(c.take_reserved());
             self.clients -= 1;
-            if let Some(task) = c.task {
+            if let Some(task) = c.task() {
                 self.end_task(task);
             }
         }
     }
 
-    /// Readiness on a client: write what is pending, read, answer every complete request.
+    /// Readiness on a client: write what is pending, move its query along, read, answer every
+    /// complete request, then let the connection settle its state.
     fn client_ready(&mut self, i: usize) {
-        let max_body = self.shared.settings.max_body_bytes;
-        let Some(c) = self.client_mut(i) else { return };
-        if c.linger_until.is_some() {
-            // Answered and half-closed: drop what the client still sends until it closes too.
-            let (_, end) = crate::net::read_into(&mut c.stream, &mut c.rbuf, 1 << 20);
-            c.rbuf.clear();
-            if !matches!(end, crate::net::SocketResult::WouldBlock) {
+        let Some(c) = self.conn_mut(i) else { return };
+        if let State::Lingering { .. } = c.state() {
+            if !c.drain_lingering() {
                 self.close_client(i);
             }
             return;
@@ -407,356 +358,200 @@ impl Worker {
         if !c.flush() {
             return self.close_client(i);
         }
-        if let Some(task) = c.task {
+        if let Some(task) = c.task() {
             // The client made room: the relay may read more from its backend.
             self.pump_task(task);
-            if self.client_mut(i).is_none_or(|c| c.busy) {
-                return;
-            }
         }
-        let mut open = true;
+        let max_body = self.shared.settings.max_body_bytes;
         let shared = self.shared.clone();
-        // Read and answer until the socket is drained; a client with more to say than a few rounds
-        // is revisited after the other ready connections had their turn.
         for round in 0.. {
-            let Some(c) = self.client_mut(i) else { return };
-            let mut more = false;
-            // While a query is answered the client is still read (so its going away is noticed), but
-            // only up to the buffer limit: pipelined requests wait in the socket after that.
-            let limit = c.read_limit();
-            let room = !c.busy || c.rbuf.len() < limit;
-            if !c.closing && room && c.pending_output() < crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
-                match c.read(limit) {
-                    ReadEnd::Drained => {}
-                    ReadEnd::Limit => more = !c.busy,
-                    ReadEnd::Closed => open = false,
-                }
-            }
+            let Some(c) = self.conn_mut(i) else { return };
+            let more = c.read() == ReadEnd::Limit;
             loop {
-                let Some(c) = self.client_mut(i) else { return };
-                if c.busy || c.closing || c.pending_output() >= crate::defaults::MAX_CLIENT_OUTPUT_BYTES {
-                    break;
-                }
+                let Some(c) = self.conn_mut(i) else { return };
                 match c.next_request(max_body, |n| shared.reserve(n)) {
                     Next::Wait => break,
-                    Next::Close => break,
                     Next::Request(req) => self.handle(i, req),
                 }
             }
             if !more {
                 break;
             }
-            if round >= 8 {
+            if round >= MAX_READ_ROUNDS {
                 self.revisit.push(i);
                 break;
             }
         }
         let registry = self.poll.registry();
-        let Some(Slot::Client(c)) = self.slots.get_mut(i) else {
-            return;
-        };
-        if !c.flush() {
-            return self.close_client(i);
-        }
-        if c.closing && c.pending_output() == 0 && !c.busy {
-            if !open {
-                return self.close_client(i);
-            }
-            // Closing at once with request bytes still unread would reset the connection and could
-            // destroy the answer (a 413 for a big body) before the client reads it: shut down our side
-            // and keep reading (and dropping) a little while, as Go's server does.
-            c.linger_until = Some(Instant::now() + LINGER);
-            c.rbuf = Vec::new();
-            let _ = c.stream.shutdown(std::net::Shutdown::Write);
-            c.update_interest(registry);
-            return;
-        }
-        if !open {
-            // The client is gone (or half-closed): a query still in flight for it is abandoned, as
-            // proxies do; pending output is still written before closing.
-            if c.busy || c.pending_output() == 0 {
-                return self.close_client(i);
-            }
-            c.closing = true;
-        }
-        c.update_interest(registry);
-    }
-
-    /// Answers one complete request.
-    fn handle(&mut self, i: usize, req: Request) {
-        let Some(c) = self.client_mut(i) else { return };
-        // Known before dispatching: a query or reload that ends at once reads it.
-        c.close_when_done = !req.head.keep_alive;
-        let mut rbuf = std::mem::take(&mut c.rbuf);
-        let body: &[u8] = match &req.decoded {
-            Some(b) => b,
-            None => &rbuf[..req.len.min(rbuf.len())],
-        };
-        self.dispatch(i, &req, body);
-        let shared = self.shared.clone();
-        if let Some(c) = self.client_mut(i) {
-            // Anything the client sent after this request is still in rbuf, after the body.
-            rbuf.drain(..req.len.min(rbuf.len()));
-            c.rbuf = rbuf;
-            c.consumed(0);
-            shared.release(c.reserved);
-            c.reserved = 0;
-            // A client that asked to close gets its answer first: at once, or when the busy
-            // operation (query, reload) completes.
-            if c.close_when_done && !c.busy {
-                c.closing = true;
-            }
+        if let Some(Slot::Client(c)) = self.slots.get_mut(i)
+            && c.settle(registry, Instant::now()) == Verdict::Close
+        {
+            self.close_client(i);
         }
     }
 
-    fn dispatch(&mut self, i: usize, req: &Request, body: &[u8]) {
-        let head = &req.head;
+    /// Answers one complete request, at once or by starting what will answer it.
+    fn handle(&mut self, i: usize, mut req: Request) {
+        let Some(c) = self.conn_mut(i) else { return };
+        let body = c.take_body(&mut req);
+        let peer = c.peer;
+        let generation = c.generation;
+        let close = !req.head.keep_alive || self.shared.shutting_down();
         let mut out = Vec::new();
-        let close = !head.keep_alive || self.shared.shutting_down();
-        let params = Params::parse(&head.query);
-        let path = head.path.trim_end_matches('/');
-        if (matches!(path, "/write" | "/query" | "/reload") || crate::jobs::is_jobs_path(path))
+        let handled = self.dispatch(
+            ClientRef { worker: self.id, conn: i, generation },
+            peer,
+            &req.head,
+            body.bytes(),
+            close,
+            &mut out,
+        );
+        let shared = self.shared.clone();
+        let Some(c) = self.conn_mut(i) else { return };
+        c.give_back(body);
+        c.out.buf().extend_from_slice(&out);
+        shared.release(c.take_reserved());
+        match handled {
+            Handled::Answered => c.answered(close),
+            Handled::Awaiting(by) => {
+                c.await_answer(by, close);
+                if let Producer::Query(task) = by {
+                    self.pump_task(task);
+                }
+            }
+        }
+    }
+
+    /// Calls the handler of the request's route.
+    fn dispatch(
+        &mut self,
+        client: ClientRef,
+        peer: SocketAddr,
+        head: &Head,
+        body: &[u8],
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        let route = router::route(head.method, &head.path);
+        if route.needs_auth()
             && let Some(required) = &self.config.node.auth
-            && let Err(e) = auth::check(required, head, &params)
+            && let Err(e) = auth::check(required, head, &Params::parse(&head.query))
         {
             BackendState::add(&self.shared.stats.auth_failures, 1);
             BackendState::add(&self.shared.stats.client_errors, 1);
-            let body = crate::http::response::error_body(e.message());
-            Response {
-                close,
-                headers: &[("Www-Authenticate", "Basic realm=\"InfluxDB\"")],
-                ..Response::json(401, body.as_bytes())
-            }
-            .write_to(&mut out);
-            return self.reply(i, &out);
+            auth::write_unauthorized(out, e, close);
+            return Handled::Answered;
         }
-        let get = matches!(head.method, Method::Get | Method::Head);
-        let head_only = head.method == Method::Head;
-        match path {
-            "/ping" if get => {
-                if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
-                    let body = format!("{{\"version\":\"{}\"}}\n", crate::defaults::INFLUXDB_VERSION);
-                    Response { close, head_only, ..Response::json(200, body.as_bytes()) }.write_to(&mut out);
-                } else {
-                    Response { close, content_type: Some("application/json"), ..Response::new(204) }.write_to(&mut out);
+        let head_only = head.method == crate::http::request::Method::Head;
+        match route {
+            Route::Ping => ops::ping(&Params::parse(&head.query), head_only, close, out),
+            Route::Write => {
+                self.request_seq += 1;
+                let cx = WriteContext {
+                    config: &self.config,
+                    outboxes: &mut self.outboxes,
+                    scratch: &mut self.scratch,
+                    stats: &self.shared.stats,
+                    max_body: self.shared.settings.max_body_bytes,
+                    request: self.request_seq,
+                    peer,
+                };
+                write_handler::serve(cx, head, body, close, out);
+            }
+            Route::Query => {
+                let task_id = self.tasks.vacant();
+                let slots = &mut self.slots;
+                let mut new_token = || token_of(slots.insert(Slot::Query(task_id)));
+                let cx = QueryContext {
+                    config: self.config.clone(),
+                    stats: &self.shared.stats,
+                    registry: self.poll.registry(),
+                    peer,
+                    new_token: &mut new_token,
+                };
+                if let Some(task) = query::start(cx, head, body, close, out) {
+                    let id = self.tasks.insert(Running { client: client.conn, task });
+                    debug_assert_eq!(id, task_id);
+                    return Handled::Awaiting(Producer::Query(id));
                 }
             }
-            "/ping" => method_not_allowed(&mut out, "GET, HEAD", close),
-            "/write" if head.method == Method::Post => {
-                let started = Instant::now();
-                self.write(i, head, &params, body, close, &mut out);
-                self.shared.stats.write_latency.observe(started.elapsed());
-            }
-            "/write" => method_not_allowed(&mut out, "OPTIONS, POST", close),
-            "/query" if matches!(head.method, Method::Get | Method::Post) => {
-                return self.query(i, head, body, close);
-            }
-            "/query" => method_not_allowed(&mut out, "OPTIONS, GET, POST", close),
-            "/health" if get => {
-                let body = serde_json::to_vec_pretty(&ops::health_json(&self.shared)).unwrap_or_default();
-                Response { close, head_only, ..Response::json(200, &body) }.write_to(&mut out);
-            }
-            "/metrics" if get => {
-                let body = ops::metrics::render(&self.shared);
-                let ct = Some("text/plain; version=0.0.4; charset=utf-8");
-                Response { close, head_only, content_type: ct, ..Response::new(200) }
-                    .with_body(body.as_bytes(), &mut out);
-            }
-            "/reload" if matches!(head.method, Method::Get | Method::Post) => {
-                let request = ReloadRequest { worker: self.id, client: i };
-                if self.shared.reloads.send(request).is_ok() {
-                    // The answer comes back as Message::Reloaded; nothing else runs on this
-                    // connection until then.
-                    if let Some(c) = self.client_mut(i) {
-                        c.busy = true;
-                    }
-                    return;
+            Route::Health => ops::serve_health(&self.shared, head_only, close, out),
+            Route::Metrics => ops::serve_metrics(&self.shared, head_only, close, out),
+            Route::Reload => {
+                if self.shared.reloads.send(ReloadRequest { client: Some(client) }).is_ok() {
+                    // The answer comes back as Message::Reloaded.
+                    return Handled::Awaiting(Producer::Reload);
                 }
-                write_error(&mut out, 503, "the config thread is not running", close);
+                write_error(out, 503, "the config thread is not running", close);
             }
-            p if crate::jobs::is_jobs_path(p) => {
-                let (status, body) = crate::jobs::handle(&self.shared, head.method, p, &params);
-                Response { close, head_only, ..Response::json(status, &body) }.write_to(&mut out);
+            Route::Jobs => {
+                let path = head.path.trim_end_matches('/');
+                let (status, body) = crate::jobs::handle(&self.shared, head.method, path, &Params::parse(&head.query));
+                Response { close, head_only, ..Response::json(status, &body) }.write_to(out);
             }
-            "/health" | "/metrics" => method_not_allowed(&mut out, "GET, HEAD", close),
-            "/reload" => method_not_allowed(&mut out, "GET, POST", close),
-            _ => {
-                Response { close, content_type: Some("text/plain; charset=utf-8"), ..Response::new(404) }
-                    .with_body(b"404 page not found\n", &mut out);
-            }
+            Route::MethodNotAllowed { .. } | Route::NotFound => route.write_static(close, out),
         }
-        self.reply(i, &out);
-    }
-
-    /// Appends a finished answer to a client's output.
-    fn reply(&mut self, i: usize, out: &[u8]) {
-        if let Some(c) = self.client_mut(i) {
-            c.wbuf.extend_from_slice(out);
-        }
+        Handled::Answered
     }
 
     /// The config thread's answer to a `/reload`.
-    fn reloaded(&mut self, i: usize, status: u16, error: Option<String>) {
-        let mut out = Vec::new();
-        let Some(c) = self.client_mut(i) else { return };
-        if !c.busy || c.task.is_some() {
+    fn reloaded(&mut self, client: ClientRef, status: u16, error: Option<String>) {
+        let Some(c) = self.conn_mut(client.conn) else { return };
+        let State::Awaiting { by: Producer::Reload, close_after } = c.state() else { return };
+        if c.generation != client.generation {
             return;
         }
-        c.busy = false;
-        let close = c.close_when_done;
-        c.closing |= close;
         match error {
-            None => {
-                Response { close, content_type: Some("application/json"), ..Response::new(status) }.write_to(&mut out)
-            }
-            Some(e) => write_error(&mut out, status, &e, close),
+            None => Response { close: close_after, content_type: Some("application/json"), ..Response::new(status) }
+                .write_to(c.out.buf()),
+            Some(e) => write_error(c.out.buf(), status, &e, close_after),
         }
-        c.wbuf.extend_from_slice(&out);
-        self.revisit.push(i);
-    }
-
-    fn write(
-        &mut self,
-        i: usize,
-        head: &crate::http::request::Head,
-        params: &Params,
-        raw: &[u8],
-        close: bool,
-        out: &mut Vec<u8>,
-    ) {
-        let stats = &self.shared.stats;
-        BackendState::add(&stats.write_requests, 1);
-        let config = self.config.clone();
-        let mut wp = match write::params(&config, params) {
-            Ok(p) => p,
-            Err(r) => return respond(out, &r, close, stats),
-        };
-        let mut inflated = std::mem::take(&mut self.scratch.inflated);
-        let body: &[u8] = if head.gzip_body {
-            match self.scratch.gunzip.decompress(raw, self.shared.settings.max_body_bytes, &mut inflated) {
-                Ok(()) => &inflated,
-                Err(e) => {
-                    let status = if e == write::gunzip::GunzipError::TooLarge { 413 } else { 400 };
-                    let r = write::WriteResult { status, error: Some(e.to_string()), lines: 0 };
-                    self.scratch.inflated = inflated;
-                    return respond(out, &r, close, stats);
-                }
-            }
-        } else {
-            raw
-        };
-        if config.node.write_tracing {
-            let peer = self.client_mut(i).map(|c| c.peer.to_string()).unwrap_or_default();
-            let shown = &body[..body.len().min(64 << 10)];
-            log::info!(
-                "write from {peer}: db={} rp={} precision={} ({} bytes): {}",
-                wp.db,
-                wp.rp.unwrap_or(""),
-                wp.precision.unwrap_or(""),
-                body.len(),
-                String::from_utf8_lossy(shown)
-            );
-        }
-        self.request_seq += 1;
-        wp.request = self.request_seq;
-        let result = write::store(
-            &config,
-            &wp,
-            body,
-            &mut self.outboxes,
-            &self.outbox_of,
-            &mut self.scratch,
-            &self.shared.stats,
-        );
-        if inflated.capacity() > 4 << 20 {
-            inflated = Vec::new();
-        }
-        self.scratch.inflated = inflated;
-        respond(out, &result, close, &self.shared.stats);
-    }
-
-    /// Starts answering a query: at once for errors, else by creating a task.
-    fn query(&mut self, i: usize, head: &crate::http::request::Head, body: &[u8], close: bool) {
-        let now = Instant::now();
-        BackendState::add(&self.shared.stats.query_requests, 1);
-        let config = self.config.clone();
-        let prepared = query::prepare(&config, head, body);
-        if config.node.query_tracing {
-            let peer = self.client_mut(i).map(|c| c.peer.to_string()).unwrap_or_default();
-            let params = Params::parse(&head.query);
-            let mut q = params.get("q").unwrap_or("").to_string();
-            if q.is_empty() {
-                q = Params::parse(&String::from_utf8_lossy(body)).get("q").unwrap_or("").to_string();
-            }
-            log::info!("query from {peer}: db={} q={q}", params.get("db").unwrap_or(""));
-        }
-        let task_id = self.tasks.vacant();
-        let new_attempt = |slots: &mut Slab<Slot>, candidates: Vec<usize>, spec| {
-            let slot = slots.insert(Slot::Query(task_id));
-            exec::Attempt::new(token_of(slot), candidates, spec)
-        };
-        let registry = self.poll.registry();
-        let kind = match prepared {
-            Prepared::Error(status, msg) => {
-                self.shared.stats.query_latency.observe(now.elapsed());
-                BackendState::add(&self.shared.stats.queries_refused, 1);
-                let counter =
-                    if status >= 500 { &self.shared.stats.server_errors } else { &self.shared.stats.client_errors };
-                BackendState::add(counter, 1);
-                if let Some(c) = self.client_mut(i) {
-                    write_error(&mut c.wbuf, status, &msg, close);
-                }
-                return;
-            }
-            Prepared::Relay { candidates, spec } => {
-                let mut attempt = new_attempt(&mut self.slots, candidates, spec);
-                attempt.start_next(&config, registry, now);
-                TaskKind::Relay(Box::new(exec::Relay::new(attempt, close, head.http10)))
-            }
-            Prepared::Gather { parts, units, pretty } => {
-                let parts = parts
-                    .into_iter()
-                    .map(|(candidates, spec)| {
-                        let mut attempt = new_attempt(&mut self.slots, candidates, spec);
-                        let answer =
-                            (!attempt.start_next(&config, registry, now)).then(|| Err(attempt.failures.join("; ")));
-                        exec::Part { attempt, answer, bytes: 0 }
-                    })
-                    .collect();
-                TaskKind::Gather(exec::Gather { parts, units, pretty, close })
-            }
-        };
-        let task = self.tasks.insert(Task { client: i, started: now, kind });
-        if let Some(c) = self.client_mut(i) {
-            c.busy = true;
-            c.task = Some(task);
-        }
-        self.pump_task(task);
+        c.answer_complete(false);
+        self.revisit.push(client.conn);
     }
 
     /// Moves a query task along; finishes it when its answer is complete.
     fn pump_task(&mut self, task: usize) {
         let now = Instant::now();
-        let Worker { tasks, slots, config, poll, .. } = self;
-        let Some(t) = tasks.get_mut(task) else { return };
-        let ci = t.client;
-        let Some(Slot::Client(client)) = slots.get_mut(ci) else {
+        let Worker { tasks, slots, poll, .. } = self;
+        let Some(r) = tasks.get_mut(task) else { return };
+        let ci = r.client;
+        let Some(Slot::Client(c)) = slots.get_mut(ci) else {
             self.end_task(task);
             return;
         };
-        let state = t.pump(client, config, poll.registry(), now);
-        let alive = client.flush();
+        // A relay stops when the client's output is full. If writing then empties it, no event may
+        // come for the backend (its answer can already sit in our socket): pump again at once.
+        let mut rounds = 0;
+        let (state, alive, again) = loop {
+            let state = r.task.pump(&mut c.out, poll.registry(), now);
+            let full = c.out.room() == 0;
+            let alive = c.flush();
+            let again = state == TaskState::Running && alive && full && c.out.room() > 0;
+            rounds += 1;
+            if !again || rounds >= MAX_READ_ROUNDS {
+                break (state, alive, again);
+            }
+        };
         match state {
-            TaskState::Running if alive => client.update_interest(poll.registry()),
+            TaskState::Running if alive => {
+                c.update_interest(poll.registry());
+                if again {
+                    // More than a turn's worth: the client's next turn pumps again.
+                    self.revisit.push(ci);
+                }
+            }
             TaskState::Running | TaskState::Broken => {
                 self.end_task(task);
                 self.close_client(ci);
             }
-            TaskState::Done => {
-                self.end_task(task);
+            TaskState::Done { close } => {
                 if !alive {
+                    self.end_task(task);
                     return self.close_client(ci);
                 }
+                c.answer_complete(close);
+                self.end_task(task);
                 // Requests pipelined behind the query can go now — on the next turn, never from inside
                 // the handling of the request that started the query.
                 self.revisit.push(ci);
@@ -764,21 +559,17 @@ impl Worker {
         }
     }
 
-    /// Removes a task and its upstream slots; frees its client for the next request.
+    /// Removes a task and the slots of its upstream connections.
     fn end_task(&mut self, task: usize) {
-        let Some(mut t) = self.tasks.remove(task) else {
+        let Some(mut r) = self.tasks.remove(task) else {
             return;
         };
-        self.shared.stats.query_latency.observe(t.started.elapsed());
-        let registry = self.poll.registry();
-        t.close(registry);
-        for a in t.attempts_mut() {
-            self.slots.remove(a.token.0 - FIRST_SLOT);
-        }
-        if let Some(Slot::Client(c)) = self.slots.get_mut(t.client) {
-            c.busy = false;
-            c.task = None;
-            c.closing |= c.close_when_done;
+        self.shared.stats.query_latency.observe(r.task.started.elapsed());
+        r.task.close(self.poll.registry());
+        for token in r.task.tokens() {
+            if let Some(i) = slot_of(token) {
+                self.slots.remove(i);
+            }
         }
     }
 
@@ -793,66 +584,58 @@ impl Worker {
         let line = ops::stats_point::line(&self.shared, &ops::stats_point::hostname(), &config.node.listen_raw);
         self.request_seq += 1;
         let db = config.node.db.as_deref().unwrap_or(ops::stats_point::FALLBACK_DB);
-        let wp = write::WriteParams { request: self.request_seq, db, rp: None, precision: None };
-        let r = write::store(
-            &config,
-            &wp,
-            line.as_bytes(),
-            &mut self.outboxes,
-            &self.outbox_of,
-            &mut self.scratch,
-            &self.shared.stats,
-        );
+        let wp = WriteParams { request: self.request_seq, db, rp: None, precision: None };
+        let r = write::store(&config, &wp, line.as_bytes(), &mut self.outboxes, &mut self.scratch, &self.shared.stats);
         if r.status != 204 {
             log::debug!("self-statistics point not stored: {}", r.error.unwrap_or_default());
         }
     }
 
-    /// Timers: outbox flush ages, retries and timeouts; idle clients once a second.
-    fn tick(&mut self, now: Instant) {
-        self.self_statistics(now);
-        let timed: Vec<usize> = self
-            .tasks
-            .iter_mut()
-            .filter_map(|(id, t)| {
-                let late = t.attempts_mut().iter().any(|a| a.deadline().is_some_and(|d| now >= d));
-                late.then_some(id)
-            })
-            .collect();
-        for id in timed {
-            if let Some(t) = self.tasks.get_mut(id) {
-                t.check_timeouts(&self.config, self.poll.registry(), now);
+    /// Whatever is due: query timeouts, outbox flush ages, sends, retries; idle clients once a second.
+    /// Each part is guarded on its own, so a bug that repeats in one cannot stop the others.
+    fn timers(&mut self, now: Instant) {
+        let parts: [(&str, Timer); 4] = [
+            ("self-statistics", Worker::self_statistics),
+            ("query timeouts", Worker::query_timeouts),
+            ("outboxes", Worker::outbox_timers),
+            ("connection timers", Worker::connection_timers),
+        ];
+        for (what, part) in parts {
+            if catch_unwind(AssertUnwindSafe(|| part(self, now))).is_err() {
+                log::error!("worker {}: bug: panic in {what}", self.id);
+            }
+        }
+    }
+
+    fn query_timeouts(&mut self, now: Instant) {
+        let late: Vec<usize> =
+            self.tasks.iter().filter(|(_, r)| r.task.deadline().is_some_and(|d| now >= d)).map(|(id, _)| id).collect();
+        for id in late {
+            if let Some(r) = self.tasks.get_mut(id) {
+                r.task.check_timeouts(self.poll.registry(), now);
             }
             self.pump_task(id);
         }
-        let registry = self.poll.registry();
-        for (_, o) in self.outboxes.iter_mut() {
-            o.tick(&mut Cx { now, registry, deflate: &mut self.deflate });
-        }
-        let drained: Vec<usize> =
-            self.outboxes.iter().filter(|(_, o)| o.retired && o.is_drained()).map(|(i, _)| i).collect();
-        for oid in drained {
-            if let Some(o) = self.outboxes.remove(oid) {
-                log::info!("backend {} ({}): all its data delivered; outbox closed", o.backend.name, o.backend.url);
-                let slot = o.token.0 - FIRST_SLOT;
-                drop(o);
-                self.slots.remove(slot);
-            }
+    }
+
+    fn outbox_timers(&mut self, now: Instant) {
+        self.outboxes.tick(self.poll.registry(), now);
+    }
+
+    fn connection_timers(&mut self, now: Instant) {
+        if self.accept_again.is_some_and(|t| now >= t) {
+            self.accept_again = None;
+            self.accept();
         }
         if now >= self.next_sweep {
-            self.next_sweep = now + Duration::from_secs(1);
+            self.next_sweep = now + SWEEP_EVERY;
             let idle = self.config.node.idle_timeout;
             let stopping = self.shared.shutting_down();
             let expired: Vec<usize> = self
                 .slots
                 .iter()
                 .filter_map(|(i, s)| match s {
-                    Slot::Client(c) if c.linger_until.is_some_and(|t| now >= t) => Some(i),
-                    Slot::Client(c)
-                        if !c.busy && (now.duration_since(c.last_active) > idle || stopping && c.is_idle()) =>
-                    {
-                        Some(i)
-                    }
+                    Slot::Client(c) if c.expired(now, idle, stopping) => Some(i),
                     _ => None,
                 })
                 .collect();
@@ -867,12 +650,9 @@ impl Worker {
         let deadline = *self.stop_deadline.get_or_insert_with(|| now + self.shared.settings.shutdown_timeout);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
-            for (_, o) in self.outboxes.iter_mut() {
-                o.seal_open();
-            }
             self.next_sweep = now;
         }
-        let idle_clients: Vec<usize> = self
+        let idle: Vec<usize> = self
             .slots
             .iter()
             .filter_map(|(i, s)| match s {
@@ -880,15 +660,12 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        for i in idle_clients {
+        for i in idle {
             self.close_client(i);
         }
-        for (_, o) in self.outboxes.iter_mut() {
-            o.seal_open();
-        }
-        let settled = self.outboxes.iter().all(|(_, o)| o.settled(now));
-        if (self.clients == 0 && settled) || now >= deadline {
-            let left: u64 = self.outboxes.iter().map(|(_, o)| o.pending_records()).sum();
+        self.outboxes.seal_open();
+        if (self.clients == 0 && self.outboxes.settled(now)) || now >= deadline {
+            let left = self.outboxes.pending_records();
             if left > 0 {
                 log::info!("worker {}: {left} batches stay in the outbox logs for the next start", self.id);
             }
@@ -896,25 +673,4 @@ impl Worker {
         }
         false
     }
-}
-
-fn respond(out: &mut Vec<u8>, r: &write::WriteResult, close: bool, stats: &crate::ops::ProxyStats) {
-    match &r.error {
-        None => Response { close, content_type: Some("application/json"), ..Response::new(r.status) }.write_to(out),
-        Some(msg) => {
-            let counter = if r.status >= 500 { &stats.server_errors } else { &stats.client_errors };
-            BackendState::add(counter, 1);
-            write_error(out, r.status, msg, close);
-        }
-    }
-}
-
-fn method_not_allowed(out: &mut Vec<u8>, allow: &str, close: bool) {
-    Response {
-        close,
-        content_type: Some("text/plain; charset=utf-8"),
-        headers: &[("Allow", allow), ("X-Content-Type-Options", "nosniff")],
-        ..Response::new(405)
-    }
-    .with_body(b"Method Not Allowed\n", out);
 }

@@ -30,6 +30,16 @@ impl fmt::Display for GunzipError {
     }
 }
 
+impl GunzipError {
+    /// The answer to a client whose body failed to decompress.
+    pub fn status(self) -> u16 {
+        match self {
+            GunzipError::Invalid => 400,
+            GunzipError::TooLarge => 413,
+        }
+    }
+}
+
 /// One libdeflate decompressor (about 30 KB of tables); a worker keeps one and reuses it.
 pub struct Gunzip {
     raw: *mut libdeflate_decompressor,
@@ -72,8 +82,11 @@ impl Gunzip {
                 let start = out.len();
                 out.resize(start + room, 0);
                 let (mut used_in, mut used_out) = (0usize, 0usize);
-                // SAFETY: the pointers and lengths describe live, correctly sized buffers; libdeflate
-                // writes at most `room` bytes after `start` and reports how many it read and wrote.
+                // SAFETY: `self.raw` is non-null (checked at the top of `decompress`) and `&mut self`
+                // gives this call sole use of the decompressor; `member` is a live slice of
+                // `member.len()` bytes; `out` was just resized to `start + room` bytes, so the
+                // destination is `room` writable bytes after `start`, which is all libdeflate writes;
+                // it reports how many bytes it read and wrote through the two live locals.
                 let result = unsafe {
                     libdeflate_gzip_decompress_ex(
                         self.raw,

@@ -12,6 +12,7 @@
 //! not be stored on any of its backends (outbox disk limit): the client should retry.
 
 pub mod gunzip;
+pub mod handler;
 pub mod lineproto;
 pub mod route;
 
@@ -20,7 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::http::params::{Params, encode_into};
-use crate::outbox::{AppendError, Outbox};
+use crate::outbox::AppendError;
+use crate::outbox::set::Outboxes;
 use crate::upstream::BackendState;
 use lineproto::Lines;
 use route::RouteId;
@@ -113,13 +115,12 @@ fn target(db: &str, p: &WriteParams) -> String {
     s
 }
 
-/// Routes and stores the lines of `body`. `outbox_of[i]` is the outbox of config backend `i`.
+/// Routes and stores the lines of `body` in the outboxes of their backends.
 pub fn store(
     config: &Config,
     p: &WriteParams,
     body: &[u8],
-    outboxes: &mut crate::worker::slab::Slab<Outbox>,
-    outbox_of: &[usize],
+    outboxes: &mut Outboxes,
     scratch: &mut Scratch,
     stats: &crate::ops::ProxyStats,
 ) -> WriteResult {
@@ -176,7 +177,7 @@ pub fn store(
         let mut taken = false;
         for &b in config.routes.backends(route) {
             let b = usize::from(b);
-            let Some(outbox) = outbox_of.get(b).and_then(|&o| outboxes.get_mut(o)) else {
+            let Some(outbox) = outboxes.of(b) else {
                 continue;
             };
             if outbox.current_request() != request {
@@ -210,8 +211,8 @@ pub fn store(
         }
     }
 
-    for (b, &o) in outbox_of.iter().enumerate() {
-        if let Some(outbox) = outboxes.get_mut(o)
+    for b in 0..n {
+        if let Some(outbox) = outboxes.of(b)
             && outbox.current_request() == request
         {
             outbox.finish_request(lines[b], bytes[b]);

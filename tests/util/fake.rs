@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{free_port, http};
+use super::site::WAIT;
+use super::{free_port, http, wait_until};
 
 /// What the fake does with a request once it has read it whole.
 #[derive(Clone, Debug)]
@@ -401,4 +402,19 @@ fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+/// Lines of measurement `m` that `fake` received in /write bodies.
+pub fn lines_of(fake: &FakeBackend, m: &str) -> Vec<String> {
+    fake.write_lines()
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("{m},")) || l.starts_with(&format!("{m} ")))
+        .collect()
+}
+
+/// Waits until `fake` holds `want` lines of `m`, then checks it holds no more.
+pub fn wait_lines(fake: &FakeBackend, m: &str, want: usize, who: &str) {
+    wait_until(WAIT, &format!("{want} {m} lines on {who}"), || lines_of(fake, m).len() >= want);
+    let got = lines_of(fake, m);
+    assert_eq!(got.len(), want, "{m} lines on {who}: more than written: {got:?}");
 }

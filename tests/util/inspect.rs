@@ -40,6 +40,13 @@ pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
     None
 }
 
+/// The `/health` document, asserting 200.
+pub fn health(addr: &str) -> serde_json::Value {
+    let r = http::get(addr, "/health");
+    assert_eq!(r.status, 200, "/health answered {}: {}", r.status, r.text());
+    r.json()
+}
+
 /// The `/health` entry of backend `name`.
 pub fn backend_health(addr: &str, name: &str) -> serde_json::Value {
     let r = http::get(addr, "/health");
