@@ -379,3 +379,17 @@ fn job_requests_are_checked_and_cancellable() {
     assert_eq!(health["jobs"].as_array().map(Vec::len), Some(0), "{health}");
     assert_eq!(util::inspect::backend_health(&addr, "b")["repairing"], false);
 }
+
+#[test]
+fn job_endpoints_take_the_node_credentials() {
+    let a = influxd_with_db();
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("cpu", &["a"]);
+    let site = Site::with_node(config, &[("username", "ops"), ("password", "s3cret")], "replicas-auth");
+    let proxy = site.proxy(1, &[]);
+    let addr = proxy.addr();
+    assert_eq!(http::request(&addr, "POST", &format!("/repair?db={DB}"), &[], b"").status, 401);
+    assert_eq!(http::get(&addr, "/jobs").status, 401);
+    assert_eq!(http::get(&addr, "/jobs?u=ops&p=wrong").status, 401);
+    let id = start_job(&addr, &format!("/repair?db={DB}&u=ops&p=s3cret"));
+    assert_eq!(http::get(&addr, &format!("/jobs/{id}?u=ops&p=s3cret")).status, 200);
+}

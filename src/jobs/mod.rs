@@ -599,9 +599,11 @@ pub fn handle(shared: &Shared, method: Method, path: &str, params: &Params) -> (
 /// Starts the job thread: resumes unfinished jobs from their checkpoints, then runs queued jobs one at
 /// a time until shutdown.
 pub fn spawn(shared: Arc<Shared>, deliver: Deliver) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Loaded here, before the caller lets workers serve: a job submitted meanwhile would take an id
+    // some checkpoint already has.
+    let dir = jobs_dir(&shared.settings.data_dir);
+    shared.jobs.load(&dir);
     std::thread::Builder::new().name("jobs".into()).spawn(move || {
-        let dir = jobs_dir(&shared.settings.data_dir);
-        shared.jobs.load(&dir);
         while !shared.shutting_down() {
             let Some(id) = shared.jobs.next_queued(Duration::from_millis(500)) else { continue };
             let outcome =
