@@ -128,8 +128,85 @@ def influxql():
     }
 
 
+def varint(n):
+    out = b""
+    n &= (1 << 64) - 1
+    while n >= 0x80:
+        out += bytes([n & 0x7F | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def field(num, payload):
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def label(name, value):
+    return field(1, field(1, name) + field(2, value))
+
+
+def sample(value, ts):
+    import struct
+
+    return field(2, b"\x09" + struct.pack("<d", value) + b"\x10" + varint(ts))
+
+
+def series(labels, samples):
+    return field(1, b"".join(label(n, v) for n, v in labels) + b"".join(sample(v, t) for v, t in samples))
+
+
+def snappy_literal(data):
+    """A valid snappy block holding `data` as literals only (no compression needed for seeds)."""
+    out = varint(len(data))
+    for i in range(0, len(data), 65536):
+        chunk = data[i : i + 65536]
+        n = len(chunk) - 1
+        if n < 60:
+            out += bytes([n << 2])
+        elif n < 256:
+            out += bytes([60 << 2, n])
+        else:
+            out += bytes([61 << 2, n & 0xFF, n >> 8])
+        out += chunk
+    return out
+
+
+PROM_WRITE = (
+    series([(b"__name__", b"http_requests_total"), (b"job", b"api"), (b"code", b"200")], [(12.0, 1700000000000), (13.5, 1700000015000)])
+    + series([(b"__name__", b"up"), (b"instance", b"a b,c=d"), (b"empty", b"")], [(float("nan"), 1), (1.0, -1)])
+    + series([(b"job", b"x"), (b"job", b"y"), (b"", b"v")], [(float("inf"), 2), (1e300, 3)])
+)
+
+
+def prom_write():
+    # Layout: [mode, payload]; mode & 1: the payload is also a snappy body.
+    return {
+        "proto": b"\x00" + PROM_WRITE,
+        "snappy": b"\x01" + snappy_literal(PROM_WRITE),
+        "snappy_small_limit": b"\x03" + snappy_literal(PROM_WRITE),
+        "odd_labels": b"\x00" + series([(b"__name__", b"#c"), (b"t", b"a\\,b")], [(1.0, 1)])
+        + series([(b"__name__", b"\tm"), (b"t", b"a\nb")], [(1.0, 1)]),
+        "bomb": b"\x01\xff\xff\xff\xff\x0f",
+    }
+
+
+def matcher(kind, name, value):
+    return field(3, b"\x08" + varint(kind) + field(2, name) + field(3, value))
+
+
+def prom_read():
+    q1 = b"\x08" + varint(1600000000000) + b"\x10" + varint(1800000000000) + matcher(0, b"__name__", b"up") + matcher(2, b"job", b"a.*")
+    q2 = b"\x08" + varint(0) + b"\x10" + varint(1) + matcher(3, b"__name__", b"x|y") + matcher(7, b"k", b"v")
+    ts = series([(b"__name__", b"up"), (b"job", b"a")], [(1.0, 10), (2.0, 20)]) + series([(b"job", b"a"), (b"__name__", b"up")], [(3.0, 15), (4.0, 20)])
+    return {
+        "read_request": field(1, q1) + field(1, q2) + b"\x12\x02\x00\x01",
+        "read_response": field(1, ts) + field(1, b""),
+    }
+
+
 def main():
-    for target, seeds in [("http_head", http_head()), ("gunzip", gunzip()), ("lines", lines()), ("influxql", influxql())]:
+    for target, seeds in [("http_head", http_head()), ("gunzip", gunzip()), ("lines", lines()), ("influxql", influxql()),
+                         ("prom_write", prom_write()), ("prom_read", prom_read())]:
         d = os.path.join(HERE, "seeds", target)
         os.makedirs(d, exist_ok=True)
         for name, data in seeds.items():

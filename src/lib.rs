@@ -39,6 +39,7 @@ pub mod logger;
 pub mod net;
 pub mod ops;
 pub mod outbox;
+pub mod prom;
 pub mod query;
 pub mod run;
 pub mod shared;

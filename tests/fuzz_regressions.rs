@@ -13,8 +13,12 @@ mod http_head;
 mod influxql;
 #[path = "../fuzz/checks/lines.rs"]
 mod lines;
+#[path = "../fuzz/checks/prom_read.rs"]
+mod prom_read;
+#[path = "../fuzz/checks/prom_write.rs"]
+mod prom_write;
 
-const TARGETS: [&str; 4] = ["http_head", "gunzip", "lines", "influxql"];
+const TARGETS: [&str; 6] = ["http_head", "gunzip", "lines", "influxql", "prom_write", "prom_read"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -89,4 +93,14 @@ fn lines_regressions() {
 #[test]
 fn influxql_regressions() {
     replay("influxql", influxql::run);
+}
+
+#[test]
+fn prom_write_regressions() {
+    replay("prom_write", prom_write::run);
+}
+
+#[test]
+fn prom_read_regressions() {
+    replay("prom_read", prom_read::run);
 }

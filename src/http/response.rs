@@ -84,12 +84,21 @@ impl<'a> Response<'a> {
     }
 }
 
-/// `{"error":"msg"}` as InfluxDB writes it, with `X-Influxdb-Error`.
+/// `{"error":"msg"}` as InfluxDB writes it, with `X-Influxdb-Error`. A 503 tells the client when to
+/// retry (`Retry-After: 1`); callers that know better use [`write_error_retry`].
 pub fn write_error(out: &mut Vec<u8>, status: u16, msg: &str, close: bool) {
+    write_error_retry(out, status, msg, close, (status == 503).then_some(1));
+}
+
+/// [`write_error`] with `Retry-After: secs` (client retry logic — Telegraf, Prometheus, the client
+/// libraries — waits that long before the next attempt).
+pub fn write_error_retry(out: &mut Vec<u8>, status: u16, msg: &str, close: bool, retry_after: Option<u64>) {
     let body = error_body(msg);
     let header_msg = header_safe(msg);
-    Response { close, headers: &[("X-Influxdb-Error", &header_msg)], ..Response::json(status, body.as_bytes()) }
-        .write_to(out);
+    let secs = retry_after.map(|s| s.to_string());
+    let with_retry = [("X-Influxdb-Error", header_msg.as_str()), ("Retry-After", secs.as_deref().unwrap_or(""))];
+    let headers = if secs.is_some() { &with_retry[..] } else { &with_retry[..1] };
+    Response { close, headers, ..Response::json(status, body.as_bytes()) }.write_to(out);
 }
 
 pub fn error_body(msg: &str) -> String {
@@ -148,6 +157,19 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{\"error\":\"database not found: \\\"x\\\"\"}\n"));
         let body_len = "{\"error\":\"database not found: \\\"x\\\"\"}\n".len();
         assert!(text.contains(&format!("Content-Length: {body_len}\r\n")));
+    }
+
+    #[test]
+    fn every_503_says_when_to_retry() {
+        let mut out = Vec::new();
+        write_error(&mut out, 503, "busy", false);
+        assert!(String::from_utf8(out).unwrap().contains("\r\nRetry-After: 1\r\n"));
+        let mut out = Vec::new();
+        write_error_retry(&mut out, 503, "disk full", false, Some(8));
+        assert!(String::from_utf8(out).unwrap().contains("\r\nRetry-After: 8\r\n"));
+        let mut out = Vec::new();
+        write_error(&mut out, 400, "bad", false);
+        assert!(!String::from_utf8(out).unwrap().contains("Retry-After"));
     }
 
     #[test]

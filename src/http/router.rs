@@ -9,6 +9,11 @@ use crate::http::response::Response;
 pub enum Route {
     Ping,
     Write,
+    /// `/api/v2/write` (InfluxDB 1.8's v2 compatibility endpoint).
+    WriteV2,
+    /// `/api/v1/prom/write`, `/api/v1/prom/read`: Prometheus remote storage.
+    PromWrite,
+    PromRead,
     Query,
     Health,
     Metrics,
@@ -25,7 +30,16 @@ pub enum Route {
 impl Route {
     /// Endpoints that take the node's credentials when it has some.
     pub fn needs_auth(self) -> bool {
-        matches!(self, Route::Write | Route::Query | Route::Reload | Route::Jobs)
+        matches!(
+            self,
+            Route::Write
+                | Route::WriteV2
+                | Route::PromWrite
+                | Route::PromRead
+                | Route::Query
+                | Route::Reload
+                | Route::Jobs
+        )
     }
 
     /// Answers that do not depend on anything but the route.
@@ -52,6 +66,9 @@ pub fn route(method: Method, path: &str) -> Route {
     let (ok, route, allow) = match path {
         "/ping" => (get, Route::Ping, "GET, HEAD"),
         "/write" => (post, Route::Write, "OPTIONS, POST"),
+        "/api/v2/write" => (post, Route::WriteV2, "OPTIONS, POST"),
+        "/api/v1/prom/write" => (post, Route::PromWrite, "OPTIONS, POST"),
+        "/api/v1/prom/read" => (post, Route::PromRead, "POST"),
         "/query" => (matches!(method, Method::Get | Method::Post), Route::Query, "OPTIONS, GET, POST"),
         "/health" => (get, Route::Health, "GET, HEAD"),
         "/metrics" => (get, Route::Metrics, "GET, HEAD"),
@@ -81,6 +98,11 @@ mod tests {
         assert_eq!(route(Head, "/metrics"), Route::Metrics);
         assert_eq!(route(Post, "/metrics"), Route::MethodNotAllowed { allow: "GET, HEAD" });
         assert_eq!(route(Post, "/reload"), Route::Reload);
+        assert_eq!(route(Post, "/api/v2/write"), Route::WriteV2);
+        assert_eq!(route(Get, "/api/v2/write"), Route::MethodNotAllowed { allow: "OPTIONS, POST" });
+        assert_eq!(route(Post, "/api/v1/prom/write"), Route::PromWrite);
+        assert_eq!(route(Post, "/api/v1/prom/read/"), Route::PromRead);
+        assert_eq!(route(Get, "/api/v1/prom/read"), Route::MethodNotAllowed { allow: "POST" });
         assert_eq!(route(Post, "/repair"), Route::Jobs);
         assert_eq!(route(Delete, "/jobs/3"), Route::Jobs);
         assert_eq!(route(Get, "/nope"), Route::NotFound);
@@ -90,6 +112,7 @@ mod tests {
     #[test]
     fn only_data_and_reload_need_credentials() {
         assert!(Route::Write.needs_auth() && Route::Query.needs_auth() && Route::Reload.needs_auth());
+        assert!(Route::WriteV2.needs_auth() && Route::PromWrite.needs_auth() && Route::PromRead.needs_auth());
         assert!(Route::Jobs.needs_auth());
         assert!(!Route::Ping.needs_auth() && !Route::Health.needs_auth() && !Route::Metrics.needs_auth());
         assert!(!Route::NotFound.needs_auth());

@@ -20,6 +20,9 @@ const PROXY_COUNTERS: &[Counter<ProxyStats>] = &[
     ("influx_proxy_lines_unrouted_total", "Lines whose measurement no keymap routes.", |s| &s.lines_unrouted),
     ("influx_proxy_lines_unparsable_total", "Lines that are not line protocol.", |s| &s.lines_unparsable),
     ("influx_proxy_lines_refused_total", "Lines no backend could store (answered 503).", |s| &s.lines_refused),
+    ("influx_proxy_prom_samples_skipped_total", "Remote-write samples skipped (NaN/Inf, bad time/labels).", |s| {
+        &s.prom_samples_skipped
+    }),
     ("influx_proxy_query_requests_total", "Requests to /query.", |s| &s.query_requests),
     ("influx_proxy_queries_refused_total", "Queries refused by the filter or planner.", |s| &s.queries_refused),
     ("influx_proxy_http_client_errors_total", "Answers with a 4xx status.", |s| &s.client_errors),

@@ -28,6 +28,8 @@ pub struct ProxyStats {
     pub lines_unparsable: AtomicU64,
     /// Lines none of whose backends could store them (disk limit): answered 503.
     pub lines_refused: AtomicU64,
+    /// Prometheus remote-write samples not stored (NaN/±Inf, time out of range, inexpressible labels).
+    pub prom_samples_skipped: AtomicU64,
     pub query_requests: AtomicU64,
     pub queries_refused: AtomicU64,
     /// Answers with status >= 400, by class.

@@ -329,6 +329,11 @@ impl Outbox {
         self.inflight.is_none() && self.parked.is_empty() && self.logs.iter().all(Log::is_drained)
     }
 
+    /// How long until the next send attempt while backing off after a failure (`None`: not backing off).
+    pub fn retry_in(&self, now: Instant) -> Option<std::time::Duration> {
+        self.retry_at.map(|t| t.saturating_duration_since(now))
+    }
+
     /// Nothing more will happen soon: drained, or waiting only for a backend that is down, in
     /// backoff, or parked. Shutdown stops waiting when every outbox is settled.
     pub fn settled(&self, now: Instant) -> bool {

@@ -5,227 +5,21 @@
 //! backend only while the client's output buffer has room, and is resumed when the client drains. A
 //! gather buffers its sub-answers (they are parsed and merged), `MAX_GATHER_BYTES` for all of them.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Registry, Token};
 use serde_json::{Value, json};
 
-use crate::config::{Backend, Config};
+pub use super::attempt::{Attempt, MAX_GATHER_BYTES, RequestSpec, TaskState};
+use crate::config::Config;
 use crate::defaults::READ_CHUNK;
-use crate::http::client::UpstreamRequest;
 use crate::http::output::Output;
-use crate::http::params::encode_into;
 use crate::http::response::reason;
 use crate::query::merge::{self, PartAnswer};
 use crate::query::plan::MergeKind;
+use crate::query::prom_read::PromRead;
 use crate::upstream::BackendState;
-use crate::upstream::conn::{Conn, ConnError, Drive, Exchange};
-
-/// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
-/// times more).
-pub const MAX_GATHER_BYTES: usize = 16 << 20;
-
-/// What to ask a backend, independent of which backend it is.
-#[derive(Debug, Clone)]
-pub struct RequestSpec {
-    pub post: bool,
-    /// Parameters other than `q` from the URL, and (POST) from the form body, each kept where the client
-    /// put it: InfluxDB reads some (`pretty`) from the URL only.
-    pub url_params: Vec<(String, String)>,
-    pub form_params: Vec<(String, String)>,
-    pub q: String,
-    pub accept: Option<String>,
-    pub accept_encoding: Option<String>,
-    /// The client's Authorization header, passed on unless the backend has its own credentials.
-    pub authorization: Option<String>,
-}
-
-fn encode_pairs(out: &mut String, pairs: &[(String, String)], skip_credentials: bool) {
-    for (k, v) in pairs {
-        if skip_credentials && (k == "u" || k == "p") {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push('&');
-        }
-        encode_into(out, k);
-        out.push('=');
-        encode_into(out, v);
-    }
-}
-
-impl RequestSpec {
-    fn build(&self, backend: &Backend, out: &mut Vec<u8>) {
-        let own_credentials = backend.auth.is_some();
-        let mut url = String::new();
-        encode_pairs(&mut url, &self.url_params, own_credentials);
-        let mut form = String::new();
-        encode_pairs(&mut form, &self.form_params, own_credentials);
-        encode_pairs(&mut form, &[("q".to_string(), self.q.clone())], false);
-        let authorization = match (&backend.auth, &self.authorization) {
-            (Some(c), _) => Some(crate::http::basic_auth(&c.username, &c.password)),
-            (None, a) => a.clone(),
-        };
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(4);
-        let optional =
-            [("Accept", &self.accept), ("Accept-Encoding", &self.accept_encoding), ("Authorization", &authorization)];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                headers.push((name, v));
-            }
-        }
-        out.clear();
-        if self.post {
-            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
-            let request = UpstreamRequest::post("/query", &backend.host, form.as_bytes());
-            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
-        } else {
-            if !url.is_empty() {
-                url.push('&');
-            }
-            url.push_str(&form);
-            let request = UpstreamRequest::get("/query", &backend.host);
-            UpstreamRequest { query: url.as_bytes(), headers: &headers, ..request }.write_to(out);
-        }
-    }
-}
-
-/// One request to one of several equivalent backends, moving to the next on failure.
-pub struct Attempt {
-    pub token: Token,
-    candidates: VecDeque<usize>,
-    pub backend: Option<usize>,
-    conn: Option<Conn>,
-    ex: Exchange,
-    spec: RequestSpec,
-    deadline: Option<Instant>,
-    /// `timeoutquery` of the current backend.
-    timeout: std::time::Duration,
-    /// Decoded answer bytes not yet taken by the caller.
-    pub body: Vec<u8>,
-    pub failures: Vec<String>,
-    /// A failure noticed outside `drive` (timeout), reported by the next `drive`.
-    pending_error: Option<String>,
-}
-
-impl Attempt {
-    pub fn new(token: Token, candidates: Vec<usize>, spec: RequestSpec) -> Attempt {
-        Attempt {
-            token,
-            candidates: candidates.into(),
-            backend: None,
-            conn: None,
-            ex: Exchange::default(),
-            spec,
-            deadline: None,
-            timeout: std::time::Duration::ZERO,
-            body: Vec::new(),
-            failures: Vec::new(),
-            pending_error: None,
-        }
-    }
-
-    pub fn status(&self) -> u16 {
-        self.ex.status()
-    }
-
-    pub fn head(&self) -> Option<&crate::http::client::ResponseHead> {
-        self.ex.head.as_ref()
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Connects to the next candidate. `false` when none is left.
-    pub fn start_next(&mut self, config: &Config, registry: &Registry, now: Instant) -> bool {
-        self.close(registry);
-        while let Some(b) = self.candidates.pop_front() {
-            let Some(backend) = config.backends.get(b) else {
-                continue;
-            };
-            match Conn::connect(backend.addr, self.token, registry) {
-                Ok(mut conn) => {
-                    self.spec.build(backend, &mut conn.out);
-                    self.conn = Some(conn);
-                    self.backend = Some(b);
-                    self.ex = Exchange::default();
-                    self.body.clear();
-                    self.deadline = Some(now + backend.timeout_query);
-                    self.timeout = backend.timeout_query;
-                    return true;
-                }
-                Err(e) => self.note_failure(backend, format!("connect: {e}")),
-            }
-        }
-        false
-    }
-
-    pub fn has_candidates(&self) -> bool {
-        !self.candidates.is_empty()
-    }
-
-    fn note_failure(&mut self, backend: &Backend, why: String) {
-        BackendState::add(&backend.state.counters.query_errors, 1);
-        // Logged when the failure is new for this backend, not once per query of a dashboard.
-        let msg = format!("query failed: {why}");
-        if backend.state.last_error() != msg {
-            log::warn!("backend {}: {msg}", backend.name);
-            backend.state.set_error(&msg);
-        }
-        self.failures.push(format!("backend {}: {why}", backend.name));
-    }
-
-    /// Records the failure of the current backend.
-    pub fn fail_current(&mut self, config: &Config, why: String, registry: &Registry) {
-        if let Some(backend) = self.backend.and_then(|b| config.backends.get(b)) {
-            self.note_failure(backend, why);
-        }
-        self.close(registry);
-    }
-
-    /// Moves the exchange forward, reading at most `budget` answer bytes into `body`.
-    pub fn drive(&mut self, budget: usize, registry: &Registry) -> Result<Drive, String> {
-        if let Some(e) = self.pending_error.take() {
-            return Err(e);
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(ConnError::NotConnected.to_string());
-        };
-        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry).map_err(|e| e.to_string())?;
-        if d.read > 0
-            && let Some(deadline) = &mut self.deadline
-        {
-            // `timeoutquery` bounds the wait for the answer and then every pause inside it: a
-            // backend that stalls mid-answer is given up on like one that never answers.
-            *deadline = Instant::now() + self.timeout;
-        }
-        if d.done {
-            self.deadline = None;
-        }
-        Ok(d)
-    }
-
-    pub fn close(&mut self, registry: &Registry) {
-        if let Some(mut c) = self.conn.take() {
-            c.deregister(registry);
-        }
-    }
-}
-
-/// Where a task is.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TaskState {
-    Running,
-    /// The answer is complete in the client's output; `close`: the connection must close after it.
-    Done {
-        close: bool,
-    },
-    /// The answer cannot be completed; the client connection must be closed.
-    Broken,
-}
 
 /// Streams one backend's answer to the client.
 pub struct Relay {
@@ -317,6 +111,10 @@ impl Relay {
                 continue;
             }
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if head.status == 503 && head.header("retry-after").is_none() {
+            // Every 503 a client gets from the proxy says when to retry, a relayed one too.
+            out.extend_from_slice(b"Retry-After: 1\r\n");
         }
         let no_body = head.status == 204 || head.status == 304 || head.status < 200;
         match head.content_length {
@@ -529,6 +327,7 @@ pub struct Task {
 pub enum TaskKind {
     Relay(Box<Relay>),
     Gather(Gather),
+    PromRead(PromRead),
 }
 
 impl Task {
@@ -542,6 +341,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => r.pump(out, config, registry, now),
             TaskKind::Gather(g) => g.pump(out, config, registry, now),
+            TaskKind::PromRead(p) => p.pump(out, config, registry, now),
         }
     }
 
@@ -550,6 +350,7 @@ impl Task {
         match &self.kind {
             TaskKind::Relay(r) => r.attempt.deadline(),
             TaskKind::Gather(g) => g.parts.iter().filter_map(|p| p.attempt.deadline()).min(),
+            TaskKind::PromRead(p) => p.parts.iter().filter_map(|p| p.attempt.deadline()).min(),
         }
     }
 
@@ -558,6 +359,7 @@ impl Task {
         match &self.kind {
             TaskKind::Relay(r) => vec![r.attempt.token],
             TaskKind::Gather(g) => g.parts.iter().map(|p| p.attempt.token).collect(),
+            TaskKind::PromRead(p) => p.parts.iter().map(|p| p.attempt.token).collect(),
         }
     }
 
@@ -565,6 +367,7 @@ impl Task {
         match &mut self.kind {
             TaskKind::Relay(r) => vec![&mut r.attempt],
             TaskKind::Gather(g) => g.parts.iter_mut().map(|p| &mut p.attempt).collect(),
+            TaskKind::PromRead(p) => p.parts.iter_mut().map(|p| &mut p.attempt).collect(),
         }
     }
 
@@ -573,12 +376,7 @@ impl Task {
     pub fn check_timeouts(&mut self, registry: &Registry, now: Instant) {
         let config = self.config.clone();
         for a in self.attempts_mut() {
-            if a.deadline().is_some_and(|d| now >= d) {
-                let ms = a.backend.and_then(|b| config.backends.get(b)).map_or(0, |b| b.timeout_query.as_millis());
-                a.pending_error = Some(format!("no answer for timeoutquery ({ms} ms)"));
-                a.deadline = None;
-                a.close(registry);
-            }
+            a.check_timeout(&config, registry, now);
         }
     }
 

@@ -7,11 +7,13 @@
 //! gzip answers included, never buffered whole); otherwise send each statement (or run of statements)
 //! to its backend(s) and merge the answers (`exec::Gather`, `merge`) with the right `statement_id`s.
 
+pub mod attempt;
 pub mod exec;
 pub mod filter;
 pub mod influxql;
 pub mod merge;
 pub mod plan;
+pub mod prom_read;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -82,6 +84,8 @@ pub struct QueryContext<'a> {
     pub peer: SocketAddr,
     /// Gives each upstream connection of the task a token of the worker's poll.
     pub new_token: &'a mut dyn FnMut() -> Token,
+    /// `--max-body-bytes`: also the limit of a decompressed remote-read request.
+    pub max_body: usize,
 }
 
 /// Starts answering a query: an error is written to `out` at once (`None`); otherwise the task that
@@ -120,6 +124,34 @@ pub fn start(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut 
             TaskKind::Gather(exec::Gather { parts, units, pretty, close })
         }
     };
+    Some(Task::new(config, now, kind))
+}
+
+/// Starts answering a remote read: an error is written to `out` at once (`None`); otherwise the task
+/// that will produce the answer is returned for the worker to drive.
+pub fn start_remote_read(cx: QueryContext, head: &Head, body: &[u8], close: bool, out: &mut Vec<u8>) -> Option<Task> {
+    let now = Instant::now();
+    BackendState::add(&cx.stats.query_requests, 1);
+    let config = cx.config;
+    let prepared = match prom_read::prepare(&config, head, body, cx.max_body) {
+        Ok(p) => p,
+        Err(e) => {
+            BackendState::add(&cx.stats.client_errors, 1);
+            write_error(out, e.status(), &e.to_string(), close);
+            return None;
+        }
+    };
+    let parts = prepared
+        .parts
+        .into_iter()
+        .map(|(candidates, spec)| {
+            let mut attempt = Attempt::new((cx.new_token)(), candidates, spec);
+            let answer = (!attempt.start_next(&config, cx.registry, now))
+                .then(|| Err(prom_read::PartError::Failed(attempt.failures.join("; "))));
+            prom_read::Part { attempt, answer }
+        })
+        .collect();
+    let kind = TaskKind::PromRead(prom_read::PromRead { parts, queries: prepared.queries, close, decoded: 0 });
     Some(Task::new(config, now, kind))
 }
 
@@ -199,6 +231,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, Qu
         accept: head.accept.clone(),
         accept_encoding: head.accept_encoding.clone(),
         authorization: head.authorization.clone().filter(|_| !own_auth),
+        snappy_post: None,
     };
     if let Some(candidates) = plan::single_backend(&planned) {
         return Ok(Prepared::Relay { candidates, spec });

@@ -445,7 +445,7 @@ impl Worker {
         let head_only = head.method == crate::http::request::Method::Head;
         match route {
             Route::Ping => ops::ping(&Params::parse(&head.query), head_only, close, out),
-            Route::Write => {
+            Route::Write | Route::WriteV2 | Route::PromWrite => {
                 self.request_seq += 1;
                 let cx = WriteContext {
                     config: &self.config,
@@ -456,9 +456,13 @@ impl Worker {
                     request: self.request_seq,
                     peer,
                 };
-                write_handler::serve(cx, head, body, close, out);
+                match route {
+                    Route::WriteV2 => crate::write::v2::serve(cx, head, body, close, out),
+                    Route::PromWrite => crate::write::prom::serve(cx, head, body, close, out),
+                    _ => write_handler::serve(cx, head, body, close, out),
+                }
             }
-            Route::Query => {
+            Route::Query | Route::PromRead => {
                 let task_id = self.tasks.vacant();
                 let slots = &mut self.slots;
                 let mut new_token = || token_of(slots.insert(Slot::Query(task_id)));
@@ -468,8 +472,13 @@ impl Worker {
                     registry: self.poll.registry(),
                     peer,
                     new_token: &mut new_token,
+                    max_body: self.shared.settings.max_body_bytes,
                 };
-                if let Some(task) = query::start(cx, head, body, close, out) {
+                let started = match route {
+                    Route::PromRead => query::start_remote_read(cx, head, body, close, out),
+                    _ => query::start(cx, head, body, close, out),
+                };
+                if let Some(task) = started {
                     let id = self.tasks.insert(Running { client: client.conn, task });
                     debug_assert_eq!(id, task_id);
                     return Handled::Awaiting(Producer::Query(id));

@@ -10,7 +10,7 @@ use super::{Scratch, WriteParams, WriteResult, params, store};
 use crate::config::Config;
 use crate::http::params::Params;
 use crate::http::request::Head;
-use crate::http::response::{Response, write_error};
+use crate::http::response::{Response, write_error_retry};
 use crate::ops::ProxyStats;
 use crate::outbox::set::Outboxes;
 use crate::upstream::BackendState;
@@ -30,18 +30,23 @@ pub struct WriteContext<'a> {
 
 /// Handles one `/write`; the answer is complete in `out` when it returns.
 pub fn serve(mut cx: WriteContext, head: &Head, raw: &[u8], close: bool, out: &mut Vec<u8>) {
+    serve_with(&mut cx, head, &Params::parse(&head.query), raw, close, out);
+}
+
+/// [`serve`] with `/write` parameters given: `/api/v2/write` and Prometheus remote write translate
+/// theirs (`write::v2`, `write::prom`) and come here.
+pub fn serve_with(cx: &mut WriteContext, head: &Head, query: &Params, raw: &[u8], close: bool, out: &mut Vec<u8>) {
     let started = Instant::now();
     BackendState::add(&cx.stats.write_requests, 1);
-    let result = handle(&mut cx, head, raw);
+    let result = handle(cx, head, query, raw);
     respond(out, &result, close, cx.stats);
     cx.stats.write_latency.observe(started.elapsed());
 }
 
-fn handle(cx: &mut WriteContext, head: &Head, raw: &[u8]) -> WriteResult {
+fn handle(cx: &mut WriteContext, head: &Head, query: &Params, raw: &[u8]) -> WriteResult {
     let WriteContext { config, outboxes, scratch, stats, max_body, request, peer } = cx;
     let (config, stats, max_body, request, peer) = (*config, *stats, *max_body, *request, *peer);
-    let query = Params::parse(&head.query);
-    let mut wp: WriteParams = match params(config, &query) {
+    let mut wp: WriteParams = match params(config, query) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -50,7 +55,7 @@ fn handle(cx: &mut WriteContext, head: &Head, raw: &[u8]) -> WriteResult {
     let body: &[u8] = if head.gzip_body {
         if let Err(e) = scratch.gunzip.decompress(raw, max_body, &mut inflated) {
             scratch.inflated = inflated;
-            return WriteResult { status: e.status(), error: Some(e.to_string()), lines: 0 };
+            return WriteResult::error(e.status(), e.to_string());
         }
         &inflated
     } else {
@@ -83,7 +88,7 @@ pub fn respond(out: &mut Vec<u8>, r: &WriteResult, close: bool, stats: &ProxySta
         Some(msg) => {
             let counter = if r.status >= 500 { &stats.server_errors } else { &stats.client_errors };
             BackendState::add(counter, 1);
-            write_error(out, r.status, msg, close);
+            write_error_retry(out, r.status, msg, close, r.retry_after);
         }
     }
 }

@@ -14,7 +14,9 @@
 pub mod gunzip;
 pub mod handler;
 pub mod lineproto;
+pub mod prom;
 pub mod route;
+pub mod v2;
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +34,9 @@ use route::RouteId;
 pub struct Scratch {
     pub gunzip: gunzip::Gunzip,
     pub inflated: Vec<u8>,
+    /// Prometheus remote write: the decompressed protobuf and the line protocol made of it.
+    pub prom_proto: Vec<u8>,
+    pub prom_lines: Vec<u8>,
     measurement: Vec<u8>,
     last_measurement: Vec<u8>,
     /// Lines and bytes per config backend index, for this request.
@@ -49,11 +54,13 @@ pub struct WriteResult {
     pub error: Option<String>,
     /// Lines stored in at least one outbox.
     pub lines: u64,
+    /// With a 503: seconds the client should wait (`Retry-After`), from the backends' backoff.
+    pub retry_after: Option<u64>,
 }
 
 impl WriteResult {
-    fn error(status: u16, msg: impl Into<String>) -> Self {
-        WriteResult { status, error: Some(msg.into()), lines: 0 }
+    pub fn error(status: u16, msg: impl Into<String>) -> Self {
+        WriteResult { status, error: Some(msg.into()), lines: 0, retry_after: None }
     }
 }
 
@@ -143,6 +150,7 @@ pub fn store(
     let mut stored = 0u64;
     let mut refused = 0u64;
     let mut disk_errors: Vec<String> = Vec::new();
+    let mut retry_after: Option<u64> = None;
     let mut parse_errors: Vec<String> = Vec::new();
     let mut unparsable = 0u64;
     let mut unrouted: Vec<(String, u64)> = Vec::new();
@@ -192,6 +200,9 @@ pub fn store(
                 }
                 Err(e) => {
                     BackendState::add(&config.backends[b].state.counters.dropped_disk, 1);
+                    // Room comes back as the backend takes batches: no sooner than its next send attempt.
+                    let wait = outbox.retry_in(std::time::Instant::now()).map_or(1, |d| d.as_secs_f64().ceil() as u64);
+                    retry_after = Some(retry_after.unwrap_or(1).max(wait.clamp(1, 300)));
                     if disk_errors.len() < 4 {
                         let msg = format!("backend {}: {e}", config.backends[b].name);
                         if !disk_errors.contains(&msg) {
@@ -234,6 +245,7 @@ pub fn store(
                 disk_errors.join("; ")
             )),
             lines: stored,
+            retry_after: Some(retry_after.unwrap_or(1)),
         };
     }
     let mut problems = parse_errors;
@@ -244,11 +256,11 @@ pub fn store(
         problems.push(format!("measurement \"{name}\" has no backend ({n} points)"));
     }
     if problems.is_empty() {
-        return WriteResult { status: 204, error: None, lines: stored };
+        return WriteResult { status: 204, error: None, lines: stored, retry_after: None };
     }
     let joined = problems.join("\n");
     let msg = if stored > 0 { format!("partial write: {joined} dropped={}", unrouted_lines) } else { joined };
-    WriteResult { status: 400, error: Some(msg), lines: stored }
+    WriteResult { status: 400, error: Some(msg), lines: stored, retry_after: None }
 }
 
 fn note_unrouted(unrouted: &mut Vec<(String, u64)>, logged: &mut std::collections::HashSet<Vec<u8>>, m: &[u8]) {
