@@ -27,7 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for cmd in redis-server:redis-server influxd:influxdb influx:influxdb-client python3:python3 curl:curl cc:build-essential; do
+for cmd in redis-server:redis-server influxd:influxdb influx:influxdb-client python3:python3 curl:curl cc:build-essential openssl:openssl; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd#*:}")
 done
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
@@ -36,9 +36,9 @@ if ((${#missing[@]})); then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import redis, influxdb' 2>/dev/null; then
-    echo "==> installing Python packages redis, influxdb"
-    python3 -m pip install -q redis influxdb 2>/dev/null || python3 -m pip install -q --break-system-packages redis influxdb
+if ! python3 -c 'import redis, influxdb, requests' 2>/dev/null; then
+    echo "==> installing Python packages redis, influxdb, requests"
+    python3 -m pip install -q redis influxdb requests 2>/dev/null || python3 -m pip install -q --break-system-packages redis influxdb requests
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "==> installing Rust (rustup)"

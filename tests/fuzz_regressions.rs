@@ -17,8 +17,10 @@ mod lines;
 mod prom_read;
 #[path = "../fuzz/checks/prom_write.rs"]
 mod prom_write;
+#[path = "../fuzz/checks/tls_accept.rs"]
+mod tls_accept;
 
-const TARGETS: [&str; 6] = ["http_head", "gunzip", "lines", "influxql", "prom_write", "prom_read"];
+const TARGETS: [&str; 7] = ["http_head", "gunzip", "lines", "influxql", "prom_write", "prom_read", "tls_accept"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -103,4 +105,9 @@ fn prom_write_regressions() {
 #[test]
 fn prom_read_regressions() {
     replay("prom_read", prom_read::run);
+}
+
+#[test]
+fn tls_accept_regressions() {
+    replay("tls_accept", tls_accept::run);
 }

@@ -5,16 +5,22 @@
 //! half-succeeds: any bad value is an error naming the key and field, and the caller keeps the previous
 //! snapshot. Unknown fields are tolerated (listed in `warnings`) so configs written for the original
 //! proxy, or for a newer version of this one, keep working.
+//!
+//! TLS settings (`net::tls`) are part of the snapshot: certificate files are read while building it, so
+//! a broken certificate fails the build like any bad value, and a snapshot remembers the files it read
+//! (`tls_files_changed`) so that a new certificate on disk is a reason to rebuild.
 
 pub mod poller;
 pub mod raw;
 pub mod source;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::defaults::*;
+use crate::net::tls::{ClientTls, ServerTls};
 use crate::query::filter::Policy;
 use crate::upstream::{BackendState, Registry};
 use crate::write::route::Routes;
@@ -33,6 +39,9 @@ pub const NODE_FIELDS: &[&str] = &[
     "password",
     "querydeny",
     "queryallow",
+    "tlscert",
+    "tlskey",
+    "tlsclientca",
 ];
 
 pub const BACKEND_FIELDS: &[&str] = &[
@@ -50,6 +59,8 @@ pub const BACKEND_FIELDS: &[&str] = &[
     "maxdisk",
     "username",
     "password",
+    "tlsca",
+    "tlsinsecure",
 ];
 
 /// The catch-all keymap.
@@ -85,6 +96,9 @@ pub struct Node {
     pub policy: Policy,
     /// Credentials clients must present, when set.
     pub auth: Option<Credentials>,
+    /// `tlscert` + `tlskey` (+ `tlsclientca`): the listener serves https to connections accepted
+    /// under this snapshot.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -105,6 +119,8 @@ pub struct Backend {
     pub name: String,
     pub url: String,
     pub addr: SocketAddr,
+    /// An https url: how to talk TLS to it (trust, server name, session cache).
+    pub tls: Option<Arc<ClientTls>>,
     /// `Host` header value for requests to it.
     pub host: String,
     /// Database written to whatever the client said, when set.
@@ -170,7 +186,9 @@ impl Config {
         let mut backends = Vec::with_capacity(raw.backends.len());
         for (name, fields) in &raw.backends {
             warn_unknown(&mut warnings, &format!("b:{name}"), fields, BACKEND_FIELDS);
-            backends.push(Arc::new(build_backend(name, fields, registry)?));
+            let backend = build_backend(name, fields, registry)?;
+            tls_warnings(&mut warnings, &backend);
+            backends.push(Arc::new(backend));
         }
         if backends.is_empty() {
             // An empty Redis (restarted without persistence, flushed) must not wipe a working config.
@@ -221,6 +239,7 @@ impl Config {
             query_tracing: flag(&what, "querytracing", get("querytracing"))?,
             policy,
             auth: credentials(&what, get("username"), get("password"))?,
+            tls: server_tls(&what, &fields)?,
         };
 
         let mut keymaps = Vec::with_capacity(raw.keymaps.len());
@@ -246,6 +265,40 @@ impl Config {
     /// A backend that left the config but still has data on disk, with the fields it had.
     pub fn retired_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Backend, ConfigError> {
         build_backend(name, fields, registry)
+    }
+
+    /// A certificate, key or CA file this snapshot was built from holds other bytes now.
+    pub fn tls_files_changed(&self) -> bool {
+        self.node.tls.as_ref().is_some_and(|t| t.files_changed())
+            || self.backends.iter().any(|b| b.tls.as_ref().is_some_and(|t| t.files_changed()))
+    }
+}
+
+fn server_tls(what: &str, fields: &Fields) -> Result<Option<Arc<ServerTls>>, ConfigError> {
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()).map(Path::new);
+    match (get("tlscert"), get("tlskey")) {
+        (Some(cert), Some(key)) => ServerTls::load(cert, key, get("tlsclientca"))
+            .map(|t| Some(Arc::new(t)))
+            .map_err(|e| ConfigError(format!("{what}: {e}"))),
+        (None, None) if get("tlsclientca").is_some() => err(format!("{what}: tlsclientca needs tlscert and tlskey")),
+        (None, None) => Ok(None),
+        _ => err(format!("{what}: tlscert and tlskey must be set together")),
+    }
+}
+
+/// What a backend's TLS fields deserve a warning for; repeated at every load, as an insecure
+/// backend must not be forgotten.
+fn tls_warnings(warnings: &mut Vec<String>, b: &Backend) {
+    let set = |k: &str| b.fields.0.get(k).is_some_and(|v| !v.trim().is_empty() && v.trim() != "0");
+    match &b.tls {
+        Some(t) if t.trust == crate::net::tls::Trust::Insecure => warnings.push(format!(
+            "b:{}: tlsinsecure = 1: the certificate of {} is NOT verified; anyone on the path can read and change its traffic",
+            b.name, b.url
+        )),
+        None if set("tlsca") || set("tlsinsecure") => {
+            warnings.push(format!("b:{}: tlsca/tlsinsecure ignored: url {} is not https", b.name, b.url))
+        }
+        _ => {}
     }
 }
 
@@ -305,7 +358,15 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
     let what = format!("b:{name}");
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let url = get("url").ok_or_else(|| ConfigError(format!("{what}: field url is required")))?;
-    let (host, addr) = parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
+    let parsed = parse_url(url).map_err(|e| ConfigError(format!("{what}: url {url:?}: {e}")))?;
+    let insecure = flag(&what, "tlsinsecure", get("tlsinsecure"))?;
+    let tls = match parsed.https {
+        true => Some(Arc::new(
+            ClientTls::new(&parsed.name, get("tlsca").map(Path::new), insecure)
+                .map_err(|e| ConfigError(format!("{what}: {e}")))?,
+        )),
+        false => None,
+    };
     let ms = |field: &str, default: u64| millis(&what, field, get(field), default);
     let gzip = number(&what, "gzip", get("gzip"), u64::from(DEFAULT_GZIP_LEVEL))?;
     if gzip > 12 {
@@ -319,8 +380,9 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
     Ok(Backend {
         name: name.to_string(),
         url: url.to_string(),
-        addr,
-        host,
+        addr: parsed.addr,
+        tls,
+        host: parsed.authority,
         db: get("db").map(str::to_string),
         zone: get("zone").unwrap_or("").to_string(),
         interval: ms("interval", DEFAULT_BATCH_INTERVAL_MS)?,
@@ -338,16 +400,25 @@ fn build_backend(name: &str, fields: &Fields, registry: &Registry) -> Result<Bac
     })
 }
 
-/// `http://host[:port][/]` → (Host header, resolved address). Resolution happens here, on the config
-/// thread, so workers never wait for DNS.
-pub fn parse_url(url: &str) -> Result<(String, SocketAddr), String> {
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err("https is not supported; put a TLS terminator in front of the backend".into());
-        }
+/// A backend url taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub https: bool,
+    /// `host[:port]` as written: the `Host` header.
+    pub authority: String,
+    /// The host alone (no port, no IPv6 brackets): the TLS server name.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// `http[s]://host[:port][/]`. Resolution happens here, on the config thread, so workers never wait
+/// for DNS.
+pub fn parse_url(url: &str) -> Result<BackendUrl, String> {
+    let (https, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
         Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?}")),
-        None => return Err("must start with http://".into()),
+        None => return Err("must start with http:// or https://".into()),
     };
     let authority = rest.split('/').next().unwrap_or("");
     if rest.len() > authority.len() + 1 {
@@ -356,13 +427,17 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr), String> {
     if authority.is_empty() || authority.contains('@') {
         return Err("missing host (credentials go in the username/password fields)".into());
     }
-    let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+    let (name, with_port) = match has_port(authority) {
+        true => (authority[..authority.rfind(':').unwrap_or(0)].to_string(), authority.to_string()),
+        false => (authority.to_string(), format!("{authority}:{}", if https { 443 } else { 80 })),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']').to_string();
     let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
         .next()
         .ok_or_else(|| format!("{with_port} resolves to no address"))?;
-    Ok((authority.to_string(), addr))
+    Ok(BackendUrl { https, authority: authority.to_string(), name, addr })
 }
 
 fn has_port(authority: &str) -> bool {
@@ -464,13 +539,47 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("http://127.0.0.1:8086").unwrap().1, "127.0.0.1:8086".parse().unwrap());
-        assert_eq!(parse_url("http://[::1]:8086/").unwrap().1, "[::1]:8086".parse().unwrap());
-        assert_eq!(parse_url("http://127.0.0.1").unwrap().1.port(), 80);
+        assert_eq!(parse_url("http://127.0.0.1:8086").unwrap().addr, "127.0.0.1:8086".parse().unwrap());
+        let v6 = parse_url("https://[::1]:8086/").unwrap();
+        assert_eq!((v6.addr, v6.name.as_str(), v6.https), ("[::1]:8086".parse().unwrap(), "::1", true));
+        assert_eq!(parse_url("http://127.0.0.1").unwrap().addr.port(), 80);
+        let https = parse_url("https://localhost").unwrap();
+        assert_eq!((https.addr.port(), https.name.as_str(), https.authority.as_str()), (443, "localhost", "localhost"));
         assert!(parse_url("http://127.0.0.1:8086/influx").is_err());
-        assert!(parse_url("https://127.0.0.1").is_err());
         assert!(parse_url("127.0.0.1:8086").is_err());
         assert!(parse_url("http://u:p@127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn tls_fields_are_checked_and_warned_about() {
+        let reg = Registry::default();
+        let mut r = raw();
+        r.nodes.get_mut("l1").unwrap().insert("tlscert".into(), "/nonexistent/cert.pem".into());
+        let e = Config::build(r, "l1", &reg).unwrap_err().0;
+        assert!(e.contains("n:l1") && e.contains("tlskey"), "{e}");
+        let mut r = raw();
+        r.nodes.get_mut("l1").unwrap().insert("tlsclientca".into(), "/x.pem".into());
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("tlsclientca needs"));
+        let mut r = raw();
+        let both = [("tlscert", "/nonexistent/cert.pem"), ("tlskey", "/nonexistent/key.pem")];
+        r.nodes.get_mut("l1").unwrap().extend(both.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert!(Config::build(r, "l1", &reg).unwrap_err().0.contains("/nonexistent/cert.pem"));
+
+        let mut r = raw();
+        let a = r.backends.get_mut("a").unwrap();
+        a.insert("url".into(), "https://127.0.0.1:8086".into());
+        a.insert("tlsca".into(), "/nonexistent/ca.pem".into());
+        let e = Config::build(r.clone(), "l1", &reg).unwrap_err().0;
+        assert!(e.contains("b:a") && e.contains("/nonexistent/ca.pem"), "{e}");
+        r.backends.get_mut("a").unwrap().insert("tlsinsecure".into(), "1".into());
+        let c = Config::build(r, "l1", &reg).unwrap();
+        assert!(c.backends[0].tls.is_some() && c.warnings.iter().any(|w| w.contains("NOT verified")));
+        assert!(!c.tls_files_changed());
+
+        let mut r = raw();
+        r.backends.get_mut("b").unwrap().insert("tlsca".into(), "/x.pem".into());
+        let c = Config::build(r, "l1", &reg).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("b:b") && w.contains("not https")), "{:?}", c.warnings);
     }
 
     #[test]

@@ -78,7 +78,8 @@ impl Poller {
             Ok(raw) => raw,
             Err(e) => return self.problem(503, format!("cannot read the config ({e}); keeping the current one")),
         };
-        if raw == current.raw {
+        // A certificate file that changed on disk is a change too (rotation without a restart).
+        if raw == current.raw && !current.tls_files_changed() {
             self.recovered();
             return Refresh::Unchanged;
         }

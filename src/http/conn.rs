@@ -20,7 +20,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::defaults::{
@@ -29,6 +28,7 @@ use crate::defaults::{
 use crate::http::output::Output;
 use crate::http::request::{ChunkedDecoder, Head, parse_head};
 use crate::http::response::{Response, write_error};
+use crate::net::stream::Stream;
 use crate::net::{SocketResult, read_into};
 
 /// Where a connection is in its life.
@@ -111,7 +111,8 @@ pub enum Verdict {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    /// Plain TCP, or TLS when the node has `tlscert`.
+    pub stream: Stream,
     pub peer: SocketAddr,
     token: Token,
     /// Tells this connection from an earlier one in the same slot (answers from other threads).
@@ -130,7 +131,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, token: Token, generation: u64) -> Connection {
+    pub fn new(stream: Stream, peer: SocketAddr, token: Token, generation: u64) -> Connection {
         Connection {
             stream,
             peer,
@@ -165,10 +166,12 @@ impl Connection {
 
     /// Idle between requests: nothing buffered either way, nothing in progress.
     pub fn is_idle(&self) -> bool {
-        self.state == State::Open
-            && matches!(self.phase, Phase::Head)
-            && self.rbuf.is_empty()
-            && self.out.pending() == 0
+        self.state == State::Open && matches!(self.phase, Phase::Head) && self.rbuf.is_empty() && self.unsent() == 0
+    }
+
+    /// Output not yet on the socket: `out`, plus one for TLS records still waiting in the stream.
+    fn unsent(&self) -> usize {
+        self.out.pending() + usize::from(self.stream.wants_write())
     }
 
     /// Timed out: idle too long (not while an answer is produced elsewhere), done lingering, or idle
@@ -369,7 +372,7 @@ impl Connection {
             return Verdict::Close;
         }
         match self.state {
-            State::Closing if self.out.pending() == 0 => {
+            State::Closing if self.unsent() == 0 => {
                 if self.peer_closed {
                     return Verdict::Close;
                 }
@@ -379,7 +382,7 @@ impl Connection {
             }
             State::Awaiting { .. } if self.peer_closed => return Verdict::Close,
             State::Open if self.peer_closed => {
-                if self.out.pending() == 0 {
+                if self.unsent() == 0 {
                     return Verdict::Close;
                 }
                 self.state = State::Closing;
@@ -393,7 +396,7 @@ impl Connection {
     /// Registers the interest the connection needs now: writable while output waits, readable unless
     /// output is piling up. READABLE stays on always, so a hang-up is noticed even while not reading.
     pub fn update_interest(&mut self, registry: &Registry) {
-        let want_write = self.out.pending() > 0;
+        let want_write = self.unsent() > 0;
         let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if interest != self.interest {
             self.interest = interest;
@@ -428,7 +431,7 @@ mod tests {
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         let poll = mio::Poll::new().unwrap();
-        let mut stream = TcpStream::from_std(server);
+        let mut stream = Stream::Plain(mio::net::TcpStream::from_std(server));
         poll.registry().register(&mut stream, Token(7), Interest::READABLE).unwrap();
         (Connection::new(stream, peer, Token(7), 1), client, poll)
     }

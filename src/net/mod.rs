@@ -1,10 +1,13 @@
 //! Sockets: the per-worker `SO_REUSEPORT` listener (after `listen::claim_address` made sure the address
 //! is ours alone), accepting within the file-descriptor budget (`fds`), and read/write helpers whose
 //! outcome is an enum, so callers branch on `WouldBlock`/`Closed` instead of threading `io::Error` kinds
-//! around.
+//! around. `stream` is the connection's byte stream (plain or TLS), `tls` the certificates and trust
+//! behind it.
 
 pub mod fds;
 pub mod listen;
+pub mod stream;
+pub mod tls;
 
 pub use fds::{Accepted, FdReserve, accept};
 pub use listen::{AddressClaim, ListenError, claim_address};
@@ -57,7 +60,8 @@ pub fn read_into<R: Read>(src: &mut R, buf: &mut Vec<u8>, max: usize) -> (usize,
     }
 }
 
-/// Writes `data[*pos..]` until done or it would block, advancing `pos`.
+/// Writes `data[*pos..]` until done or it would block, advancing `pos`. Done means flushed: a stream
+/// that buffers (TLS) reports `WouldBlock` while bytes it took still wait for the socket.
 pub fn write_from<W: Write>(dst: &mut W, data: &[u8], pos: &mut usize) -> SocketResult {
     while *pos < data.len() {
         match dst.write(&data[*pos..]) {
@@ -73,7 +77,14 @@ pub fn write_from<W: Write>(dst: &mut W, data: &[u8], pos: &mut usize) -> Socket
             },
         }
     }
-    SocketResult::Continue
+    match dst.flush() {
+        Ok(()) => SocketResult::Continue,
+        Err(e) => match e.kind() {
+            io::ErrorKind::WouldBlock => SocketResult::WouldBlock,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => SocketResult::Closed,
+            _ => SocketResult::Error(e),
+        },
+    }
 }
 
 #[cfg(test)]

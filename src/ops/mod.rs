@@ -141,9 +141,13 @@ pub fn health_json(shared: &Shared) -> Value {
                 problems.push(format!("backend {} is down", st.name));
             }
             let error = st.last_error();
+            let backend = config.backends.iter().find(|b| std::sync::Arc::ptr_eq(&b.state, st));
+            let tls = backend.and_then(|b| b.tls.as_ref()).map(|t| match &t.trust {
+                crate::net::tls::Trust::Insecure => "certificate NOT verified (tlsinsecure)".to_string(),
+                trust => format!("certificate verified against {trust}"),
+            });
             let (lag, parked_targets) = st.lag.summary(std::time::Instant::now());
-            let interval = config.backends.iter().find(|b| std::sync::Arc::ptr_eq(&b.state, st)).map(|b| b.interval);
-            let bound = crate::upstream::lag::bound(interval.unwrap_or_default());
+            let bound = crate::upstream::lag::bound(backend.map(|b| b.interval).unwrap_or_default());
             Some(json!({
                 "name": st.name,
                 "url": st.url,
@@ -155,6 +159,7 @@ pub fn health_json(shared: &Shared) -> Value {
                 "backlog_records": st.backlog_records.load(Relaxed),
                 "disk_bytes": st.disk_bytes.load(Relaxed),
                 "lines_parked_total": st.counters.parked.load(Relaxed),
+                "tls": tls,
                 "lag_ms": lag.behind.as_millis() as u64,
                 "lagging": lag.is_lagging(bound),
                 "parked_targets": parked_targets,
@@ -178,6 +183,8 @@ pub fn health_json(shared: &Shared) -> Value {
             "warnings": config.warnings,
         },
         "backends": backends,
+        // The certificate files the listener serves new connections with (null: plain HTTP).
+        "tls": config.node.tls.as_ref().map(|t| t.files().map(|p| p.display().to_string()).collect::<Vec<_>>()),
         "jobs": shared.jobs.snapshot().iter().filter(|j| !j.is_finished()).map(crate::jobs::Job::to_json).collect::<Vec<_>>(),
     })
 }

@@ -305,10 +305,10 @@ impl Outbox {
         if let Some(f) = &self.inflight {
             consider(f.deadline);
         } else if self.reachable() {
-            if let Some(t) = self.retry_at
-                && self.logs.iter().any(|l| l.pending_records() > 0)
-            {
-                consider(t);
+            if self.logs.iter().any(|l| l.pending_records() > 0) {
+                // Sealed batches to send: at the retry time, or now (recovered logs have no other
+                // deadline to wake the worker for them).
+                consider(self.retry_at.unwrap_or(now));
             }
             for p in self.parked.iter().filter(|p| p.log.pending_records() > 0) {
                 consider(p.retry_at);

@@ -99,7 +99,7 @@ impl Outbox {
     fn start_send(&mut self, cx: &mut Cx, source: Source, front: Front) {
         let backend = self.backend.clone();
         if self.conn.is_none() {
-            match Conn::connect(backend.addr, self.token, cx.registry) {
+            match Conn::connect(&backend, self.token, cx.registry) {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
                     self.backoff_after(cx.now, format!("connect to {}: {e}", backend.url));

@@ -147,7 +147,7 @@ impl Attempt {
             let Some(backend) = config.backends.get(b) else {
                 continue;
             };
-            match Conn::connect(backend.addr, self.token, registry) {
+            match Conn::connect(backend, self.token, registry) {
                 Ok(mut conn) => {
                     self.spec.build(backend, &mut conn.out);
                     self.conn = Some(conn);

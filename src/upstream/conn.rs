@@ -5,17 +5,17 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::config::Backend;
 use crate::http::client::{BodyReader, ClientError, ResponseHead, parse_response_head};
+use crate::net::stream::Stream;
 use crate::net::{SocketResult, read_into, write_from};
 
 pub struct Conn {
     pub token: Token,
-    stream: TcpStream,
+    stream: Stream,
     connected: bool,
     /// Request bytes; `sent` of them are written.
     pub out: Vec<u8>,
@@ -64,9 +64,9 @@ impl From<ClientError> for ConnError {
 }
 
 impl Conn {
-    pub fn connect(addr: SocketAddr, token: Token, registry: &Registry) -> io::Result<Conn> {
-        let mut stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
+    /// Starts connecting to `backend` (TLS on top for an https url).
+    pub fn connect(backend: &Backend, token: Token, registry: &Registry) -> io::Result<Conn> {
+        let mut stream = Stream::connect(backend.addr, backend.tls.as_deref())?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Conn { token, stream, connected: false, out: Vec::new(), sent: 0, inbuf: Vec::new(), exchanges: 0 })
     }
@@ -84,8 +84,9 @@ impl Conn {
         self.set_interest(registry, Interest::READABLE | Interest::WRITABLE);
     }
 
+    /// Every byte is on the socket (none waits encrypted in the TLS layer either).
     pub fn request_sent(&self) -> bool {
-        self.sent >= self.out.len()
+        self.sent >= self.out.len() && !self.stream.wants_write()
     }
 
     /// Completes the connect if needed, then writes what is left of `out`. `Ok(true)`: all written.

@@ -2,7 +2,8 @@
 //! `checkinterval` ms and publishes up/down in the backend's `BackendState`. Workers read that flag to
 //! decide whether to send writes and where to send queries; they wake on their own tick, so nothing has
 //! to be signalled. A backend found up again loses its `last_error`, so `/health` never shows a
-//! recovered backend with the failure it recovered from.
+//! recovered backend with the failure it recovered from. An https backend is pinged over TLS with its
+//! own trust settings, so a certificate problem marks it down with a `last_error` that names it.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -26,25 +27,57 @@ pub fn ping(backend: &Backend) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    match &backend.tls {
+        None => exchange(&mut stream, backend).map_err(|e| e.to_string()),
+        Some(tls) => {
+            let conn = tls.connection().map_err(|e| crate::net::tls::describe(&e, Some(&tls.trust)))?;
+            let mut stream = rustls::StreamOwned::new(conn, stream);
+            exchange(&mut stream, backend).map_err(|e| match e {
+                PingError::Io(what, e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls_error) => crate::net::tls::describe(tls_error, Some(&tls.trust)),
+                    None => format!("{what}: {e}"),
+                },
+                PingError::Answer(msg) => msg,
+            })
+        }
+    }
+}
+
+/// Why a ping failed: the socket (kept as `io::Error` so that a TLS cause can be told), or the answer.
+enum PingError {
+    Io(&'static str, std::io::Error),
+    Answer(String),
+}
+
+impl std::fmt::Display for PingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PingError::Io(what, e) => write!(f, "{what}: {e}"),
+            PingError::Answer(msg) => f.write_str(msg),
+        }
+    }
+}
+
+fn exchange(stream: &mut (impl Read + Write), backend: &Backend) -> Result<(), PingError> {
     let mut req = Vec::with_capacity(128);
     UpstreamRequest { close: true, ..UpstreamRequest::get("/ping", &backend.host) }.write_to(&mut req);
-    stream.write_all(&req).map_err(|e| format!("write: {e}"))?;
+    stream.write_all(&req).map_err(|e| PingError::Io("write", e))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
         if let Ok(Some(head)) = crate::http::client::parse_response_head(&buf) {
             return match head.status {
                 200..=299 => Ok(()),
-                s => Err(format!("/ping answered HTTP {s}")),
+                s => Err(PingError::Answer(format!("/ping answered HTTP {s}"))),
             };
         }
         if buf.len() > 16 << 10 {
-            return Err("/ping answer too large".into());
+            return Err(PingError::Answer("/ping answer too large".into()));
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return Err("connection closed before an answer to /ping".into()),
+            Ok(0) => return Err(PingError::Answer("connection closed before an answer to /ping".into())),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(PingError::Io("read", e)),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::http::router::{self, Route};
+use crate::net::stream::Stream;
 use crate::net::{self, Accepted, FdReserve};
 use crate::ops;
 use crate::outbox::LogOptions;
@@ -166,6 +167,8 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // Recovered logs are sent without waiting for the first event.
+        self.timers(Instant::now());
         loop {
             let timeout = self.until_next_deadline(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -311,6 +314,14 @@ impl Worker {
 
     fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        // The certificate in force when the connection arrives serves it to the end.
+        let stream = match &self.config.node.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match Stream::server(stream, &tls.config) {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
         let slot = self.slots.vacant();
         self.accepted += 1;
         let mut conn = Box::new(Connection::new(stream, peer, token_of(slot), self.accepted));
