@@ -64,8 +64,22 @@ pub fn query(backend: &Backend, db: &str, q: &str, write: bool) -> Result<Vec<Va
     if write {
         req.push_str(&params);
     }
-    stream.write_all(req.as_bytes()).map_err(io)?;
+    match &backend.tls {
+        None => exchange(&mut stream, backend, req.as_bytes()),
+        Some(tls) => {
+            let conn = tls.connection().map_err(|e| {
+                QueryError::Io(format!("backend {}: {}", backend.name, crate::net::tls::describe(&e, Some(&tls.trust))))
+            })?;
+            exchange(&mut rustls::StreamOwned::new(conn, stream), backend, req.as_bytes())
+        }
+    }
+}
 
+/// Sends `req` and reads the answer (the whole body, bounded), over plain TCP or TLS.
+fn exchange(stream: &mut (impl Read + Write), backend: &Backend, req: &[u8]) -> Result<Vec<Value>, QueryError> {
+    let io = |e: std::io::Error| QueryError::Io(format!("backend {} ({}): {e}", backend.name, backend.url));
+    stream.write_all(req).map_err(io)?;
+    stream.flush().map_err(io)?;
     let mut buf = Vec::with_capacity(64 << 10);
     let mut chunk = vec![0u8; 64 << 10];
     let head = loop {
