@@ -38,6 +38,23 @@ pub enum Message {
     Config(Arc<Config>),
     /// The answer to a `/reload` this worker forwarded.
     Reloaded { client: ClientRef, status: u16, error: Option<String> },
+    /// Lines a repair/rebalance job copies, to commit to one backend's outbox.
+    Job(JobBatch),
+}
+
+/// A batch of copied lines for one backend, handed by the jobs thread to a worker, which commits it to
+/// that backend's outbox and answers on `done`.
+#[derive(Debug)]
+pub struct JobBatch {
+    pub backend: String,
+    pub url: String,
+    /// `db=..&rp=..&precision=ns`
+    pub target: String,
+    /// Line protocol, every line ending in `\n`.
+    pub lines: String,
+    pub count: u64,
+    /// The worker's answer: committed to the outbox log, or why not.
+    pub done: Sender<Result<(), String>>,
 }
 
 /// A worker as the other threads see it: its mailbox and the waker that makes it read the mailbox.

@@ -19,7 +19,10 @@
 //!   `outbox::segment`); its sender gzips sealed batches and POSTs them, advancing the log only on
 //!   2xx, retrying or parking otherwise; `outbox::set` keeps a worker's outboxes in step with the config.
 //! * `upstream` — connections to backends (`upstream::conn`, answers read by `http::client`), the
-//!   health checker, and the per-backend state threads share.
+//!   health checker, and the per-backend state threads share (`upstream::lag`: which replicas are
+//!   behind, read by the planner).
+//! * `jobs` — `/repair`, `/rebalance`, `/jobs`: a thread that compares replicas window by window and
+//!   writes the missing series-windows through the lacking backend's outbox.
 //!
 //! Beside the flow: `config` (model and validation, Redis/file sources, the poller thread that hands
 //! new snapshots to workers), `control` (the messages between threads), `shared` (what threads
@@ -31,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod defaults;
 pub mod http;
+pub mod jobs;
 pub mod logger;
 pub mod net;
 pub mod ops;

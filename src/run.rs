@@ -77,6 +77,13 @@ pub fn run(args: Args) -> Result<(), String> {
             Err(_) => return Err("a worker thread died while starting".into()),
         }
     }
+    // Job checkpoints are loaded before any worker serves, so a new job never takes a stored id.
+    let first = handles[0].clone();
+    let deliver: crate::jobs::Deliver = Box::new(move |batch| {
+        let ok = first.tx.send(crate::control::Message::Job(batch)).is_ok();
+        ok && first.waker.wake().is_ok()
+    });
+    crate::jobs::spawn(shared.clone(), deliver).map_err(|e| format!("cannot start jobs thread: {e}"))?;
     for _ in 0..settings.threads {
         let _ = go_tx.send(());
     }

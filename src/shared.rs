@@ -58,6 +58,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub stats: ProxyStats,
     pub config: Mutex<ConfigStatus>,
+    /// Repair and rebalance jobs (`/repair`, `/rebalance`, `/jobs`).
+    pub jobs: crate::jobs::Jobs,
     inflight_bytes: AtomicUsize,
     shutdown: AtomicBool,
 }
@@ -76,6 +78,7 @@ impl Shared {
             registry,
             stats: ProxyStats::default(),
             config: Mutex::new(ConfigStatus { current: config, version: 1, last_error: None, source }),
+            jobs: crate::jobs::Jobs::default(),
             inflight_bytes: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
         }

@@ -13,6 +13,8 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// `DELETE /jobs/ID` cancels a job.
+    Delete,
     Other,
 }
 
@@ -22,6 +24,7 @@ impl Method {
             Method::Get => "GET",
             Method::Head => "HEAD",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
             Method::Other => "OTHER",
         }
     }
@@ -116,6 +119,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
+        "DELETE" => Method::Delete,
         _ => Method::Other,
     };
     let target = req.path.unwrap_or("/");

@@ -18,6 +18,8 @@ pub enum Route {
     Health,
     Metrics,
     Reload,
+    /// `/repair`, `/rebalance`, `/jobs`, `/jobs/ID`: `jobs::handle` checks the method itself.
+    Jobs,
     /// Known path, wrong method: 405 with these allowed methods.
     MethodNotAllowed {
         allow: &'static str,
@@ -30,7 +32,13 @@ impl Route {
     pub fn needs_auth(self) -> bool {
         matches!(
             self,
-            Route::Write | Route::WriteV2 | Route::PromWrite | Route::PromRead | Route::Query | Route::Reload
+            Route::Write
+                | Route::WriteV2
+                | Route::PromWrite
+                | Route::PromRead
+                | Route::Query
+                | Route::Reload
+                | Route::Jobs
         )
     }
 
@@ -65,6 +73,7 @@ pub fn route(method: Method, path: &str) -> Route {
         "/health" => (get, Route::Health, "GET, HEAD"),
         "/metrics" => (get, Route::Metrics, "GET, HEAD"),
         "/reload" => (matches!(method, Method::Get | Method::Post), Route::Reload, "GET, POST"),
+        p if crate::jobs::is_jobs_path(p) => return Route::Jobs,
         _ => return Route::NotFound,
     };
     if ok { route } else { Route::MethodNotAllowed { allow } }
@@ -94,6 +103,8 @@ mod tests {
         assert_eq!(route(Post, "/api/v1/prom/write"), Route::PromWrite);
         assert_eq!(route(Post, "/api/v1/prom/read/"), Route::PromRead);
         assert_eq!(route(Get, "/api/v1/prom/read"), Route::MethodNotAllowed { allow: "POST" });
+        assert_eq!(route(Post, "/repair"), Route::Jobs);
+        assert_eq!(route(Delete, "/jobs/3"), Route::Jobs);
         assert_eq!(route(Get, "/nope"), Route::NotFound);
         assert_eq!(route(Get, "/"), Route::NotFound);
     }
@@ -102,6 +113,7 @@ mod tests {
     fn only_data_and_reload_need_credentials() {
         assert!(Route::Write.needs_auth() && Route::Query.needs_auth() && Route::Reload.needs_auth());
         assert!(Route::WriteV2.needs_auth() && Route::PromWrite.needs_auth() && Route::PromRead.needs_auth());
+        assert!(Route::Jobs.needs_auth());
         assert!(!Route::Ping.needs_auth() && !Route::Health.needs_auth() && !Route::Metrics.needs_auth());
         assert!(!Route::NotFound.needs_auth());
     }

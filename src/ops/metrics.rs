@@ -65,6 +65,23 @@ const BACKEND_GAUGES: &[Gauge<BackendState>] = &[
     ("influx_proxy_backend_backlog_bytes", "Payload bytes waiting for the backend.", |s| s.backlog_bytes.load(Relaxed)),
     ("influx_proxy_backend_backlog_records", "Batches waiting for the backend.", |s| s.backlog_records.load(Relaxed)),
     ("influx_proxy_backend_disk_bytes", "Bytes of the backend's outbox files.", |s| s.disk_bytes.load(Relaxed)),
+    ("influx_proxy_backend_lag_milliseconds", "Age of the oldest data waiting for the backend (any target).", |s| {
+        s.lag.summary(std::time::Instant::now()).0.behind.as_millis() as u64
+    }),
+    ("influx_proxy_backend_parked", "1 while the backend has parked data (lagging for its targets).", |s| {
+        u64::from(s.lag.summary(std::time::Instant::now()).0.parked)
+    }),
+    ("influx_proxy_backend_repairing", "1 while a repair or rebalance job copies into the backend.", |s| {
+        u64::from(s.lag.summary(std::time::Instant::now()).0.copying)
+    }),
+];
+
+/// Repair and rebalance jobs, over every job since start.
+const JOB_COUNTERS: &[Counter<crate::jobs::Jobs>] = &[
+    ("influx_proxy_job_lines_copied_total", "Lines jobs committed to outboxes.", |j| &j.lines_copied),
+    ("influx_proxy_job_lines_deleted_total", "Points rebalance cleanups removed.", |j| &j.lines_deleted),
+    ("influx_proxy_job_windows_compared_total", "Windows jobs compared.", |j| &j.windows_compared),
+    ("influx_proxy_job_windows_differing_total", "Windows jobs found different.", |j| &j.windows_differing),
 ];
 
 const WRITE_DURATION: &str = "influx_proxy_write_duration_seconds";
@@ -147,6 +164,16 @@ pub fn render(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}{{{l}}} {}", value(b));
         }
     }
+    for (name, help, field) in JOB_COUNTERS {
+        let _ =
+            writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", field(&shared.jobs).load(Relaxed));
+    }
+    let (queued, running) = shared.jobs.active();
+    let _ = writeln!(
+        out,
+        "# HELP influx_proxy_jobs Repair and rebalance jobs by state.\n# TYPE influx_proxy_jobs gauge\n\
+         influx_proxy_jobs{{state=\"queued\"}} {queued}\ninflux_proxy_jobs{{state=\"running\"}} {running}"
+    );
     out
 }
 

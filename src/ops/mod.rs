@@ -146,6 +146,8 @@ pub fn health_json(shared: &Shared) -> Value {
                 crate::net::tls::Trust::Insecure => "certificate NOT verified (tlsinsecure)".to_string(),
                 trust => format!("certificate verified against {trust}"),
             });
+            let (lag, parked_targets) = st.lag.summary(std::time::Instant::now());
+            let bound = crate::upstream::lag::bound(backend.map(|b| b.interval).unwrap_or_default());
             Some(json!({
                 "name": st.name,
                 "url": st.url,
@@ -158,6 +160,10 @@ pub fn health_json(shared: &Shared) -> Value {
                 "disk_bytes": st.disk_bytes.load(Relaxed),
                 "lines_parked_total": st.counters.parked.load(Relaxed),
                 "tls": tls,
+                "lag_ms": lag.behind.as_millis() as u64,
+                "lagging": lag.is_lagging(bound),
+                "parked_targets": parked_targets,
+                "repairing": lag.copying,
             }))
         })
         .collect();
@@ -179,6 +185,7 @@ pub fn health_json(shared: &Shared) -> Value {
         "backends": backends,
         // The certificate files the listener serves new connections with (null: plain HTTP).
         "tls": config.node.tls.as_ref().map(|t| t.files().map(|p| p.display().to_string()).collect::<Vec<_>>()),
+        "jobs": shared.jobs.snapshot().iter().filter(|j| !j.is_finished()).map(crate::jobs::Job::to_json).collect::<Vec<_>>(),
     })
 }
 

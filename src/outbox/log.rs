@@ -112,6 +112,9 @@ pub struct Log {
     /// Sealed, unacknowledged records of this log.
     pending_records: u64,
     pending_bytes: u64,
+    /// Records begun by this run (also those `append` begins when a segment fills): lets the outbox
+    /// see every new batch for its lag bookkeeping.
+    records_begun: u64,
 }
 
 impl Log {
@@ -148,6 +151,7 @@ impl Log {
             first_fresh_seq: 0,
             pending_records: 0,
             pending_bytes: 0,
+            records_begun: 0,
         };
         log.first_fresh_seq = log.next_seq;
         let mut rec = Recovery::default();
@@ -274,6 +278,7 @@ impl Log {
             lines: 0,
             opened: Instant::now(),
         });
+        self.records_begun += 1;
         Ok(())
     }
 
@@ -489,6 +494,15 @@ impl Log {
             }
             self.pop_head();
         }
+    }
+
+    pub fn records_begun(&self) -> u64 {
+        self.records_begun
+    }
+
+    /// The record was recovered from disk at start (not appended by this run).
+    pub fn is_recovered(&self, front: &Front) -> bool {
+        front.seq < self.first_fresh_seq
     }
 
     /// Target and payload bytes of `front`.

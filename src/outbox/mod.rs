@@ -47,6 +47,7 @@ use crate::config::Backend;
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF};
 use crate::upstream::BackendState;
 use crate::upstream::conn::Conn;
+use crate::upstream::lag::LagTracker;
 pub use classify::{Outcome, classify, refused_lines};
 use dirs::{META_FILE, write_meta};
 pub use dirs::{backend_dir, fnv1a, stored_backends};
@@ -102,6 +103,8 @@ pub struct Outbox {
     parked_turn: bool,
     /// Removed from the config: takes no new lines, sends what it has.
     pub retired: bool,
+    /// Publishes how old the pending data of each target is (read by the planner).
+    lag: LagTracker,
 }
 
 impl Outbox {
@@ -159,7 +162,7 @@ impl Outbox {
             }
         }
         logs.push(own);
-        let outbox = Outbox {
+        let mut outbox = Outbox {
             backend,
             token,
             opts: opts.clone(),
@@ -175,7 +178,11 @@ impl Outbox {
             failing: None,
             parked_turn: false,
             retired: false,
+            lag: LagTracker::new(opts.worker),
         };
+        let recovered = outbox.logs.iter().map(Log::pending_records).sum();
+        outbox.lag.recovered(&outbox.backend.state.lag, recovered, now);
+        outbox.publish_parked();
         Ok((outbox, total))
     }
 
@@ -239,10 +246,16 @@ impl Outbox {
         let max_rows = self.backend.max_row_limit;
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
+        let begun = log.records_begun();
         if log.open_record().is_none() {
             log.begin(&self.target)?;
         }
-        log.append(parts)?;
+        let appended = log.append(parts);
+        // A batch begins here, or inside `append` when the segment is full: either way, once per batch.
+        for _ in begun..log.records_begun() {
+            self.lag.begun(&self.backend.state.lag, &self.target, Instant::now());
+        }
+        appended?;
         if let Some(open) = log.open_record()
             && (open.lines >= max_rows || open.payload_len() >= DEFAULT_BATCH_MAX_BYTES)
         {

@@ -45,6 +45,7 @@ impl Outbox {
                     Ok((log, _)) => {
                         let retry_at = Instant::now() + self.backend.rewrite_interval;
                         self.parked.push(Parked { target, log, retry_at });
+                        self.publish_parked();
                         self.parked.len() - 1
                     }
                     Err(e) => {
@@ -60,7 +61,7 @@ impl Outbox {
     /// Copies the front record of `source` into parked log `parked`, then acknowledges it. On error
     /// nothing is acknowledged: the record stays and is tried again.
     pub(super) fn move_to_parked(&mut self, source: Source, front: Front, parked: usize) -> Result<(), AppendError> {
-        let Outbox { logs, parked: all, backend, .. } = self;
+        let Outbox { logs, parked: all, backend, lag, .. } = self;
         let Source::Main(li) = source else { return Ok(()) };
         let (Some(from), Some(p)) = (logs.get_mut(li), all.get_mut(parked)) else {
             return Ok(());
@@ -69,8 +70,14 @@ impl Outbox {
         let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
         p.log.copy_record(target, payload)?;
         BackendState::add(&backend.state.counters.parked, lines);
+        lag.done(&backend.state.lag, target, from.is_recovered(&front));
         from.ack(&front);
         Ok(())
+    }
+
+    /// Tells the lag board which targets of this outbox are parked (after the set changed).
+    pub(super) fn publish_parked(&self) {
+        self.lag.parked(&self.backend.state.lag, self.parked.iter().map(|p| &p.target[..]));
     }
 
     pub(super) fn unpark(&mut self, p: Parked) {

@@ -60,6 +60,7 @@ impl Outbox {
                 None => {
                     let p = self.parked.swap_remove(i);
                     self.unpark(p);
+                    self.publish_parked();
                 }
             }
         }
@@ -276,8 +277,19 @@ impl Outbox {
     }
 
     fn ack(&mut self, source: Source, front: &Front) {
-        if let Some(log) = self.log_of(source) {
-            log.ack(front);
+        let Outbox { logs, parked, lag, backend, .. } = self;
+        match source {
+            Source::Main(i) => {
+                if let Some(log) = logs.get_mut(i) {
+                    lag.done(&backend.state.lag, log.record(front).0, log.is_recovered(front));
+                    log.ack(front);
+                }
+            }
+            Source::Parked(i) => {
+                if let Some(p) = parked.get_mut(i) {
+                    p.log.ack(front);
+                }
+            }
         }
     }
 

@@ -190,6 +190,8 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, Qu
         }
     }
 
+    let param = |name: &str| form.non_empty(name).or_else(|| url.non_empty(name)).unwrap_or("").to_string();
+    let read = plan::ReadContext::new(&param("db"), &param("rp"));
     let mut planned = Vec::new();
     for text in influxql::split_statements(&q) {
         let statement = match influxql::classify(text) {
@@ -204,7 +206,7 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, Qu
         {
             return Err(QueryError::DatabaseNotFound(other));
         }
-        match plan::plan(config, &statement) {
+        match plan::plan(config, &statement, &read) {
             Ok(plan) => planned.push(Planned { text, statement, plan }),
             Err(e) => return Err(QueryError::Plan(e.0)),
         }
@@ -267,11 +269,12 @@ pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, Qu
                 units.push(Unit::Group { first: i, count: end - i, part: parts.len() - 1 });
                 i = end;
             }
-            Plan::Merge { backends, skipped, kind } => {
+            Plan::Merge { backends, skipped, kind, notes } => {
                 let text = planned[i].backend_text();
                 let ids = push_each(&mut parts, backends, || merge_spec(text.clone()));
-                let warnings =
+                let mut warnings: Vec<String> =
                     skipped.iter().map(|b| format!("backend {} is down: its answer is missing", name(b))).collect();
+                warnings.extend(notes.iter().cloned());
                 units.push(Unit::Merge { id: i, kind: Some(*kind), parts: ids, warnings });
                 i += 1;
             }

@@ -27,7 +27,7 @@ use crate::http::request::Head;
 use crate::http::response::{Response, write_error};
 use crate::prom::{self, DecodeError, MatchType, OwnedSeries, Query};
 use crate::query::attempt::{Attempt, MAX_GATHER_BYTES, RequestSpec, TaskState};
-use crate::query::plan::read_candidates;
+use crate::query::plan::{ReadContext, read_candidates};
 use crate::upstream::BackendState;
 
 /// Which backends answer one query.
@@ -50,7 +50,10 @@ pub fn route(config: &Config, q: &Query) -> Route {
     if let Some(name) = metric(q) {
         return match config.routes.lookup(name) {
             Some(r) => {
-                let holders = read_candidates(config, config.routes.backends(r).iter().map(|&b| usize::from(b)));
+                // No database here: lag by target is not judged (only data recovered at start counts).
+                let cx = ReadContext::new("", "");
+                let holders =
+                    read_candidates(config, &cx, config.routes.backends(r).iter().map(|&b| usize::from(b))).order;
                 if holders.is_empty() { Route::Nothing } else { Route::One(holders) }
             }
             None => Route::Nothing,

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod health;
+pub mod lag;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -55,6 +56,8 @@ pub struct BackendState {
     pub backlog_bytes: AtomicU64,
     pub backlog_records: AtomicU64,
     pub counters: BackendCounters,
+    /// How far behind this backend is, per target (see `lag`).
+    pub lag: lag::LagBoard,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -73,6 +76,7 @@ impl BackendState {
             backlog_bytes: AtomicU64::new(0),
             backlog_records: AtomicU64::new(0),
             counters: BackendCounters::default(),
+            lag: lag::LagBoard::default(),
         }
     }
 

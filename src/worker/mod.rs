@@ -273,6 +273,16 @@ impl Worker {
                     self.config = config;
                 }
                 Message::Reloaded { client, status, error } => self.reloaded(client, status, error),
+                Message::Job(batch) => {
+                    let backend =
+                        self.config.backends.iter().position(|b| b.name == batch.backend && b.url == batch.url);
+                    self.request_seq += 1;
+                    let result = match backend.and_then(|b| self.outboxes.of(b)) {
+                        Some(o) => crate::jobs::commit(o, self.request_seq, &batch),
+                        None => Err(format!("backend {} has no outbox", batch.backend)),
+                    };
+                    let _ = batch.done.send(result);
+                }
             }
         }
     }
@@ -493,6 +503,11 @@ impl Worker {
                     return Handled::Awaiting(Producer::Reload);
                 }
                 write_error(out, 503, "the config thread is not running", close);
+            }
+            Route::Jobs => {
+                let path = head.path.trim_end_matches('/');
+                let (status, body) = crate::jobs::handle(&self.shared, head.method, path, &Params::parse(&head.query));
+                Response { close, head_only, ..Response::json(status, &body) }.write_to(out);
             }
             Route::MethodNotAllowed { .. } | Route::NotFound => route.write_static(close, out),
         }
