@@ -29,10 +29,12 @@ pub mod influx;
 pub mod lines;
 mod run;
 
+pub use run::spawn;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -40,7 +42,6 @@ use serde_json::{Value, json};
 use crate::http::params::Params;
 use crate::http::request::Method;
 use crate::outbox::Outbox;
-use crate::shared::Shared;
 use crate::upstream::unix_ms;
 
 /// Lines per second a job writes when the request names no `rate`: a fraction of what one InfluxDB
@@ -533,9 +534,8 @@ pub fn parse_spec(kind: Kind, params: &Params) -> Result<Spec, RequestError> {
 }
 
 /// Answers a request to a jobs path: (status, JSON body).
-pub fn handle(shared: &Shared, method: Method, path: &str, params: &Params) -> (u16, Vec<u8>) {
-    let jobs = &shared.jobs;
-    let dir = jobs_dir(&shared.settings.data_dir);
+pub fn handle(jobs: &Jobs, data_dir: &Path, method: Method, path: &str, params: &Params) -> (u16, Vec<u8>) {
+    let dir = jobs_dir(data_dir);
     let body = |v: Value| {
         let mut b = serde_json::to_vec(&v).unwrap_or_default();
         b.push(b'\n');
@@ -594,30 +594,6 @@ pub fn handle(shared: &Shared, method: Method, path: &str, params: &Params) -> (
         }
         _ => error(405, "use GET or DELETE"),
     }
-}
-
-/// Starts the job thread: resumes unfinished jobs from their checkpoints, then runs queued jobs one at
-/// a time until shutdown.
-pub fn spawn(shared: Arc<Shared>, deliver: Deliver) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // Loaded here, before the caller lets workers serve: a job submitted meanwhile would take an id
-    // some checkpoint already has.
-    let dir = jobs_dir(&shared.settings.data_dir);
-    shared.jobs.load(&dir);
-    std::thread::Builder::new().name("jobs".into()).spawn(move || {
-        while !shared.shutting_down() {
-            let Some(id) = shared.jobs.next_queued(Duration::from_millis(500)) else { continue };
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run::run(&shared, &deliver, &dir, id)));
-            if outcome.is_err() {
-                log::error!("job {id}: bug: panic; the job is marked failed");
-                shared.jobs.update(&dir, id, |j| {
-                    j.state = State::Failed;
-                    j.error = Some("internal error (panic); see the log".into());
-                    j.finished_ms = Some(unix_ms(SystemTime::now()));
-                });
-            }
-        }
-    })
 }
 
 #[cfg(test)]

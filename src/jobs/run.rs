@@ -753,6 +753,29 @@ fn differs(participants: &[usize], fill: &[usize], ds: &[Option<&Digest>]) -> Op
     Some((participants[best], lacking))
 }
 
+/// Starts the job thread: resumes unfinished jobs from their checkpoints, then runs queued jobs one at
+/// a time until shutdown.
+pub fn spawn(shared: Arc<Shared>, deliver: Deliver) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Loaded here, before the caller lets workers serve: a job submitted meanwhile would take an id
+    // some checkpoint already has.
+    let dir = super::jobs_dir(&shared.settings.data_dir);
+    shared.jobs.load(&dir);
+    std::thread::Builder::new().name("jobs".into()).spawn(move || {
+        while !shared.shutting_down() {
+            let Some(id) = shared.jobs.next_queued(Duration::from_millis(500)) else { continue };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&shared, &deliver, &dir, id)));
+            if outcome.is_err() {
+                log::error!("job {id}: bug: panic; the job is marked failed");
+                shared.jobs.update(&dir, id, |j| {
+                    j.state = State::Failed;
+                    j.error = Some("internal error (panic); see the log".into());
+                    j.finished_ms = Some(unix_ms(SystemTime::now()));
+                });
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

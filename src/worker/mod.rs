@@ -506,7 +506,13 @@ impl Worker {
             }
             Route::Jobs => {
                 let path = head.path.trim_end_matches('/');
-                let (status, body) = crate::jobs::handle(&self.shared, head.method, path, &Params::parse(&head.query));
+                let (status, body) = crate::jobs::handle(
+                    &self.shared.jobs,
+                    &self.shared.settings.data_dir,
+                    head.method,
+                    path,
+                    &Params::parse(&head.query),
+                );
                 Response { close, head_only, ..Response::json(status, &body) }.write_to(out);
             }
             Route::MethodNotAllowed { .. } | Route::NotFound => route.write_static(close, out),
