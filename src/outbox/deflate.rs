@@ -7,7 +7,8 @@
 //! lockstep (one may be waiting for an answer while the other already sends its next batch). A replica
 //! lagging further behind than that compresses again.
 //!
-//! Memory: at most `KEPT` entries of at most `MAX_KEPT` plain bytes each (plus their compressed bytes).
+//! Memory: one output buffer, and at most `KEPT` entries of at most `MAX_KEPT` plain bytes each (plus
+//! their compressed bytes).
 
 use libdeflater::{CompressionLvl, Compressor};
 
@@ -16,14 +17,14 @@ use libdeflater::{CompressionLvl, Compressor};
 struct Kept {
     level: u32,
     plain: Vec<u8>,
-    /// Compressed bytes: `out[..out_len]` (`out` only grows, see `gzip`).
-    out: Vec<u8>,
-    out_len: usize,
+    gz: Vec<u8>,
 }
 
 #[derive(Default)]
 pub struct Deflate {
     compressors: Vec<(u32, Compressor)>,
+    /// Compression output, sized for the largest batch so far (bounded, see `gzip`).
+    out: Vec<u8>,
     /// Recently compressed batches; the next one to overwrite is `kept[next]`.
     kept: Vec<Kept>,
     next: usize,
@@ -39,10 +40,9 @@ impl Deflate {
     pub fn gzip(&mut self, level: u32, payload: &[u8]) -> Option<&[u8]> {
         // Lengths differ for almost every pair of different batches, so the comparison is mostly free.
         if let Some(i) =
-            self.kept.iter().position(|k| k.out_len > 0 && k.level == level && k.plain.as_slice() == payload)
+            self.kept.iter().position(|k| !k.gz.is_empty() && k.level == level && k.plain.as_slice() == payload)
         {
-            let k = &self.kept[i];
-            return Some(&k.out[..k.out_len]);
+            return Some(&self.kept[i].gz);
         }
         let c = match self.compressors.iter().position(|(l, _)| *l == level) {
             Some(c) => c,
@@ -52,34 +52,33 @@ impl Deflate {
                 self.compressors.len() - 1
             }
         };
+        let compressor = &mut self.compressors[c].1;
+        let bound = compressor.gzip_compress_bound(payload.len());
+        // `out` only grows (up to a bound): zeroing it for every batch would cost a memset of its size.
+        if self.out.len() < bound {
+            self.out.resize(bound, 0);
+        }
+        let n = compressor.gzip_compress(payload, &mut self.out[..bound]).ok()?;
+        if self.out.len() > 2 * MAX_KEPT {
+            self.out.truncate(n);
+            self.out.shrink_to_fit();
+        }
+        if payload.len() > MAX_KEPT {
+            return Some(&self.out[..n]);
+        }
         if self.kept.len() < KEPT {
             self.kept.push(Kept::default());
             self.next = self.kept.len() - 1;
         }
         let slot = self.next % self.kept.len();
         self.next = (slot + 1) % KEPT;
-        let compressor = &mut self.compressors[c].1;
         let k = &mut self.kept[slot];
-        k.out_len = 0;
-        let bound = compressor.gzip_compress_bound(payload.len());
-        // `out` only grows (up to a bound): zeroing it for every batch would cost a memset of its size.
-        if k.out.len() < bound {
-            k.out.resize(bound, 0);
-        }
-        let n = compressor.gzip_compress(payload, &mut k.out[..bound]).ok()?;
-        if payload.len() <= MAX_KEPT {
-            k.level = level;
-            k.plain.clear();
-            k.plain.extend_from_slice(payload);
-            k.out_len = n;
-        } else {
-            k.plain = Vec::new();
-        }
-        if k.out.len() > 2 * MAX_KEPT {
-            k.out.truncate(n);
-            k.out.shrink_to_fit();
-        }
-        Some(&k.out[..n])
+        k.level = level;
+        k.plain.clear();
+        k.plain.extend_from_slice(payload);
+        k.gz.clear();
+        k.gz.extend_from_slice(&self.out[..n]);
+        Some(&k.gz)
     }
 }
 

@@ -6,6 +6,7 @@
 //! gather buffers its sub-answers (they are parsed and merged), `MAX_GATHER_BYTES` for all of them.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +21,8 @@ use crate::http::params::encode_into;
 use crate::http::response::reason;
 use crate::query::merge::{self, PartAnswer};
 use crate::query::plan::MergeKind;
-use crate::upstream::BackendState;
-use crate::upstream::conn::{Conn, Exchange};
+use crate::upstream::conn::{Conn, Drive, Exchange};
+use crate::upstream::{BackendState, pool};
 
 /// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
 /// times more).
@@ -93,11 +94,23 @@ impl RequestSpec {
 }
 
 /// One request to one of several equivalent backends, moving to the next on failure.
+///
+/// Connections come from the worker's pool of idle keep-alive connections when it has one for the
+/// backend (see `upstream::pool`) and go back to it when the exchange ended cleanly. A reused
+/// connection that fails before any answer byte (the backend may have closed it just then) is retried
+/// once on a fresh connection to the same backend, without counting as a failure of the backend.
 pub struct Attempt {
     pub token: Token,
     candidates: VecDeque<usize>,
     pub backend: Option<usize>,
+    /// Address of the current backend (where the connection goes back to the pool).
+    addr: Option<SocketAddr>,
     conn: Option<Conn>,
+    /// The connection came from the pool: `request` holds a copy of the request, for the retry.
+    reused: bool,
+    request: Vec<u8>,
+    /// Some answer byte has arrived on the current connection.
+    answered: bool,
     ex: Exchange,
     spec: RequestSpec,
     deadline: Option<Instant>,
@@ -116,7 +129,11 @@ impl Attempt {
             token,
             candidates: candidates.into(),
             backend: None,
+            addr: None,
             conn: None,
+            reused: false,
+            request: Vec::new(),
+            answered: false,
             ex: Exchange::default(),
             spec,
             deadline: None,
@@ -146,9 +163,17 @@ impl Attempt {
             let Some(backend) = config.backends.get(b) else {
                 continue;
             };
-            match Conn::connect(backend.addr, self.token, registry) {
+            let pooled = pool::take(backend.addr, self.token, registry, now);
+            match pooled.map_or_else(|| Conn::connect(backend.addr, self.token, registry), Ok) {
                 Ok(mut conn) => {
                     self.spec.build(backend, &mut conn.out);
+                    self.reused = conn.exchanges > 0;
+                    self.request.clear();
+                    if self.reused {
+                        self.request.extend_from_slice(&conn.out);
+                    }
+                    self.answered = false;
+                    self.addr = Some(backend.addr);
                     self.conn = Some(conn);
                     self.backend = Some(b);
                     self.ex = Exchange::default();
@@ -194,7 +219,16 @@ impl Attempt {
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".into());
         };
-        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry)?;
+        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry) {
+            Ok(d) => d,
+            Err(e) if self.reused && !self.answered && conn.inbuf.is_empty() && self.ex.head.is_none() => {
+                return self.retry_fresh(registry, e);
+            }
+            Err(e) => return Err(e),
+        };
+        if d.read > 0 {
+            self.answered = true;
+        }
         if d.read > 0
             && let Some(deadline) = &mut self.deadline
         {
@@ -208,9 +242,36 @@ impl Attempt {
         Ok(d)
     }
 
+    /// A reused connection failed before any answer: the same request on a fresh connection, once.
+    fn retry_fresh(&mut self, registry: &Registry, why: String) -> Result<Drive, String> {
+        self.reused = false;
+        if let Some(mut c) = self.conn.take() {
+            c.deregister(registry);
+        }
+        let Some(addr) = self.addr else { return Err(why) };
+        match Conn::connect(addr, self.token, registry) {
+            Ok(mut conn) => {
+                conn.out = std::mem::take(&mut self.request);
+                self.ex = Exchange::default();
+                self.conn = Some(conn);
+                // The connect completes with a writable event, which drives the exchange again.
+                Ok(Drive { done: false, blocked: true, read: 0 })
+            }
+            Err(e) => Err(format!("{why} (on a reused connection); connect: {e}")),
+        }
+    }
+
+    /// Lets go of the connection: back to the worker's pool if its exchange ended cleanly and it can
+    /// carry another request, closed otherwise.
     pub fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             c.deregister(registry);
+            if self.ex.done
+                && self.ex.reusable
+                && let Some(addr) = self.addr
+            {
+                pool::put(addr, c, Instant::now());
+            }
         }
     }
 }

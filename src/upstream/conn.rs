@@ -41,6 +41,23 @@ impl Conn {
         let _ = registry.deregister(&mut self.stream);
     }
 
+    /// Registers a deregistered (pooled) connection again under `token`, ready for a new request.
+    pub fn register(&mut self, token: Token, registry: &Registry) -> io::Result<()> {
+        self.token = token;
+        self.out.clear();
+        self.sent = 0;
+        registry.register(&mut self.stream, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// An idle connection the backend has not closed and sent nothing on: a non-blocking peek finds
+    /// no bytes and no end of stream.
+    pub fn idle_and_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        self.connected
+            && self.inbuf.is_empty()
+            && matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Starts a new request on this (possibly reused) connection: the caller fills `out` after this.
     /// Readiness is edge-triggered and an idle connection only watches for reads, so writability is
     /// asked for again: a request larger than the socket buffer needs the writable events.

@@ -212,7 +212,7 @@ impl Worker {
                 consider(d);
             }
         }
-        if self.clients > 0 {
+        if self.clients > 0 || crate::upstream::pool::idle_count() > 0 {
             consider(self.next_sweep);
         }
         if self.id == 0 && self.config.node.stats_interval.is_some() {
@@ -586,6 +586,8 @@ impl Worker {
         self.outboxes.tick(self.poll.registry(), now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
+            // Idle pooled backend connections past their timeout (see `upstream::pool`).
+            crate::upstream::pool::prune(now);
             let idle = self.config.node.idle_timeout;
             let stopping = self.shared.shutting_down();
             let expired: Vec<usize> = self
