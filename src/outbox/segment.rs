@@ -192,6 +192,12 @@ impl Segment {
     #[inline]
     pub fn terminate(&mut self, at: usize) {
         let b = self.bytes_mut();
+        // Called for every line: a fixed-size store compiles to a few moves, a variable-length fill to a
+        // call to memset.
+        if let Some(t) = b.get_mut(at..at + TERMINATOR) {
+            t.copy_from_slice(&[0; TERMINATOR]);
+            return;
+        }
         let end = (at + TERMINATOR).min(b.len());
         if at < end {
             b[at..end].fill(0);
