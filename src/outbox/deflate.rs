@@ -5,7 +5,10 @@
 //! compressed (and their plain bytes, to compare against) are kept, and an identical batch for another
 //! replica reuses the result instead of compressing again. A few, not one: replicas do not send in
 //! lockstep (one may be waiting for an answer while the other already sends its next batch). A replica
-//! lagging further behind than that compresses again.
+//! lagging further behind than that compresses again: on the load bench, where one sink often lags by
+//! many batches, this saves about a quarter of the compressions (1.45–1.6 per batch instead of 2); more
+//! entries did not help there. Compressing once per batch whatever the lag would take keeping the
+//! compressed batch with the records, which this cache does not attempt.
 //!
 //! Memory: one output buffer, and at most `KEPT` entries of at most `MAX_KEPT` plain bytes each (plus
 //! their compressed bytes).
