@@ -1,133 +1,358 @@
-//! End-to-end load harness: the real proxy binary relaying to two minimal sink backends that answer 204,
-//! driven by several keep-alive client connections posting 5000-line batches, plain and gzip.
+//! End-to-end load harness on data that looks like production: the real proxy binary relaying to two
+//! sink backends that decompress and count lines, driven by keep-alive client connections posting
+//! 5000-line batches of varied data (thousands of series, random values, unique timestamps, ~80–120 B
+//! lines), plain or gzip.
 //!
-//! Prints, per mode: lines/s acknowledged to clients, client latency p50/p99, the proxy's CPU seconds
-//! per million lines (from /proc, so the load generator and sinks on the same machine do not count)
-//! and its peak RSS. Every line is relayed to BOTH sinks (replication), as in the original's benchmark.
+//! Every line is relayed to BOTH sinks (replication). Per mode it prints: lines/s acknowledged to
+//! clients, **delivered** lines/s (acknowledged lines / time until both sinks counted every one of
+//! them), client latency p50/p99, the proxy's CPU-µs per line (user + sys from /proc, so the load
+//! generator and sinks on the same machine do not count), its peak RSS, and the compressed size per
+//! line the sinks received. A last pair of rows runs the clients straight to the sinks (each batch
+//! posted to both), for context: what the sinks and clients alone manage on this machine.
 //!
 //! `cargo bench --bench load` — knobs: LOAD_SECS (default 10), LOAD_CONNS (default 4),
-//! LOAD_THREADS (proxy workers, default 2), LOAD_GZIP_LEVEL (backend gzip, default 1).
+//! LOAD_THREADS (proxy workers, default 2), LOAD_SERIES (default 5000), LOAD_BATCHES (distinct
+//! pre-built batches cycled through, default 40: timestamps are unique within them),
+//! LOAD_MODES (comma list of b1c0,b1c1,b0c0,b0c1,sink0,sink1: backend gzip 1/off × client gzip
+//! off/on, and sinks alone; default all, in quick mode b1c1,b0c0,sink1).
 
 mod common;
 
+use std::io::{BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::util::http::{self, HttpConn};
 use common::util::{ProxyConfig, TempDir};
-use common::{env_or, proxy_builder, proxy_pid, start_sink};
+use common::{env_or, proxy_builder, proxy_pid};
+use influx_proxy::write::gunzip::Gunzip;
 use libdeflater::CompressionLvl;
 
 const LINES_PER_BATCH: usize = 5000;
 
-fn batch(seed: usize) -> Vec<u8> {
-    let mut body = String::with_capacity(LINES_PER_BATCH * 120);
+// ------------------------------------------------------------------------------------------ data
+
+/// xorshift64*: fast, deterministic, good enough to make values that do not compress away.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn float(&mut self, max: u64) -> String {
+        format!("{}.{:0>3}", self.below(max), self.below(1000))
+    }
+}
+
+/// Batch `b` of the pool: lines of `series` series in random order (as a Telegraf fleet's flushes
+/// interleave), random values, timestamp `base + b * LINES_PER_BATCH + i` ns (unique in the pool).
+fn batch(b: usize, series: u64, rng: &mut Rng) -> Vec<u8> {
+    const BASE: u64 = 1_700_000_000_000_000_000;
+    let mut body = String::with_capacity(LINES_PER_BATCH * 110);
     for i in 0..LINES_PER_BATCH {
-        let m = ["cpu", "mem", "disk", "net", "system"][i / 1000];
-        body.push_str(&format!(
-            "{m},host=server-{:02},region=eu-west usage_user={}.5,usage_idle=84.25,count={}i {}\n",
-            (seed + i) % 50,
-            i % 100,
-            i,
-            1_700_000_000_000_000_000u64 + (seed * LINES_PER_BATCH + i) as u64
-        ));
+        let s = rng.below(series);
+        let host = s / 5;
+        let ts = BASE + (b * LINES_PER_BATCH + i) as u64;
+        let line = match s % 5 {
+            0 => format!(
+                "cpu,host=web-{host:05},region=eu-west-{},cpu=cpu{} usage_user={},usage_system={},usage_idle={} {ts}",
+                host % 3,
+                host % 8,
+                rng.float(100),
+                rng.float(30),
+                rng.float(100)
+            ),
+            1 => format!(
+                "mem,host=web-{host:05},region=eu-west-{} used={}i,free={}i,used_percent={} {ts}",
+                host % 3,
+                rng.below(1 << 34),
+                rng.below(1 << 33),
+                rng.float(100)
+            ),
+            2 => format!(
+                "disk,host=web-{host:05},path=/var/lib/d{},fstype=ext4 used={}i,inodes_free={}i {ts}",
+                host % 4,
+                rng.below(1 << 40),
+                rng.below(1 << 24)
+            ),
+            3 => format!(
+                "net,host=web-{host:05},interface=eth{} bytes_recv={}i,bytes_sent={}i,drop_in={}i {ts}",
+                host % 2,
+                rng.below(1 << 42),
+                rng.below(1 << 42),
+                rng.below(100)
+            ),
+            _ => format!(
+                "system,host=web-{host:05},region=eu-west-{} load1={},load5={},n_users={}i,uptime={}i {ts}",
+                host % 3,
+                rng.float(8),
+                rng.float(8),
+                rng.below(20),
+                rng.below(1 << 26)
+            ),
+        };
+        body.push_str(&line);
+        body.push('\n');
     }
     body.into_bytes()
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     http::gzip_with(data, CompressionLvl::new(1).expect("level"))
 }
 
-fn run(mode: &str, gzip_body: bool, secs: u64, conns: usize, threads: usize, level: u64) {
-    let (a, b) = (start_sink(), start_sink());
-    let dir = TempDir::new(&format!("load-{mode}"));
-    let level = level.to_string();
-    let config = ProxyConfig::new()
-        .backend("a", &format!("http://127.0.0.1:{}", a.port), &[("gzip", &level)])
-        .backend("b", &format!("http://127.0.0.1:{}", b.port), &[("gzip", &level)])
-        .keymap("_default_", &["a", "b"]);
-    let builder = proxy_builder(&dir.join("config.json"), "load", config, threads, "warn");
-    let proxy = builder.data_dir(dir.join("data")).inherit_stderr().start();
-    let (addr, pid) = (proxy.addr(), proxy_pid(&proxy));
+// ------------------------------------------------------------------------------------------ sinks
 
-    let bodies: Vec<Vec<u8>> = (0..8).map(|s| if gzip_body { gzip(&batch(s)) } else { batch(s) }).collect::<Vec<_>>();
-    let bodies = Arc::new(bodies);
+/// A backend that answers 204 to everything and, for `/write`, decompresses the body when it is gzip
+/// (any number of members) and counts its lines as InfluxDB would see them: non-empty, not comments.
+struct Sink {
+    port: u16,
+    lines: Arc<AtomicU64>,
+    wire_bytes: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+}
+
+fn start_sink() -> Sink {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let port = listener.local_addr().expect("sink addr").port();
+    let sink = Sink {
+        port,
+        lines: Arc::new(AtomicU64::new(0)),
+        wire_bytes: Arc::new(AtomicU64::new(0)),
+        errors: Arc::new(AtomicU64::new(0)),
+    };
+    let counts = (sink.lines.clone(), sink.wire_bytes.clone(), sink.errors.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counts = counts.clone();
+            std::thread::spawn(move || serve_sink(stream, &counts.0, &counts.1, &counts.2));
+        }
+    });
+    sink
+}
+
+fn serve_sink(stream: TcpStream, lines: &AtomicU64, wire: &AtomicU64, errors: &AtomicU64) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    let mut gunzip = Gunzip::new();
+    let mut plain = Vec::new();
+    loop {
+        let Ok(line) = http::read_line(&mut reader) else { return };
+        let target = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let Ok(headers) = http::read_headers(&mut reader) else { return };
+        let Ok(body) = http::read_body(&mut reader, &headers, false) else { return };
+        if target.starts_with("/write") {
+            wire.fetch_add(body.len() as u64, Relaxed);
+            let gzipped = http::find_header(&headers, "content-encoding").is_some_and(|v| v.contains("gzip"));
+            let text: &[u8] = if gzipped {
+                plain.clear();
+                if gunzip.decompress(&body, 1 << 30, &mut plain).is_err() {
+                    errors.fetch_add(1, Relaxed);
+                }
+                &plain
+            } else {
+                &body
+            };
+            let n = text.split(|&b| b == b'\n').filter(|l| l.first().is_some_and(|&c| c != b'#')).count();
+            lines.fetch_add(n as u64, Relaxed);
+        }
+        if writer.write_all(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: sink\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ runs
+
+struct Knobs {
+    secs: u64,
+    conns: usize,
+    threads: usize,
+}
+
+/// Client connections posting `bodies` round robin to `targets` (each body to every target in turn)
+/// for `secs`; returns the latencies of all requests (one per body per target) and the lines acked
+/// (counted once per body).
+fn drive(targets: &[String], bodies: &Arc<Vec<Vec<u8>>>, gzip_body: bool, k: &Knobs) -> (Vec<Duration>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = common::proc_cpu_seconds(pid);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..conns)
+    let workers: Vec<_> = (0..k.conns)
         .map(|c| {
-            let (bodies, stop, addr) = (bodies.clone(), stop.clone(), addr.clone());
+            let (bodies, stop, targets) = (bodies.clone(), stop.clone(), targets.to_vec());
             std::thread::spawn(move || {
-                let mut client = HttpConn::try_connect(&addr, Duration::from_secs(60)).expect("connect proxy");
-                let mut latencies = Vec::new();
-                let mut i = c;
+                let mut clients: Vec<HttpConn> = targets
+                    .iter()
+                    .map(|t| HttpConn::try_connect(t, Duration::from_secs(60)).expect("connect"))
+                    .collect();
+                let (mut latencies, mut lines) = (Vec::new(), 0u64);
+                let mut i = c * 7;
                 while !stop.load(Relaxed) {
                     let body = &bodies[i % bodies.len()];
                     i += 1;
                     let enc: &[(&str, &str)] = if gzip_body { &[("Content-Encoding", "gzip")] } else { &[] };
-                    let t = Instant::now();
-                    let answer =
-                        client.try_send("POST", "/write?db=load", enc, body).and_then(|()| client.try_read_response());
-                    match answer.map(|r| r.status) {
-                        Ok(204) => latencies.push(t.elapsed()),
-                        other => panic!("unexpected answer {other:?}"),
+                    for client in &mut clients {
+                        let t = Instant::now();
+                        let answer = client
+                            .try_send("POST", "/write?db=load", enc, body)
+                            .and_then(|()| client.try_read_response());
+                        match answer.map(|r| r.status) {
+                            Ok(204) => latencies.push(t.elapsed()),
+                            other => panic!("unexpected answer {other:?}"),
+                        }
                     }
+                    lines += LINES_PER_BATCH as u64;
                 }
-                latencies
+                (latencies, lines)
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(secs));
+    std::thread::sleep(Duration::from_secs(k.secs));
     stop.store(true, Relaxed);
-    let mut latencies: Vec<Duration> = workers.into_iter().flat_map(|w| w.join().expect("client thread")).collect();
-    let elapsed = started.elapsed().as_secs_f64();
-    // Let the outboxes drain to the sinks, so CPU includes the sending of what was acknowledged.
-    let expected = a.requests.load(Relaxed);
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = (expected, Instant::now());
-    while Instant::now() < drain_deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = (a.requests.load(Relaxed), b.requests.load(Relaxed));
-        if now.0 == now.1 && now.0 == last.0 && last.1.elapsed() > Duration::from_millis(1500) {
-            break;
-        }
-        if now.0 != last.0 {
-            last = (now.0, Instant::now());
-        }
+    let mut all = (Vec::new(), 0);
+    for w in workers {
+        let (l, n) = w.join().expect("client thread");
+        all.0.extend(l);
+        all.1 += n;
     }
+    all.0.sort();
+    all
+}
+
+/// Waits (bounded) until both sinks counted `want` lines; the instant they did, or None.
+fn wait_delivered(sinks: &[&Sink], want: u64) -> Option<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if sinks.iter().all(|s| s.lines.load(Relaxed) >= want) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+fn report(mode: &str, elapsed: f64, delivered: Option<f64>, latencies: &[Duration], lines: u64, tail: &str) {
+    let delivered = delivered.map_or("   (not all)".to_string(), |secs| format!("{:>12.0}", lines as f64 / secs));
+    println!(
+        "{mode:<30} client {:>10.0} lines/s  delivered {delivered} lines/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {tail}",
+        lines as f64 / elapsed,
+        common::pct_ms(latencies, 0.50),
+        common::pct_ms(latencies, 0.99),
+    );
+}
+
+fn run_proxy(mode: &str, backend_level: u32, bodies: &Arc<Vec<Vec<u8>>>, gzip_body: bool, k: &Knobs) {
+    let (a, b) = (start_sink(), start_sink());
+    let dir = TempDir::new(&format!("load-{mode}"));
+    let level = backend_level.to_string();
+    let config = ProxyConfig::new()
+        .backend("a", &format!("http://127.0.0.1:{}", a.port), &[("gzip", &level)])
+        .backend("b", &format!("http://127.0.0.1:{}", b.port), &[("gzip", &level)])
+        .keymap("_default_", &["a", "b"]);
+    let builder = proxy_builder(&dir.join("config.json"), "load", config, k.threads, "warn");
+    let proxy = builder.data_dir(dir.join("data")).inherit_stderr().start();
+    let (addr, pid) = (proxy.addr(), proxy_pid(&proxy));
+
+    let cpu_before = common::proc_cpu_seconds(pid);
+    let started = Instant::now();
+    let (latencies, lines) = drive(&[addr], bodies, gzip_body, k);
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = wait_delivered(&[&a, &b], lines);
     let cpu = common::proc_cpu_seconds(pid) - cpu_before;
     let rss = common::proc_peak_rss_mb(pid);
-    latencies.sort();
-    let lines = (latencies.len() * LINES_PER_BATCH) as f64;
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
-    println!(
-        "{mode:<6} lines/s {:>10.0}  p50 {:>7.2} ms  p99 {:>7.2} ms  proxy CPU {:.3} s per million lines ({:.3} CPU-µs/line)  peak RSS {:.1} MB  sink bytes a={} b={}",
-        lines / elapsed,
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        cpu / (lines / 1e6),
-        cpu / lines * 1e6,
+    let errors = a.errors.load(Relaxed) + b.errors.load(Relaxed);
+    let extra = (a.lines.load(Relaxed) + b.lines.load(Relaxed)).saturating_sub(2 * lines);
+    let tail = format!(
+        "proxy {:.3} CPU-µs/line  peak RSS {:>5.1} MB  sink wire {:.1} B/line{}{}",
+        cpu / lines.max(1) as f64 * 1e6,
         rss,
-        a.bytes.load(Relaxed),
-        b.bytes.load(Relaxed),
+        a.wire_bytes.load(Relaxed) as f64 / lines.max(1) as f64,
+        if errors > 0 { format!("  SINK GUNZIP ERRORS {errors}") } else { String::new() },
+        if extra > 0 { format!("  {extra} LINES MORE THAN SENT") } else { String::new() },
     );
+    let delivered = done.map(|t| t.duration_since(started).as_secs_f64());
+    report(mode, elapsed, delivered, &latencies, lines, &tail);
     drop(proxy);
+}
+
+fn run_sinks_alone(mode: &str, bodies: &Arc<Vec<Vec<u8>>>, gzip_body: bool, k: &Knobs) {
+    let (a, b) = (start_sink(), start_sink());
+    let targets = [format!("127.0.0.1:{}", a.port), format!("127.0.0.1:{}", b.port)];
+    let started = Instant::now();
+    let (latencies, lines) = drive(&targets, bodies, gzip_body, k);
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = wait_delivered(&[&a, &b], lines);
+    let delivered = done.map(|t| t.duration_since(started).as_secs_f64());
+    report(mode, elapsed, delivered, &latencies, lines, "(no proxy: each batch posted to both sinks)");
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that short.
     let quick = !common::full_run();
-    let secs = if quick { 1 } else { env_or("LOAD_SECS", 10) };
-    let conns = env_or("LOAD_CONNS", 4) as usize;
-    let threads = env_or("LOAD_THREADS", 2) as usize;
-    let level = env_or("LOAD_GZIP_LEVEL", 1);
+    let k = Knobs {
+        secs: if quick { 1 } else { env_or("LOAD_SECS", 10) },
+        conns: env_or("LOAD_CONNS", 4) as usize,
+        threads: env_or("LOAD_THREADS", 2) as usize,
+    };
+    let series = env_or("LOAD_SERIES", 5000);
+    let batches = if quick { 4 } else { env_or("LOAD_BATCHES", 40) as usize };
+    // A quick run smokes the paths (gzip both ways, plain, sinks alone), not every combination.
+    let all = if quick { "b1c1,b0c0,sink1" } else { "b1c0,b1c1,b0c0,b0c1,sink0,sink1" };
+    let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| all.into());
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, series, &mut rng)).collect();
+    let total: usize = plain.iter().map(Vec::len).sum();
+    let t = thread_cpu();
+    let zipped: Vec<Vec<u8>> = plain.iter().map(|b| gzip(b)).collect();
+    let gzip_us = (thread_cpu() - t) * 1e6 / (batches * LINES_PER_BATCH) as f64;
+    let t = thread_cpu();
+    let mut gunzip = Gunzip::new();
+    let mut out = Vec::new();
+    for z in &zipped {
+        gunzip.decompress(z, 1 << 30, &mut out).expect("gunzip of our own gzip");
+    }
+    let gunzip_us = (thread_cpu() - t) * 1e6 / (batches * LINES_PER_BATCH) as f64;
+    let ztotal: usize = zipped.iter().map(Vec::len).sum();
+    let nlines = (batches * LINES_PER_BATCH) as f64;
     println!(
-        "load: {conns} keep-alive connections x {LINES_PER_BATCH}-line batches for {secs} s, proxy --threads {threads}, \
-         2 sinks (every line replicated to both), backend gzip level {level}"
+        "load: {} keep-alive connections x {LINES_PER_BATCH}-line batches for {} s, proxy --threads {}, 2 sinks \
+         (every line replicated to both; sinks gunzip and count lines); {series} series, {batches} distinct batches, \
+         {:.1} B/line plain, {:.1} B/line client gzip 1 (libdeflate here: gzip 1 {gzip_us:.3} CPU-µs/line, \
+         gunzip {gunzip_us:.3} CPU-µs/line)",
+        k.conns,
+        k.secs,
+        k.threads,
+        total as f64 / nlines,
+        ztotal as f64 / nlines
     );
-    run("plain", false, secs, conns, threads, level);
-    run("gzip", true, secs, conns, threads, level);
+    let (plain, zipped) = (Arc::new(plain), Arc::new(zipped));
+    for mode in modes.split(',').map(str::trim) {
+        match mode {
+            "b1c0" => run_proxy("backend gzip 1, client plain", 1, &plain, false, &k),
+            "b1c1" => run_proxy("backend gzip 1, client gzip", 1, &zipped, true, &k),
+            "b0c0" => run_proxy("backend plain, client plain", 0, &plain, false, &k),
+            "b0c1" => run_proxy("backend plain, client gzip", 0, &zipped, true, &k),
+            "sink0" => run_sinks_alone("sinks alone, client plain", &plain, false, &k),
+            "sink1" => run_sinks_alone("sinks alone, client gzip", &zipped, true, &k),
+            other => println!("unknown mode {other:?} (LOAD_MODES)"),
+        }
+    }
 }

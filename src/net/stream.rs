@@ -96,6 +96,12 @@ impl Stream {
         }
     }
 
+    /// Peeks at the socket without consuming (for TLS: at the encrypted bytes). An idle pooled
+    /// connection must have nothing waiting.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp().peek(buf)
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

@@ -115,6 +115,8 @@ pub struct Log {
     /// Records begun by this run (also those `append` begins when a segment fills): lets the outbox
     /// see every new batch for its lag bookkeeping.
     records_begun: u64,
+    /// The last front found: (segment seq, offset) identify it, and a sealed record never changes.
+    front_cache: Option<Front>,
 }
 
 impl Log {
@@ -152,6 +154,7 @@ impl Log {
             pending_records: 0,
             pending_bytes: 0,
             records_begun: 0,
+            front_cache: None,
         };
         log.first_fresh_seq = log.next_seq;
         let mut rec = Recovery::default();
@@ -474,11 +477,21 @@ impl Log {
                 Some(start) if only_segment => start,
                 _ => seg.end,
             };
+            // The front is asked for on every pump; a record read (and checked) once is not read again.
+            if let Some(cached) = self.front_cache
+                && cached.seq == seg.seq
+                && cached.off == seg.skip_holes(seg.read)
+                && cached.off < limit
+            {
+                return Some(cached);
+            }
             let (off, slot) = seg.slot_at(seg.read);
             if off < limit {
                 match slot {
                     Slot::Record { target, payload, next } => {
-                        return Some(Front { seq: seg.seq, off, target, payload, next });
+                        let front = Front { seq: seg.seq, off, target, payload, next };
+                        self.front_cache = Some(front);
+                        return Some(front);
                     }
                     Slot::End | Slot::Damaged(_) => {
                         // Only possible if the file changed under us: skip the rest of the segment.
@@ -524,7 +537,7 @@ impl Log {
         let Some(seg) = self.segments.front_mut() else {
             return;
         };
-        if seg.seq != front.seq || seg.slot_at(seg.read).0 != front.off {
+        if seg.seq != front.seq || seg.skip_holes(seg.read) != front.off {
             log::error!("acknowledgement for a record that is not the front of {}", self.dir.display());
             return;
         }

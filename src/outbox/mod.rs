@@ -45,6 +45,9 @@ use mio::{Registry, Token};
 use crate::cli::SyncPolicy;
 use crate::config::Backend;
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, FIRST_RETRY_BACKOFF};
+
+/// How early an old batch may be sealed (see `Outbox::tick`).
+const SEAL_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
 use crate::upstream::BackendState;
 use crate::upstream::conn::Conn;
 use crate::upstream::lag::LagTracker;
@@ -277,8 +280,10 @@ impl Outbox {
     /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
     pub fn tick(&mut self, cx: &mut Cx) {
         let interval = self.backend.interval;
+        // Replicas open their batches at the same line, microseconds apart: the slack seals them at the
+        // same tick, so they stay byte-identical and the worker compresses each batch once (deflate.rs).
         if let Some(open) = self.own().open_record()
-            && cx.now.duration_since(open.opened) >= interval
+            && cx.now.duration_since(open.opened) + SEAL_SLACK >= interval
         {
             self.own().seal();
         }

@@ -78,6 +78,13 @@ pub fn record_crc(seq: u64) -> crc32fast::Hasher {
 
 /// Reads the slot at `off` of the bytes of segment `seq`.
 pub fn read_slot(buf: &[u8], off: usize, seq: u64) -> Slot {
+    read_slot_checked(buf, off, seq, true)
+}
+
+/// [`read_slot`], checking the checksum only if `verify`: a record this process wrote into a mapping it
+/// has held ever since is known good (the commit word covers exactly what was stored), and checking it
+/// again would read every payload byte once more on each send.
+pub fn read_slot_checked(buf: &[u8], off: usize, seq: u64, verify: bool) -> Slot {
     let Some(header) = buf.get(off..off + RECORD_HEADER) else {
         return Slot::End;
     };
@@ -101,10 +108,12 @@ pub fn read_slot(buf: &[u8], off: usize, seq: u64) -> Slot {
     let Some(bytes) = buf.get(target..end) else {
         return Slot::Damaged("record runs past the end of the file");
     };
-    let mut crc = record_crc(seq);
-    crc.update(bytes);
-    if crc.finalize() != (commit >> 32) as u32 {
-        return Slot::Damaged("checksum mismatch");
+    if verify {
+        let mut crc = record_crc(seq);
+        crc.update(bytes);
+        if crc.finalize() != (commit >> 32) as u32 {
+            return Slot::Damaged("checksum mismatch");
+        }
     }
     Slot::Record { target: (target, payload), payload: (payload, end), next: align8(end) }
 }
@@ -124,6 +133,10 @@ pub struct Segment {
     pub holes: Vec<(usize, usize)>,
     /// Start of the pages already given back to the kernel (see [`Segment::release_acked`]).
     released: usize,
+    /// Every record was written by this process into the current mapping, which was never dropped:
+    /// reading them back needs no checksum (see [`read_slot_checked`]). False for recovered segments
+    /// and once a segment was unmapped (its bytes come back from the file).
+    trusted: bool,
 }
 
 impl Segment {
@@ -141,6 +154,7 @@ impl Segment {
             read: HEADER_LEN,
             holes: Vec::new(),
             released: HEADER_LEN,
+            trusted: true,
         };
         if let Err(e) = seg.zero_fill(size).and_then(|()| seg.map()) {
             let _ = std::fs::remove_file(&seg.path);
@@ -167,6 +181,9 @@ impl Segment {
         self.end = HEADER_LEN;
         self.read = HEADER_LEN;
         self.holes.clear();
+        // Records of the old life beyond `end` are never read (`slot_at` stops at `end`); the new ones
+        // are written into this mapping.
+        self.trusted = true;
         self.write_header();
         Ok(self)
     }
@@ -175,6 +192,12 @@ impl Segment {
     #[inline]
     pub fn terminate(&mut self, at: usize) {
         let b = self.bytes_mut();
+        // Called for every line: a fixed-size store compiles to a few moves, a variable-length fill to a
+        // call to memset.
+        if let Some(t) = b.get_mut(at..at + TERMINATOR) {
+            t.copy_from_slice(&[0; TERMINATOR]);
+            return;
+        }
         let end = (at + TERMINATOR).min(b.len());
         if at < end {
             b[at..end].fill(0);
@@ -223,6 +246,7 @@ impl Segment {
             read: HEADER_LEN,
             holes: Vec::new(),
             released: HEADER_LEN,
+            trusted: false,
         };
         seg.map()?;
         Ok(seg)
@@ -248,6 +272,7 @@ impl Segment {
     /// Drops the mapping of a segment that is neither being read nor appended to.
     pub fn unmap(&mut self) {
         self.map = None;
+        self.trusted = false;
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -358,17 +383,23 @@ impl Segment {
         }
     }
 
-    /// The slot at `off`, skipping recovery holes.
-    pub fn slot_at(&self, mut off: usize) -> (usize, Slot) {
+    /// `off`, or the end of the recovery hole starting there.
+    pub fn skip_holes(&self, mut off: usize) -> usize {
         for &(start, end) in &self.holes {
             if off == start {
                 off = end;
             }
         }
+        off
+    }
+
+    /// The slot at `off`, skipping recovery holes.
+    pub fn slot_at(&self, off: usize) -> (usize, Slot) {
+        let off = self.skip_holes(off);
         if off >= self.end {
             return (off, Slot::End);
         }
-        (off, read_slot(self.bytes(), off, self.seq))
+        (off, read_slot_checked(self.bytes(), off, self.seq, !self.trusted))
     }
 }
 

@@ -11,8 +11,8 @@ use mio::{Registry, Token};
 use crate::config::{Backend, Config};
 use crate::http::client::UpstreamRequest;
 use crate::http::params::encode_into;
-use crate::upstream::BackendState;
 use crate::upstream::conn::{Conn, ConnError, Drive, Exchange};
+use crate::upstream::{BackendState, pool};
 
 /// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
 /// times more).
@@ -94,11 +94,25 @@ impl RequestSpec {
 }
 
 /// One request to one of several equivalent backends, moving to the next on failure.
+///
+/// Connections come from the worker's pool of idle keep-alive connections when it has one for the
+/// backend (see `upstream::pool`) and go back to it when the exchange ended cleanly. A reused
+/// connection that fails before any answer byte (the backend may have closed it just then) is retried
+/// once on a fresh connection to the same backend, without counting as a failure of the backend.
 pub struct Attempt {
     pub token: Token,
     candidates: VecDeque<usize>,
     pub backend: Option<usize>,
+    /// The pool key of the current backend (where the connection goes back to).
+    key: Option<pool::Key>,
+    /// TLS settings of the current backend, for a fresh connection after a reused one failed.
+    tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
     conn: Option<Conn>,
+    /// The connection came from the pool: `request` holds a copy of the request, for the retry.
+    reused: bool,
+    request: Vec<u8>,
+    /// Some answer byte has arrived on the current connection.
+    answered: bool,
     ex: Exchange,
     spec: RequestSpec,
     deadline: Option<Instant>,
@@ -117,7 +131,12 @@ impl Attempt {
             token,
             candidates: candidates.into(),
             backend: None,
+            key: None,
+            tls: None,
             conn: None,
+            reused: false,
+            request: Vec::new(),
+            answered: false,
             ex: Exchange::default(),
             spec,
             deadline: None,
@@ -147,9 +166,19 @@ impl Attempt {
             let Some(backend) = config.backends.get(b) else {
                 continue;
             };
-            match Conn::connect(backend, self.token, registry) {
+            let key = (backend.addr, backend.tls.is_some());
+            let pooled = pool::take(key, self.token, registry, now);
+            match pooled.map_or_else(|| Conn::connect(backend, self.token, registry), Ok) {
                 Ok(mut conn) => {
                     self.spec.build(backend, &mut conn.out);
+                    self.reused = conn.exchanges > 0;
+                    self.request.clear();
+                    if self.reused {
+                        self.request.extend_from_slice(&conn.out);
+                    }
+                    self.answered = false;
+                    self.key = Some(key);
+                    self.tls = backend.tls.clone();
                     self.conn = Some(conn);
                     self.backend = Some(b);
                     self.ex = Exchange::default();
@@ -195,7 +224,16 @@ impl Attempt {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ConnError::NotConnected.to_string());
         };
-        let d = conn.drive(&mut self.ex, &mut self.body, budget, registry).map_err(|e| e.to_string())?;
+        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry) {
+            Ok(d) => d,
+            Err(e) if self.reused && !self.answered && conn.inbuf.is_empty() && self.ex.head.is_none() => {
+                return self.retry_fresh(registry, e);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if d.read > 0 {
+            self.answered = true;
+        }
         if d.read > 0
             && let Some(deadline) = &mut self.deadline
         {
@@ -220,9 +258,36 @@ impl Attempt {
         }
     }
 
+    /// A reused connection failed before any answer: the same request on a fresh connection, once.
+    fn retry_fresh(&mut self, registry: &Registry, why: ConnError) -> Result<Drive, String> {
+        self.reused = false;
+        if let Some(mut c) = self.conn.take() {
+            c.deregister(registry);
+        }
+        let Some((addr, _)) = self.key else { return Err(why.to_string()) };
+        match Conn::connect_to(addr, self.tls.as_deref(), self.token, registry) {
+            Ok(mut conn) => {
+                conn.out = std::mem::take(&mut self.request);
+                self.ex = Exchange::default();
+                self.conn = Some(conn);
+                // The connect completes with a writable event, which drives the exchange again.
+                Ok(Drive { done: false, blocked: true, read: 0 })
+            }
+            Err(e) => Err(format!("{why} (on a reused connection); connect: {e}")),
+        }
+    }
+
+    /// Lets go of the connection: back to the worker's pool if its exchange ended cleanly and it can
+    /// carry another request, closed otherwise.
     pub fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             c.deregister(registry);
+            if self.ex.done
+                && self.ex.reusable
+                && let Some(key) = self.key
+            {
+                pool::put(key, c, Instant::now());
+            }
         }
     }
 }

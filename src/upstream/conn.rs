@@ -66,13 +66,40 @@ impl From<ClientError> for ConnError {
 impl Conn {
     /// Starts connecting to `backend` (TLS on top for an https url).
     pub fn connect(backend: &Backend, token: Token, registry: &Registry) -> io::Result<Conn> {
-        let mut stream = Stream::connect(backend.addr, backend.tls.as_deref())?;
+        Conn::connect_to(backend.addr, backend.tls.as_deref(), token, registry)
+    }
+
+    /// Starts connecting to `addr`, with TLS on top when `tls` is set.
+    pub fn connect_to(
+        addr: std::net::SocketAddr,
+        tls: Option<&crate::net::tls::ClientTls>,
+        token: Token,
+        registry: &Registry,
+    ) -> io::Result<Conn> {
+        let mut stream = Stream::connect(addr, tls)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Conn { token, stream, connected: false, out: Vec::new(), sent: 0, inbuf: Vec::new(), exchanges: 0 })
     }
 
     pub fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Registers a deregistered (pooled) connection again under `token`, ready for a new request.
+    pub fn register(&mut self, token: Token, registry: &Registry) -> io::Result<()> {
+        self.token = token;
+        self.out.clear();
+        self.sent = 0;
+        registry.register(&mut self.stream, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// An idle connection the backend has not closed and sent nothing on: a non-blocking peek finds
+    /// no bytes and no end of stream.
+    pub fn idle_and_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        self.connected
+            && self.inbuf.is_empty()
+            && matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Starts a new request on this (possibly reused) connection: the caller fills `out` after this.

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod health;
 pub mod lag;
+pub mod pool;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

@@ -211,7 +211,7 @@ impl Worker {
                 consider(d);
             }
         }
-        if self.clients > 0 {
+        if self.clients > 0 || crate::upstream::pool::idle_count() > 0 {
             consider(self.next_sweep);
         }
         if let Some(t) = self.accept_again {
@@ -655,6 +655,8 @@ impl Worker {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
+            // Idle pooled backend connections past their timeout (see `upstream::pool`).
+            crate::upstream::pool::prune(now);
             let idle = self.config.node.idle_timeout;
             let stopping = self.shared.shutting_down();
             let expired: Vec<usize> = self

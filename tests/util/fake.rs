@@ -50,6 +50,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Gunzipped if the request had `Content-Encoding: gzip`.
     pub body: Vec<u8>,
+    /// Which connection it came on (numbered in accept order), to see connection reuse.
+    pub conn: u64,
 }
 
 impl Recorded {
@@ -93,6 +95,8 @@ struct Shared {
     conns: Mutex<HashMap<u64, TcpStream>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     stopping: AtomicBool,
+    /// Close the connection of the next `/query` request without answering it (once).
+    drop_next_query: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +117,7 @@ impl FakeBackend {
             conns: Mutex::new(HashMap::new()),
             workers: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            drop_next_query: AtomicBool::new(false),
         });
         let (listener, port) = (0..20)
             .find_map(|_| {
@@ -154,6 +159,12 @@ impl FakeBackend {
 
     pub fn set_query(&self, behavior: Behavior) {
         lock(&self.shared.behaviors)[Route::Query as usize] = behavior;
+    }
+
+    /// The next `/query` request (only that one) has its connection closed without an answer: what a
+    /// client sees when a backend closes an idle keep-alive connection just as it is reused.
+    pub fn drop_next_query(&self) {
+        self.shared.drop_next_query.store(true, Ordering::SeqCst);
     }
 
     pub fn set_ping(&self, behavior: Behavior) {
@@ -254,11 +265,16 @@ enum Next {
 fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) {
     let mut reader = BufReader::new(&stream);
     let ending = loop {
-        let (recorded, close) = match read_request(&mut reader, &stream) {
+        let (mut recorded, close) = match read_request(&mut reader, &stream) {
             Ok(Some(request)) => request,
             Ok(None) | Err(_) => break Next::Close,
         };
+        recorded.conn = id;
         let route = Route::of(&recorded.path);
+        if matches!(route, Route::Query) && shared.drop_next_query.swap(false, Ordering::SeqCst) {
+            lock(&shared.requests).push(recorded);
+            break Next::Close;
+        }
         let behavior = match route {
             Route::Other => Behavior::Ok,
             route => lock(&shared.behaviors)[route as usize].clone(),
@@ -377,7 +393,7 @@ fn read_request(reader: &mut impl BufRead, mut stream: &TcpStream) -> io::Result
     let close = has("connection", "close") || (version == "HTTP/1.0" && !has("connection", "keep-alive"));
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let (path, query) = (path.to_string(), http::parse_query(query));
-    Ok(Some((Recorded { method, path, query, headers, body }, close)))
+    Ok(Some((Recorded { method, path, query, headers, body, conn: 0 }, close)))
 }
 
 fn error_message(body: &str) -> String {
