@@ -27,7 +27,7 @@
 //! Beside the flow: `config` (model and validation, Redis/file sources, the poller thread that hands
 //! new snapshots to workers), `control` (the messages between threads), `shared` (what threads
 //! share: settings, counters, the in-flight budget), `run` (process life cycle), `cli`, `defaults`,
-//! `logger`, `slab`.
+//! `logger`, `slab`, `stats` (counters every step bumps, `ops` reads).
 
 pub mod cli;
 pub mod config;
@@ -44,6 +44,7 @@ pub mod query;
 pub mod run;
 pub mod shared;
 pub mod slab;
+pub mod stats;
 pub mod upstream;
 pub mod worker;
 pub mod write;

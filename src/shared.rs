@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::cli::{Args, SyncPolicy};
 use crate::config::Config;
 use crate::control::ReloadRequest;
-use crate::ops::ProxyStats;
+use crate::stats::ProxyStats;
 use crate::upstream::Registry;
 
 /// Limits and paths from the command line that workers need.

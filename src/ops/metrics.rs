@@ -4,8 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::{Histogram, ProxyStats};
 use crate::shared::Shared;
+use crate::stats::{Histogram, ProxyStats};
 use crate::upstream::{BackendCounters, BackendState};
 
 /// (metric name, help text, how to read it)

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::http::params::Params;
 use crate::http::request::{Head, Method};
 use crate::http::response::write_error;
-use crate::ops::ProxyStats;
+use crate::stats::ProxyStats;
 use crate::upstream::BackendState;
 use exec::{Attempt, RequestSpec, Task, TaskKind, Unit};
 use influxql::Source;

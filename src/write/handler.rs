@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error_retry};
-use crate::ops::ProxyStats;
 use crate::outbox::set::Outboxes;
+use crate::stats::ProxyStats;
 use crate::upstream::BackendState;
 
 /// What a write needs from the worker that received it.

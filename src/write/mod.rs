@@ -129,7 +129,7 @@ pub fn store(
     body: &[u8],
     outboxes: &mut Outboxes,
     scratch: &mut Scratch,
-    stats: &crate::ops::ProxyStats,
+    stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
     let request = p.request;
     let n = config.backends.len();
