@@ -51,6 +51,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "==> no import cycles among the files of src/"
+python3 scripts/import_cycles.py src
 echo "==> cargo test"
 cargo test -q
 echo "==> bench programs, quick mode"
