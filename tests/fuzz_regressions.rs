@@ -11,10 +11,12 @@ mod gunzip;
 mod http_head;
 #[path = "../fuzz/checks/influxql.rs"]
 mod influxql;
+#[path = "../fuzz/checks/line_verdict.rs"]
+mod line_verdict;
 #[path = "../fuzz/checks/lines.rs"]
 mod lines;
 
-const TARGETS: [&str; 4] = ["http_head", "gunzip", "lines", "influxql"];
+const TARGETS: [&str; 5] = ["http_head", "gunzip", "lines", "influxql", "line_verdict"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -84,6 +86,11 @@ fn gunzip_regressions() {
 #[test]
 fn lines_regressions() {
     replay("lines", lines::run);
+}
+
+#[test]
+fn line_verdict_regressions() {
+    replay("line_verdict", line_verdict::run);
 }
 
 #[test]
