@@ -230,7 +230,7 @@ impl<'a> Lines<'a> {
     /// `scanLine` starts at `line_start`, before the line's leading blanks: a space there counts.
     fn careful(&mut self, line_start: usize, start: usize) -> (usize, Result<Line<'a>, LineError<'a>>) {
         let end = scan_line(self.buf, line_start);
-        let text = strip_cr(&self.buf[start..end]);
+        let text = line_text(&self.buf[start..end]);
         (end, parse_point(text, self.multiplier, &mut self.tag_keys))
     }
 }
@@ -259,11 +259,17 @@ impl<'a> Iterator for Lines<'a> {
                 _ => {
                     let (end, verdict) = self.next_line(line_start, start);
                     self.pos = end + 1;
-                    return Some(verdict.map_err(|error| BadLine { text: strip_cr(&buf[start..end]), error }));
+                    return Some(verdict.map_err(|error| BadLine { text: line_text(&buf[start..end]), error }));
                 }
             }
         }
     }
+}
+
+/// A line as `scanLine` delimited it, without the `\n` it ends with when a string ran to the end of the
+/// body (InfluxDB drops that one) and without a last `\r` (see the module comment).
+fn line_text(block: &[u8]) -> &[u8] {
+    strip_cr(block.strip_suffix(b"\n").unwrap_or(block))
 }
 
 fn strip_cr(text: &[u8]) -> &[u8] {
@@ -1173,6 +1179,12 @@ mod tests {
         assert_eq!(reason(&good), "");
         tags.push("k42=w".into());
         assert_eq!(reason(&format!("m,{} v=1", tags.join(","))), "duplicate tags");
+    }
+
+    #[test]
+    fn a_string_open_to_the_end_of_the_body_is_quoted_without_its_last_newline() {
+        // The unclosed quote takes the newlines in; influxd quotes the block without the last one.
+        assert_eq!(lines("m v=\"open\nm v=1\n"), vec![Err(("m v=\"open\nm v=1".into(), "unbalanced quotes".into()))]);
     }
 
     #[test]
