@@ -1,5 +1,6 @@
 //! Criterion benches of the per-line write path, each step alone and all together:
-//! * `split`: finding line ends, measurements and timestamps (`write::lineproto`);
+//! * `split`: finding line ends, measurements and timestamps, and checking each line as influxd 1.6
+//!   would (`write::lineproto`);
 //! * `split_route`: plus the keymap lookup (`write::route`);
 //! * `store`: the whole `/write` body path into two replicated outboxes (split, route, copy into the
 //!   mmap logs, commit), as a 5000-line request costs a worker, network excluded; the outboxes are new

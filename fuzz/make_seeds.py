@@ -110,6 +110,22 @@ def lines():
     }
 
 
+def line_verdict():
+    return {
+        "telegraf": LP,
+        "every_reason": b"cpu\ncpu \n,t=1 v=1\ncpu,=x v=1\ncpu,a v=1\ncpu,a=b=c v=1\ncpu,a=1,a=2 v=1\n"
+        b"cpu =1\ncpu v=\ncpu v=1i2\ncpu v=1u\ncpu v=1e400\ncpu v=tru\nm s=\"open\ncpu v=1,\n"
+        b"cpu v=99999999999999999999i\ncpu v=1 x\ncpu v=1 99999999999999999999\ncpu v=1 -\n"
+        b"cpu v=1 9223372036854775807\ncpu v=1 1 2\n",
+        "values": b"m a=1,b=-1.5,c=.5,d=1.,e=1e-3,f=1E+5,g=-9223372036854775808i,h=t,i=True,j=FALSE,"
+        b"k=\"s \\\"q\\\" \\\\\",l=00000000000000000000000000001i 1700000000000000000\n",
+        "tags_unsorted": b"m,b=1,a=2,c=3 v=1 -5\nm,z=1,y=2,z=3 v=1\nm,a==b v=1\n",
+        "escapes_and_quotes": b"a\\\\,b=c v=1\nmy\\ m\\,x,t\\ k=v\\=w f\\ k=\"x\ny\" 1\n"
+        b" m=\"x\ny\" v=1\ncpu,a=b\\ v=1\ncpu v=1\\\n",
+        "crlf": b"cpu v=1\r\ncpu v=1 5\r\n\r\n  \r\ncpu v=\r\n",
+    }
+
+
 def influxql():
     return {
         "grafana_timeseries": b'SELECT mean("usage_idle") FROM "telegraf"."autogen"."cpu" WHERE ("host" =~ /^server0[12]$/)'
@@ -206,7 +222,8 @@ def prom_read():
 
 def main():
     for target, seeds in [("http_head", http_head()), ("gunzip", gunzip()), ("lines", lines()), ("influxql", influxql()),
-                         ("prom_write", prom_write()), ("prom_read", prom_read())]:
+                         ("prom_write", prom_write()), ("prom_read", prom_read()),
+                         ("line_verdict", line_verdict())]:
         d = os.path.join(HERE, "seeds", target)
         os.makedirs(d, exist_ok=True)
         for name, data in seeds.items():

@@ -11,6 +11,8 @@ mod gunzip;
 mod http_head;
 #[path = "../fuzz/checks/influxql.rs"]
 mod influxql;
+#[path = "../fuzz/checks/line_verdict.rs"]
+mod line_verdict;
 #[path = "../fuzz/checks/lines.rs"]
 mod lines;
 #[path = "../fuzz/checks/prom_read.rs"]
@@ -20,7 +22,8 @@ mod prom_write;
 #[path = "../fuzz/checks/tls_accept.rs"]
 mod tls_accept;
 
-const TARGETS: [&str; 7] = ["http_head", "gunzip", "lines", "influxql", "prom_write", "prom_read", "tls_accept"];
+const TARGETS: [&str; 8] =
+    ["http_head", "gunzip", "lines", "influxql", "line_verdict", "prom_write", "prom_read", "tls_accept"];
 
 fn regressions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions")
@@ -90,6 +93,11 @@ fn gunzip_regressions() {
 #[test]
 fn lines_regressions() {
     replay("lines", lines::run);
+}
+
+#[test]
+fn line_verdict_regressions() {
+    replay("line_verdict", line_verdict::run);
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! `/write`: parameters → body (gunzip, bounded) → lines → route → outboxes → answer.
 //!
 //! The client is answered only after every line sits, committed, in the outbox logs of its backends; a
-//! 204 therefore means "on this machine's disk, in the page cache at least". Per line the work is: find
-//! the line's end and measurement (`lineproto`), look the measurement up (`route`, cached for runs of
+//! 204 therefore means "on this machine's disk, in the page cache at least", and only lines InfluxDB's
+//! parser takes are stored. Per line the work is: find the line's end, check it as InfluxDB would and
+//! find its measurement (`lineproto`, one walk), look the measurement up (`route`, cached for runs of
 //! the same measurement), and copy the line into each backend's open batch. Nothing on that path
 //! allocates or takes a lock.
 //!
-//! Answers, as InfluxDB gives them: 204; 400 with `unable to parse` for lines that are not line
-//! protocol (the good lines are still written: `partial write`); 400 `partial write` also names
+//! Answers, as InfluxDB gives them: 204; 400 with influxd's `unable to parse '<line>': <reason>` for each
+//! line it would refuse (the good lines are still written: `partial write`); 400 `partial write` also names
 //! measurements that no keymap routes (those lines are dropped and counted); 503 when some line could
 //! not be stored on any of its backends (outbox disk limit): the client should retry.
 
@@ -94,10 +95,12 @@ pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, 
 }
 
 /// The receive time in the request's precision, as InfluxDB would stamp a point without a timestamp.
+/// The units are InfluxDB 1.x's: `u` is microseconds, while `us` and `µ` are not units it knows, so it
+/// reads those timestamps as nanoseconds (checked against influxd 1.6.7) — and so must the stamp be.
 pub fn now_in_precision(precision: Option<&str>, now: SystemTime) -> i128 {
     let ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
     let unit: i128 = match precision.unwrap_or("ns") {
-        "u" | "us" | "µ" => 1_000,
+        "u" => 1_000,
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
         "m" => 60_000_000_000,
@@ -151,19 +154,17 @@ pub fn store(
     let mut refused = 0u64;
     let mut disk_errors: Vec<String> = Vec::new();
     let mut retry_after: Option<u64> = None;
-    let mut parse_errors: Vec<String> = Vec::new();
-    let mut unparsable = 0u64;
+    // InfluxDB's text for the lines it would refuse, in body order, one per line (bounded).
+    let mut parse_errors = String::new();
+    let (mut unparsable, mut quoted) = (0u64, 0u64);
     let mut unrouted: Vec<(String, u64)> = Vec::new();
 
-    for line in Lines::new(body) {
+    for line in Lines::with_precision(body, p.precision) {
         let line = match line {
             Ok(l) => l,
             Err(bad) => {
                 unparsable += 1;
-                if parse_errors.len() < 10 {
-                    let text = String::from_utf8_lossy(&bad.text[..bad.text.len().min(256)]);
-                    parse_errors.push(format!("unable to parse '{text}': {}", bad.error));
-                }
+                quoted += u64::from(note_unparsable(&mut parse_errors, &bad));
                 continue;
             }
         };
@@ -248,9 +249,12 @@ pub fn store(
             retry_after: Some(retry_after.unwrap_or(1)),
         };
     }
-    let mut problems = parse_errors;
-    if unparsable > problems.len() as u64 {
-        problems.push(format!("... and {} more unparsable lines", unparsable - problems.len() as u64));
+    let mut problems = Vec::new();
+    if unparsable > 0 {
+        if unparsable > quoted {
+            let _ = write!(parse_errors, "\n... and {} more unparsable lines", unparsable - quoted);
+        }
+        problems.push(parse_errors);
     }
     for (name, n) in unrouted.iter().take(10) {
         problems.push(format!("measurement \"{name}\" has no backend ({n} points)"));
@@ -259,8 +263,47 @@ pub fn store(
         return WriteResult { status: 204, error: None, lines: stored, retry_after: None };
     }
     let joined = problems.join("\n");
-    let msg = if stored > 0 { format!("partial write: {joined} dropped={}", unrouted_lines) } else { joined };
+    // As influxd: when some lines were good, the refused ones make a "partial write".
+    let parsed = stored + unrouted_lines;
+    let partial = stored > 0 || (unparsable > 0 && parsed > 0);
+    let msg = if partial { format!("partial write: {joined} dropped={unrouted_lines}") } else { joined };
     WriteResult { status: 400, error: Some(msg), lines: stored, retry_after: None }
+}
+
+/// Most bytes of refused lines quoted in one answer; influxd quotes them all, but a body of bad lines
+/// should not make an answer as large as itself.
+const MAX_QUOTED_BYTES: usize = 1 << 20;
+
+/// Appends InfluxDB's `unable to parse '<line>': <reason>` for `bad` (lines separated by `\n`): always
+/// for the first bad line, then while the text stays under [`MAX_QUOTED_BYTES`]. Whether it did.
+fn note_unparsable(out: &mut String, bad: &lineproto::BadLine) -> bool {
+    if !out.is_empty() && out.len() + bad.text.len() > MAX_QUOTED_BYTES {
+        return false;
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str("unable to parse '");
+    push_lossy_like_go(out, bad.text);
+    let _ = write!(out, "': {}", bad.error);
+    true
+}
+
+/// Appends `bytes` as text, each byte that is not part of valid UTF-8 becoming one U+FFFD, as Go's JSON
+/// encoder does with influxd's messages (Rust's `from_utf8_lossy` would merge some of them).
+fn push_lossy_like_go(out: &mut String, mut bytes: &[u8]) {
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => return out.push_str(text),
+            Err(e) => {
+                let (good, rest) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len());
+                out.extend(std::iter::repeat_n('\u{FFFD}', bad));
+                bytes = &rest[bad..];
+            }
+        }
+    }
 }
 
 fn note_unrouted(unrouted: &mut Vec<(String, u64)>, logged: &mut std::collections::HashSet<Vec<u8>>, m: &[u8]) {
@@ -288,6 +331,9 @@ mod tests {
         assert_eq!(now_in_precision(None, t), 1_700_000_123_456_789_012);
         assert_eq!(now_in_precision(Some("ns"), t), 1_700_000_123_456_789_012);
         assert_eq!(now_in_precision(Some("u"), t), 1_700_000_123_456_789);
+        // influxd 1.6 reads `us` and `µ` timestamps as nanoseconds.
+        assert_eq!(now_in_precision(Some("us"), t), 1_700_000_123_456_789_012);
+        assert_eq!(now_in_precision(Some("µ"), t), 1_700_000_123_456_789_012);
         assert_eq!(now_in_precision(Some("ms"), t), 1_700_000_123_456);
         assert_eq!(now_in_precision(Some("s"), t), 1_700_000_123);
         assert_eq!(now_in_precision(Some("m"), t), 28_333_335);
