@@ -7,14 +7,14 @@
 //!   the measurement is dropped from backends the keymap no longer routes it to (never from a holder).
 //! * `GET /jobs`, `GET /jobs/ID`, `DELETE /jobs/ID` (cancel).
 //!
-//! How (`run.rs`): per measurement and retention policy, each participant is asked for a cheap digest
-//! per time window (`count(*)` per field, plus `sum(*)` with `values=true`, `GROUP BY time(shard group
-//! duration)`); only
-//! windows that differ are compared per series (`GROUP BY *`), and only series-windows that differ are
-//! copied, page by page (`epoch=ns`), from the participant with the most points, turned back into line
-//! protocol with each field's declared type (`lines.rs`). Copies are written to the lacking backend
-//! THROUGH ITS OUTBOX: the job thread hands a [`Batch`] to a worker, which appends it to that backend's
-//! outbox log and acknowledges once it is committed there (durable, ordered, counted like any write).
+//! How (`run.rs`, `copy.rs`, `digest.rs`): per measurement and retention policy, each participant is
+//! asked for a cheap digest per time window (`count(*)` per field, plus `sum(*)` with `values=true`,
+//! `GROUP BY time(shard group duration)`); only windows that differ are compared per series
+//! (`GROUP BY *`), and only series-windows that differ are copied, page by page (`epoch=ns`), from the
+//! participant with the most points, turned back into line protocol with each field's declared type
+//! (`lines.rs`). Copies are written to the lacking backend THROUGH ITS OUTBOX: the job thread hands a
+//! [`Batch`] to a worker, which appends it to that backend's outbox log and acknowledges once it is
+//! committed there (durable, ordered, counted like any write).
 //!
 //! Invariants:
 //! * A job's checkpoint (`<data-dir>/jobs/<id>.json`) only moves past a window once every batch of
@@ -25,6 +25,8 @@
 //!   (`upstream::lag`), so reads go to a replica that has caught up.
 //! * One job runs at a time, on its own thread; workers only ever see committed batches.
 
+mod copy;
+mod digest;
 pub mod influx;
 pub mod lines;
 mod run;
