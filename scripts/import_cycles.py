@@ -34,10 +34,13 @@ for m, p in files.items():
             t = resolve(c)
             if t and t != m and t != ():
                 edges[m].add(t)
-    for mo in re.finditer(r'\bsuper::([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)', src):
-        parent = list(m[:-1]) if not p.endswith('mod.rs') else list(m[:-1])
-        t = resolve(parent + mo.group(1).split('::'))
-        if t and t != m: edges[m].add(t)
+    for mo in re.finditer(r'\bsuper::(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)', src):
+        parent = list(m[:-1])
+        names = mo.group(1).strip('{}').split(',') if mo.group(1).startswith('{') else [mo.group(1)]
+        for name in names:
+            path = [x for x in name.strip().split('::') if x and x[0].islower()]
+            t = resolve(parent + path) or (tuple(parent) if tuple(parent) in files else None)
+            if t and t != m: edges[m].add(t)
 # tarjan
 idx = {}; low = {}; st = []; on = set(); sccs = []; c = [0]
 sys.setrecursionlimit(10000)
