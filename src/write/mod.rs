@@ -99,15 +99,7 @@ pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, 
 /// reads those timestamps as nanoseconds (checked against influxd 1.6.7) — and so must the stamp be.
 pub fn now_in_precision(precision: Option<&str>, now: SystemTime) -> i128 {
     let ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-    let unit: i128 = match precision.unwrap_or("ns") {
-        "u" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        _ => 1,
-    };
-    ns / unit
+    ns / i128::from(lineproto::precision_multiplier(precision))
 }
 
 /// `db=..&rp=..&precision=..`: the query string of the batch sent to a backend.
