@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::Backend;
-use crate::http::client::{BodyReader, parse_response_head};
+use crate::http::client::{BodyReader, UpstreamRequest, parse_response_head};
 use crate::http::params::encode;
 
 /// Largest answer the job reads from one query; its queries are paged to stay far below.
@@ -45,32 +45,31 @@ pub fn query(backend: &Backend, db: &str, q: &str, write: bool) -> Result<Vec<Va
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let params = format!("db={}&epoch=ns&q={}", encode(db), encode(q));
-    let mut req = if write {
-        format!(
-            "POST /query HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            backend.host,
-            params.len()
-        )
+    let auth = backend.auth.as_ref().map(|a| crate::http::basic_auth(&a.username, &a.password));
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    // Statements that change data go in a POST body, as InfluxDB requires; reads in the URL.
+    let request = if write {
+        UpstreamRequest {
+            headers: &headers,
+            close: true,
+            ..UpstreamRequest::post("/query", &backend.host, params.as_bytes())
+        }
     } else {
-        format!("GET /query?{params} HTTP/1.1\r\nHost: {}\r\n", backend.host)
+        let request = UpstreamRequest::get("/query", &backend.host);
+        UpstreamRequest { query: params.as_bytes(), headers: &headers[1..], close: true, ..request }
     };
-    req.push_str("User-Agent: influx-proxy-jobs\r\nConnection: close\r\n");
-    if let Some(auth) = &backend.auth {
-        req.push_str("Authorization: ");
-        req.push_str(&crate::http::basic_auth(&auth.username, &auth.password));
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    if write {
-        req.push_str(&params);
-    }
+    let mut req = Vec::with_capacity(params.len() + 256);
+    request.write_to(&mut req);
     match &backend.tls {
-        None => exchange(&mut stream, backend, req.as_bytes()),
+        None => exchange(&mut stream, backend, &req),
         Some(tls) => {
             let conn = tls.connection().map_err(|e| {
                 QueryError::Io(format!("backend {}: {}", backend.name, crate::net::tls::describe(&e, Some(&tls.trust))))
             })?;
-            exchange(&mut rustls::StreamOwned::new(conn, stream), backend, req.as_bytes())
+            exchange(&mut rustls::StreamOwned::new(conn, stream), backend, &req)
         }
     }
 }
