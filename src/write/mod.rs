@@ -173,8 +173,19 @@ pub fn store(
             note_unrouted(&mut unrouted, logged_unrouted, m);
             continue;
         };
-        let parts: [&[u8]; 3] = [line.text, if line.has_timestamp { b"" } else { ts }, b"\n"];
-        let size = (line.text.len() + parts[1].len() + 1) as u64;
+        // One copy where the body holds the line as it is stored; else text, receive time, newline.
+        let (whole, pieces);
+        let parts: &[&[u8]] = match line.with_newline.filter(|_| line.has_timestamp) {
+            Some(w) => {
+                whole = [w];
+                &whole
+            }
+            None => {
+                pieces = [line.text, if line.has_timestamp { b"" } else { ts }, b"\n"];
+                &pieces
+            }
+        };
+        let size = parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let mut taken = false;
         for &b in config.routes.backends(route) {
             let b = usize::from(b);
@@ -185,7 +196,7 @@ pub fn store(
                 let t = targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
                 outbox.enter_request(request, t.as_bytes());
             }
-            match outbox.append_line(&parts) {
+            match outbox.append_line(parts) {
                 Ok(()) => {
                     taken = true;
                     lines[b] += 1;

@@ -70,6 +70,9 @@ pub struct Line<'a> {
     pub measurement_escaped: bool,
     /// A timestamp follows the field set.
     pub has_timestamp: bool,
+    /// The text and the `\n` right after it in the body, when it has one there (most lines): what
+    /// the line is stored as when it has a timestamp, in one copy.
+    pub with_newline: Option<&'a [u8]>,
 }
 
 impl<'a> Line<'a> {
@@ -155,6 +158,7 @@ impl<'a> Lines<'a> {
                 measurement_len: good.measurement_len,
                 measurement_escaped: false,
                 has_timestamp: good.has_timestamp,
+                with_newline: None,
             };
             return (good.end, Ok(line));
         }
@@ -164,7 +168,10 @@ impl<'a> Lines<'a> {
         match check_plain(stretch, body_end, self.multiplier) {
             Plain::Good { end, measurement_len, has_timestamp } => {
                 let text = strip_cr(&stretch[..end]);
-                (start + end, Ok(Line { text, measurement_len, measurement_escaped: false, has_timestamp }))
+                (
+                    start + end,
+                    Ok(Line { text, measurement_len, measurement_escaped: false, has_timestamp, with_newline: None }),
+                )
             }
             Plain::Bad(at, error) => match memchr(b'\n', &stretch[at..]) {
                 Some(n) => (start + at + n, Err(error)),
@@ -209,7 +216,14 @@ impl<'a> Iterator for Lines<'a> {
                 _ => {
                     let (end, verdict) = self.next_line(line_start, start);
                     self.pos = end + 1;
-                    return Some(verdict.map_err(|error| BadLine { text: line_text(&buf[start..end]), error }));
+                    return Some(match verdict {
+                        Ok(mut line) => {
+                            let whole = buf.get(start..=end).filter(|w| w.len() == line.text.len() + 1);
+                            line.with_newline = whole.filter(|w| w.last() == Some(&b'\n'));
+                            Ok(line)
+                        }
+                        Err(error) => Err(BadLine { text: line_text(&buf[start..end]), error }),
+                    });
                 }
             }
         }
@@ -399,7 +413,7 @@ fn parse_point<'a>(
             return Err(LineError::PointInvalid);
         }
     }
-    Ok(Line { text, measurement_len, measurement_escaped, has_timestamp })
+    Ok(Line { text, measurement_len, measurement_escaped, has_timestamp, with_newline: None })
 }
 
 #[cfg(test)]
