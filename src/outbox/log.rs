@@ -117,7 +117,13 @@ pub struct Log {
     records_begun: u64,
     /// The last front found: (segment seq, offset) identify it, and a sealed record never changes.
     front_cache: Option<Front>,
+    /// (segment seq, offset, lines) of the records this run sealed and not yet acknowledged, oldest
+    /// first (at most [`SEALED_LINES_KEPT`]): the sender need not count a batch's lines again.
+    sealed_lines: VecDeque<(u64, usize, u64)>,
 }
+
+/// Records whose line count is remembered; beyond, through a long outage, the sender counts them.
+const SEALED_LINES_KEPT: usize = 65_536;
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering whatever a previous run left there.
@@ -155,6 +161,7 @@ impl Log {
             pending_bytes: 0,
             records_begun: 0,
             front_cache: None,
+            sealed_lines: VecDeque::new(),
         };
         log.first_fresh_seq = log.next_seq;
         let mut rec = Recovery::default();
@@ -345,6 +352,9 @@ impl Log {
         self.moving = true;
         let copied = self.begin(target).and_then(|()| self.append(&[payload]));
         self.moving = false;
+        if let Some(open) = &mut self.open {
+            open.lines = memchr::memchr_iter(b'\n', payload).count();
+        }
         if copied.is_err() {
             // Whatever was begun holds nothing committed: sealing erases it.
             if let Some(open) = &mut self.open {
@@ -403,6 +413,9 @@ impl Log {
         }
         self.pending_records += 1;
         self.pending_bytes += open.committed as u64;
+        if self.sealed_lines.len() < SEALED_LINES_KEPT {
+            self.sealed_lines.push_back((tail.seq, open.start, open.lines as u64));
+        }
         BackendState::add(&self.state.backlog_records, 1);
         BackendState::add(&self.state.backlog_bytes, open.committed as u64);
     }
@@ -518,6 +531,14 @@ impl Log {
         front.seq < self.first_fresh_seq
     }
 
+    /// Lines of `front`, when this run sealed it (else the caller counts them).
+    pub fn record_lines(&self, front: &Front) -> Option<u64> {
+        match self.sealed_lines.front() {
+            Some(&(seq, off, lines)) if (seq, off) == (front.seq, front.off) => Some(lines),
+            _ => None,
+        }
+    }
+
     /// Target and payload bytes of `front`.
     pub fn record(&self, front: &Front) -> (&[u8], &[u8]) {
         match self.segments.front() {
@@ -543,6 +564,10 @@ impl Log {
         }
         seg.store_acked(front.next);
         seg.release_acked();
+        // Also drops what a skipped (damaged) record left at the head.
+        while self.sealed_lines.front().is_some_and(|&(seq, off, _)| (seq, off) <= (front.seq, front.off)) {
+            self.sealed_lines.pop_front();
+        }
         let bytes = front.payload_len() as u64;
         self.pending_records = self.pending_records.saturating_sub(1);
         self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
@@ -658,6 +683,33 @@ mod tests {
         assert_eq!(log.pending_records(), 2);
         assert_eq!(drain(&mut log), vec![("db=a".into(), "m v=1\nm v=2\n".into()), ("db=b".into(), "n v=3\n".into())]);
         assert!(log.is_drained());
+    }
+
+    #[test]
+    fn sealed_records_remember_their_lines_until_acknowledged() {
+        let d = Dir::new("lines");
+        {
+            let (mut log, _) = open(&d.0, 1 << 16);
+            log.begin(b"db=a").unwrap();
+            line(&mut log, "m v=1");
+            line(&mut log, "m v=2");
+            log.seal();
+            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n").unwrap();
+            let first = log.front().unwrap();
+            assert_eq!(log.record_lines(&first), Some(2));
+            log.ack(&first);
+            let second = log.front().unwrap();
+            assert_eq!(log.record_lines(&second), Some(3), "a copied record counts its lines, not its appends");
+            log.begin(b"db=c").unwrap();
+            line(&mut log, "o v=1");
+            log.seal();
+            std::mem::forget(log);
+        }
+        // Recovered records were sealed by another run: the sender counts them.
+        let (mut log, _) = open(&d.0, 1 << 16);
+        let f = log.front().unwrap();
+        assert_eq!(log.record(&f).1, b"n v=1\nn v=2\nn v=3\n");
+        assert_eq!(log.record_lines(&f), None);
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Outbox {
         };
         let Some(conn) = conn.as_mut() else { return };
         let (target, payload) = log.record(&front);
-        let lines = memchr::memchr_iter(b'\n', payload).count() as u64;
+        let lines = log.record_lines(&front).unwrap_or_else(|| memchr::memchr_iter(b'\n', payload).count() as u64);
         // A failed compression cannot happen with libdeflate's bound-sized buffer; plain bytes are
         // still right if it did.
         let (body, gzipped) = match (level > 0).then(|| cx.deflate.gzip(level, payload)).flatten() {
