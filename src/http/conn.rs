@@ -28,8 +28,8 @@ use crate::defaults::{
 use crate::http::output::Output;
 use crate::http::request::{ChunkedDecoder, Head, parse_head};
 use crate::http::response::{Response, write_error};
+use crate::net::SocketResult;
 use crate::net::stream::Stream;
-use crate::net::{SocketResult, read_into};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl Connection {
 
     /// A lingering connection drops what arrives; false once the client closed (or errored).
     pub fn drain_lingering(&mut self) -> bool {
-        let (_, end) = read_into(&mut self.stream, &mut self.rbuf, OUTPUT_KEEP_BYTES);
+        let (_, end) = self.stream.read_into(&mut self.rbuf, OUTPUT_KEEP_BYTES);
         self.rbuf.clear();
         matches!(end, SocketResult::WouldBlock)
     }
@@ -220,7 +220,7 @@ impl Connection {
             return ReadEnd::Drained;
         }
         let room = limit.saturating_sub(self.rbuf.len()).max(READ_CHUNK);
-        let (n, result) = read_into(&mut self.stream, &mut self.rbuf, room);
+        let (n, result) = self.stream.read_into(&mut self.rbuf, room);
         if n > 0 {
             self.last_active = Instant::now();
         }

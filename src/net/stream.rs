@@ -18,11 +18,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::SocketResult;
 use super::tls::{ClientTls, Trust, describe};
 
 /// What Go's https server answers a plain-HTTP request with (so does InfluxDB).
@@ -262,6 +264,56 @@ impl TlsStream {
     }
 }
 
+impl Stream {
+    /// Reads into `buf` until it would block, EOF, or `max` more bytes were read, as
+    /// [`super::read_into`] does. A plain socket reads straight into the vector's spare capacity:
+    /// `Read::read_to_end` zeroes spare capacity before reading into it, a memset of every byte a
+    /// client sends.
+    pub fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> (usize, SocketResult) {
+        match self {
+            Stream::Plain(tcp) => recv_into(tcp, buf, max),
+            Stream::Tls(_) => super::read_into(self, buf, max),
+        }
+    }
+}
+
+/// Spare capacity a read asks for at least (more when the vector is bigger: it doubles).
+const MIN_READ: usize = 8 << 10;
+
+fn recv_into(tcp: &TcpStream, buf: &mut Vec<u8>, max: usize) -> (usize, SocketResult) {
+    let start = buf.len();
+    loop {
+        let total = buf.len() - start;
+        if total >= max {
+            return (total, SocketResult::Continue);
+        }
+        if buf.spare_capacity_mut().is_empty() {
+            buf.reserve((max - total).min(buf.capacity().max(MIN_READ)));
+        }
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(max - total);
+        // SAFETY: `recv` writes at most `want` bytes to the start of the spare capacity, which is at
+        // least `want` bytes long, and reports how many it wrote.
+        let n = unsafe { libc::recv(tcp.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
+        match usize::try_from(n) {
+            Ok(0) => return (total, SocketResult::Closed),
+            // SAFETY: the first `n` bytes of the spare capacity were just written by `recv`.
+            Ok(n) => unsafe { buf.set_len(buf.len() + n) },
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => return (total, SocketResult::WouldBlock),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                        return (total, SocketResult::Closed);
+                    }
+                    _ => return (total, SocketResult::Error(e)),
+                }
+            }
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -298,5 +350,46 @@ impl mio::event::Source for Stream {
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         self.tcp_mut().deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_read_stops_at_max_would_block_and_eof() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut stream = Stream::Plain(TcpStream::from_std(server));
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&sent).unwrap();
+        let mut buf = b"kept".to_vec();
+        let (n, end) = stream.read_into(&mut buf, 30_000);
+        assert_eq!(n, 30_000);
+        assert!(matches!(end, SocketResult::Continue));
+        // The rest arrives in pieces on loopback: read until it is all there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while buf.len() < 4 + sent.len() && std::time::Instant::now() < deadline {
+            let (_, end) = stream.read_into(&mut buf, 1 << 20);
+            assert!(matches!(end, SocketResult::WouldBlock), "{end:?}");
+        }
+        assert_eq!(&buf[..4], b"kept");
+        assert!(buf[4..] == sent[..], "every byte, in order");
+        drop(peer);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (n, end) = stream.read_into(&mut buf, 1 << 20);
+            assert_eq!(n, 0);
+            match end {
+                SocketResult::Closed => break,
+                SocketResult::WouldBlock if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
