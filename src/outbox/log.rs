@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::deflate::{Deflate, KeptGzip};
 use super::segment::{self, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len};
 use crate::cli::SyncPolicy;
 use crate::upstream::BackendState;
@@ -117,13 +118,26 @@ pub struct Log {
     records_begun: u64,
     /// The last front found: (segment seq, offset) identify it, and a sealed record never changes.
     front_cache: Option<Front>,
-    /// (segment seq, offset, lines) of the records this run sealed and not yet acknowledged, oldest
-    /// first (at most [`SEALED_LINES_KEPT`]): the sender need not count a batch's lines again.
-    sealed_lines: VecDeque<(u64, usize, u64)>,
+    /// The records this run sealed and that are not acknowledged yet, oldest first (at most
+    /// [`SEALED_KEPT`]): what the sender need not work out again.
+    sealed: VecDeque<Sealed>,
 }
 
-/// Records whose line count is remembered; beyond, through a long outage, the sender counts them.
-const SEALED_LINES_KEPT: usize = 65_536;
+/// A record sealed by this run.
+struct Sealed {
+    seq: u64,
+    off: usize,
+    /// Where its payload is in its segment.
+    payload: (usize, usize),
+    lines: u64,
+    /// The payload gzipped, made once for all the replicas that sealed the same batch.
+    gzip: Option<KeptGzip>,
+    /// `gzip_sealed` has seen it (and compressed it, budget allowing).
+    considered: bool,
+}
+
+/// Sealed records remembered; beyond, through a long outage, the sender counts them.
+const SEALED_KEPT: usize = 65_536;
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering whatever a previous run left there.
@@ -161,7 +175,7 @@ impl Log {
             pending_bytes: 0,
             records_begun: 0,
             front_cache: None,
-            sealed_lines: VecDeque::new(),
+            sealed: VecDeque::new(),
         };
         log.first_fresh_seq = log.next_seq;
         let mut rec = Recovery::default();
@@ -413,8 +427,16 @@ impl Log {
         }
         self.pending_records += 1;
         self.pending_bytes += open.committed as u64;
-        if self.sealed_lines.len() < SEALED_LINES_KEPT {
-            self.sealed_lines.push_back((tail.seq, open.start, open.lines as u64));
+        if self.sealed.len() < SEALED_KEPT {
+            let payload = open.start + RECORD_HEADER + open.target_len;
+            self.sealed.push_back(Sealed {
+                seq: tail.seq,
+                off: open.start,
+                payload: (payload, payload + open.committed),
+                lines: open.lines as u64,
+                gzip: None,
+                considered: false,
+            });
         }
         BackendState::add(&self.state.backlog_records, 1);
         BackendState::add(&self.state.backlog_bytes, open.committed as u64);
@@ -531,11 +553,34 @@ impl Log {
         front.seq < self.first_fresh_seq
     }
 
+    /// What is remembered of `front`, when this run sealed it.
+    fn sealed_front(&self, front: &Front) -> Option<&Sealed> {
+        self.sealed.front().filter(|s| (s.seq, s.off) == (front.seq, front.off))
+    }
+
     /// Lines of `front`, when this run sealed it (else the caller counts them).
     pub fn record_lines(&self, front: &Front) -> Option<u64> {
-        match self.sealed_lines.front() {
-            Some(&(seq, off, lines)) if (seq, off) == (front.seq, front.off) => Some(lines),
-            _ => None,
+        self.sealed_front(front).map(|s| s.lines)
+    }
+
+    /// The payload of `front` gzipped at `level`, when it was compressed at its seal.
+    pub fn record_gzip(&self, front: &Front, level: u32) -> Option<&[u8]> {
+        self.sealed_front(front)?.gzip.as_ref().filter(|g| g.level == level).map(|g| &g.bytes[..])
+    }
+
+    /// Compresses the records sealed since the last call and keeps the result with them (as far as
+    /// the worker's budget goes, see `Deflate::keep`). Replicas seal byte-identical batches at the same
+    /// moment: called for all of a worker's outboxes right after they sealed, `deflate` compresses
+    /// each batch once (its cache serves the other replicas), however far behind one replica's sends
+    /// are.
+    pub fn gzip_sealed(&mut self, level: u32, deflate: &mut Deflate) {
+        let Log { sealed, segments, .. } = self;
+        for s in sealed.iter_mut().rev().take_while(|s| !s.considered) {
+            s.considered = true;
+            let segment = segments.iter().rev().find(|g| g.seq == s.seq);
+            if let Some(payload) = segment.and_then(|g| g.bytes().get(s.payload.0..s.payload.1)) {
+                s.gzip = deflate.keep(level, payload);
+            }
         }
     }
 
@@ -565,8 +610,8 @@ impl Log {
         seg.store_acked(front.next);
         seg.release_acked();
         // Also drops what a skipped (damaged) record left at the head.
-        while self.sealed_lines.front().is_some_and(|&(seq, off, _)| (seq, off) <= (front.seq, front.off)) {
-            self.sealed_lines.pop_front();
+        while self.sealed.front().is_some_and(|s| (s.seq, s.off) <= (front.seq, front.off)) {
+            self.sealed.pop_front();
         }
         let bytes = front.payload_len() as u64;
         self.pending_records = self.pending_records.saturating_sub(1);
@@ -710,6 +755,38 @@ mod tests {
         let f = log.front().unwrap();
         assert_eq!(log.record(&f).1, b"n v=1\nn v=2\nn v=3\n");
         assert_eq!(log.record_lines(&f), None);
+    }
+
+    #[test]
+    fn replicas_sealing_the_same_batch_compress_it_once() {
+        let (da, db) = (Dir::new("gz-a"), Dir::new("gz-b"));
+        let (mut a, _) = open(&da.0, 1 << 16);
+        let (mut b, _) = open(&db.0, 1 << 16);
+        let mut deflate = Deflate::default();
+        for log in [&mut a, &mut b] {
+            log.begin(b"db=x").unwrap();
+            for i in 0..100 {
+                line(log, &format!("m v={i} {i}"));
+            }
+            log.seal();
+        }
+        a.gzip_sealed(1, &mut deflate);
+        b.gzip_sealed(1, &mut deflate);
+        let (fa, fb) = (a.front().unwrap(), b.front().unwrap());
+        let (ga, gb) = (a.record_gzip(&fa, 1).unwrap(), b.record_gzip(&fb, 1).unwrap());
+        assert_eq!(ga.as_ptr(), gb.as_ptr(), "one compression serves both replicas");
+        let mut plain = Vec::new();
+        crate::write::gunzip::Gunzip::new().decompress(ga, 1 << 20, &mut plain).unwrap();
+        assert_eq!(plain, a.record(&fa).1);
+        assert_eq!(a.record_gzip(&fa, 6), None, "another level is compressed when sent");
+        // Later seals are compressed by a later call; what was compressed is not compressed again.
+        a.begin(b"db=x").unwrap();
+        line(&mut a, "m v=1 1");
+        a.seal();
+        a.gzip_sealed(1, &mut deflate);
+        a.ack(&fa);
+        let next = a.front().unwrap();
+        assert!(a.record_gzip(&next, 1).is_some());
     }
 
     #[test]

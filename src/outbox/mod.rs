@@ -277,16 +277,30 @@ impl Outbox {
 
     // ---------------------------------------------------------------- timers
 
-    /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
-    pub fn tick(&mut self, cx: &mut Cx) {
-        let interval = self.backend.interval;
+    /// Seals the open batch if it is old enough.
+    pub fn seal_aged(&mut self, now: Instant) {
         // Replicas open their batches at the same line, microseconds apart: the slack seals them at the
         // same tick, so they stay byte-identical and the worker compresses each batch once (deflate.rs).
         if let Some(open) = self.own().open_record()
-            && cx.now.duration_since(open.opened) + SEAL_SLACK >= interval
+            && now.duration_since(open.opened) + SEAL_SLACK >= self.backend.interval
         {
             self.own().seal();
         }
+    }
+
+    /// Compresses the batches sealed since the last call (see `Log::gzip_sealed`).
+    pub fn gzip_sealed(&mut self, deflate: &mut deflate::Deflate) {
+        let level = self.backend.gzip;
+        if level > 0 {
+            for log in &mut self.logs {
+                log.gzip_sealed(level, deflate);
+            }
+        }
+    }
+
+    /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
+    pub fn tick(&mut self, cx: &mut Cx) {
+        self.seal_aged(cx.now);
         if let Some(f) = &self.inflight
             && cx.now >= f.deadline
         {

@@ -119,7 +119,12 @@ impl Outbox {
         let lines = log.record_lines(&front).unwrap_or_else(|| memchr::memchr_iter(b'\n', payload).count() as u64);
         // A failed compression cannot happen with libdeflate's bound-sized buffer; plain bytes are
         // still right if it did.
-        let (body, gzipped) = match (level > 0).then(|| cx.deflate.gzip(level, payload)).flatten() {
+        let gzip = match log.record_gzip(&front, level) {
+            Some(gz) => Some(gz),
+            None if level > 0 => cx.deflate.gzip(level, payload),
+            None => None,
+        };
+        let (body, gzipped) = match gzip {
             Some(gz) => (gz, true),
             None => (payload, false),
         };

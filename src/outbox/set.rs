@@ -145,6 +145,14 @@ impl Outboxes {
     /// delivered everything.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
         let Outboxes { outboxes, deflate, .. } = self;
+        // Every batch due is sealed and compressed before any is sent: replicas' identical batches
+        // then meet in the compressor's cache and are compressed once.
+        for (_, o) in outboxes.iter_mut() {
+            o.seal_aged(now);
+        }
+        for (_, o) in outboxes.iter_mut() {
+            o.gzip_sealed(deflate);
+        }
         for (_, o) in outboxes.iter_mut() {
             o.tick(&mut Cx { now, registry, deflate });
         }
