@@ -712,3 +712,34 @@ fn ping_get_head_and_verbose() {
     conn.send("GET", "/ping", &[], b"");
     assert_eq!(conn.read_response().status, 204);
 }
+
+#[test]
+fn uncompressed_batches_far_larger_than_a_socket_buffer_arrive_whole() {
+    // `gzip 0`: the batch is sent straight from the outbox log (not copied into the request), over
+    // many writable events; both replicas must get every line, byte for byte.
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxds");
+    let plain = util::site::fast_with(&[("gzip", "0"), ("interval", "200")]);
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), &plain)
+        .backend("b", &b.url(), &plain)
+        .keymap("_default_", &["a", "b"]);
+    let rig = Rig::start(config, &[]);
+    let mut body = String::new();
+    for i in 0..40_000u64 {
+        body.push_str(&format!(
+            "big,host=h{},region=r{} value={i},pad=\"{}\" {}\n",
+            i % 97,
+            i % 5,
+            "x".repeat(40),
+            1_000 + i
+        ));
+    }
+    assert!(body.len() > 3 << 20, "{} bytes", body.len());
+    let r = rig.write(&format!("db={DB}"), body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    for influxd in [&a, &b] {
+        wait_count(influxd, DB, "big", 40_000);
+        let sums = rows(influxd, "SELECT sum(value) FROM big");
+        assert_eq!(sums[0][1], serde_json::json!((0..40_000u64).sum::<u64>()), "{}", influxd.addr());
+    }
+}

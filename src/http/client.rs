@@ -39,6 +39,15 @@ impl<'a> UpstreamRequest<'a> {
 
     /// Appends the request (head and body) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_head_to(out);
+        if let Some(body) = self.body {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Appends the request's head to `out`, announcing the body's length but leaving the body out: a
+    /// caller that keeps the body elsewhere sends it from there (`upstream::Conn::lend_body`).
+    pub fn write_head_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.path.as_bytes());
@@ -62,7 +71,6 @@ impl<'a> UpstreamRequest<'a> {
             out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(body.len().to_string().as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
-            out.extend_from_slice(body);
         } else {
             out.extend_from_slice(b"\r\n");
         }

@@ -31,6 +31,8 @@ pub(super) struct InFlight {
     answer: Vec<u8>,
     /// The connection had served earlier requests (see `Conn::exchanges`).
     reused: bool,
+    /// The body is the record's payload, sent from the log rather than copied (uncompressed sends).
+    lent: bool,
 }
 
 impl Outbox {
@@ -140,12 +142,19 @@ impl Outbox {
             headers[n] = ("Authorization", auth);
             n += 1;
         }
-        UpstreamRequest {
+        let request = UpstreamRequest {
             query: target,
             headers: &headers[..n],
             ..UpstreamRequest::post("/write", &backend.host, body)
+        };
+        // A compressed body lives in a buffer the next compression reuses: it is copied. A plain one
+        // is the sealed record itself, which stays in the log until acknowledged: it is lent.
+        if gzipped {
+            request.write_to(&mut conn.out);
+        } else {
+            request.write_head_to(&mut conn.out);
+            conn.lend_body(body.len());
         }
-        .write_to(&mut conn.out);
         let reused = conn.exchanges > 0;
         self.inflight = Some(InFlight {
             source,
@@ -156,30 +165,41 @@ impl Outbox {
             ex: Exchange::default(),
             answer: Vec::new(),
             reused,
+            lent: !gzipped,
         });
         self.on_event(cx);
     }
 
     /// Readiness on the connection (or a nudge after starting a send).
     pub fn on_event(&mut self, cx: &mut Cx) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Outbox { conn, inflight, logs, parked, .. } = self;
+        let Some(conn) = conn.as_mut() else {
             return;
         };
-        let Some(f) = self.inflight.as_mut() else {
+        let Some(f) = inflight.as_mut() else {
             // Idle keep-alive connection: anything readable is the backend closing it (or junk).
             if !matches!(conn.fill(READ_CHUNK), Ok(fill) if !fill.closed && fill.read == 0) {
                 self.drop_conn(cx.registry);
             }
             return;
         };
+        let log = match f.source {
+            Source::Main(i) => logs.get(i),
+            Source::Parked(i) => parked.get(i).map(|p| &p.log),
+        };
+        // The lent body; should the record be gone, the length check in `Conn::flush` fails the send.
+        let lent = match log {
+            Some(log) if f.lent => log.record(&f.front).1,
+            _ => &[],
+        };
         // An answer to a write is small; a backend streaming more than a few MB is not answering a
         // write, and the send timeout will deal with it. The bound keeps this event handler short.
-        let mut step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry);
+        let mut step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry, lent);
         for _ in 0..64 {
             match step {
                 Ok(d) if !d.done && !d.blocked => {
                     f.answer.truncate(MAX_UPSTREAM_ERROR_BODY);
-                    step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry);
+                    step = conn.drive(&mut f.ex, &mut f.answer, READ_CHUNK, cx.registry, lent);
                 }
                 _ => break,
             }

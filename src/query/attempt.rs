@@ -224,7 +224,7 @@ impl Attempt {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ConnError::NotConnected.to_string());
         };
-        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry) {
+        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry, &[]) {
             Ok(d) => d,
             Err(e) if self.reused && !self.answered && conn.inbuf.is_empty() && self.ex.head.is_none() => {
                 return self.retry_fresh(registry, e);

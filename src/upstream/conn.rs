@@ -17,9 +17,12 @@ pub struct Conn {
     pub token: Token,
     stream: Stream,
     connected: bool,
-    /// Request bytes; `sent` of them are written.
+    /// Request bytes; `sent` of them are written (then `sent - out.len()` of the lent body).
     pub out: Vec<u8>,
     sent: usize,
+    /// Length of the request body the caller keeps and passes to every `drive` (a sealed batch sent
+    /// straight from its outbox log, without a copy into `out`); 0 when the body is in `out`.
+    lent: usize,
     /// Response bytes read and not consumed yet.
     pub inbuf: Vec<u8>,
     /// Completed request/response exchanges. A failure on a reused connection before any answer may
@@ -78,7 +81,7 @@ impl Conn {
     ) -> io::Result<Conn> {
         let mut stream = Stream::connect(addr, tls)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Conn { token, stream, connected: false, out: Vec::new(), sent: 0, inbuf: Vec::new(), exchanges: 0 })
+        Ok(Conn { token, stream, connected: false, out: Vec::new(), sent: 0, lent: 0, inbuf: Vec::new(), exchanges: 0 })
     }
 
     pub fn deregister(&mut self, registry: &Registry) {
@@ -108,16 +111,24 @@ impl Conn {
     pub fn begin_request(&mut self, registry: &Registry) {
         self.out.clear();
         self.sent = 0;
+        self.lent = 0;
         self.set_interest(registry, Interest::READABLE | Interest::WRITABLE);
+    }
+
+    /// The request's body, `len` bytes, follows `out` but stays with the caller, who passes it to
+    /// every `drive` until the request is sent.
+    pub fn lend_body(&mut self, len: usize) {
+        self.lent = len;
     }
 
     /// Every byte is on the socket (none waits encrypted in the TLS layer either).
     pub fn request_sent(&self) -> bool {
-        self.sent >= self.out.len() && !self.stream.wants_write()
+        self.sent >= self.out.len() + self.lent && !self.stream.wants_write()
     }
 
-    /// Completes the connect if needed, then writes what is left of `out`. `Ok(true)`: all written.
-    pub fn flush(&mut self) -> Result<bool, ConnError> {
+    /// Completes the connect if needed, then writes what is left of `out` and of the `lent` body.
+    /// `Ok(true)`: all written.
+    pub fn flush(&mut self, lent: &[u8]) -> Result<bool, ConnError> {
         if !self.connected {
             if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
                 return Err(ConnError::Connect(e));
@@ -128,7 +139,20 @@ impl Conn {
                 Err(e) => return Err(ConnError::Connect(e)),
             }
         }
-        match write_from(&mut self.stream, &self.out, &mut self.sent) {
+        let head = self.out.len();
+        let mut result = SocketResult::Continue;
+        if self.sent < head {
+            result = write_from(&mut self.stream, &self.out, &mut self.sent);
+        }
+        if self.lent > 0 && self.sent >= head && matches!(result, SocketResult::Continue) {
+            if lent.len() != self.lent {
+                return Err(ConnError::Write(io::Error::other("the request body changed while it was sent")));
+            }
+            let mut pos = self.sent - head;
+            result = write_from(&mut self.stream, lent, &mut pos);
+            self.sent = head + pos;
+        }
+        match result {
             SocketResult::Continue => Ok(true),
             SocketResult::WouldBlock => Ok(false),
             SocketResult::Closed => Err(ConnError::ClosedWhileSending),
@@ -153,18 +177,20 @@ impl Conn {
         let _ = registry.reregister(&mut self.stream, self.token, interest);
     }
 
-    /// Advances one request/response exchange: sends what is left of the request, then reads at most
-    /// `budget` bytes of the answer, decoding body bytes into `body`. The caller passes a small budget
-    /// (or 0) when it cannot take more output yet; the socket is then read again when it asks.
+    /// Advances one request/response exchange: sends what is left of the request (`lent`: the body
+    /// given to `lend_body`, else empty), then reads at most `budget` bytes of the answer, decoding
+    /// body bytes into `body`. The caller passes a small budget (or 0) when it cannot take more output
+    /// yet; the socket is then read again when it asks.
     pub fn drive(
         &mut self,
         ex: &mut Exchange,
         body: &mut Vec<u8>,
         budget: usize,
         registry: &Registry,
+        lent: &[u8],
     ) -> Result<Drive, ConnError> {
         if !self.request_sent() {
-            if !self.flush()? {
+            if !self.flush(lent)? {
                 return Ok(Drive { done: false, blocked: true, read: 0 });
             }
             // Keep the buffer for the next request (a fresh allocation of this size costs page faults),
