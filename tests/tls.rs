@@ -632,3 +632,47 @@ fn an_ip_url_is_verified_against_the_ip_sans() {
         h["up"] == false && h["last_error"].as_str().is_some_and(|e| e.contains("not valid for name \"127.0.0.1\""))
     });
 }
+
+#[test]
+fn compressed_batches_larger_than_the_socket_buffer_reach_an_https_backend_without_a_stall() {
+    // Batches of barely compressible lines (4 MiB each, ~3 MB gzipped) over TLS: each request takes
+    // many writable events, and every byte the TLS layer holds must reach the socket without waiting
+    // for the send timeout (30 s here, longer than the wait below).
+    if !tools() {
+        return;
+    }
+    let pki = Pki::new();
+    let i1 = HttpsInfluxd::start(&pki);
+    let ca = pki.path("ca.pem");
+    let config = ProxyConfig::new()
+        .backend("i1", &i1.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1"), ("timeout", "30000")])
+        .keymap("_default_", &["i1"]);
+    let site = Site::start(pki, config, &[]);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut body = String::new();
+    for i in 0..90_000u64 {
+        body.push_str(&format!(
+            "noise,h={:x} value={i},s=\"{:x}{:x}{:x}\" {}\n",
+            random(),
+            random(),
+            random(),
+            random(),
+            1_600_000_000_000_000_000u64 + i
+        ));
+    }
+    assert!(body.len() > 8 << 20, "{} bytes", body.len());
+    let file = site.pki.dir.join("noise.txt");
+    std::fs::write(&file, &body).unwrap();
+    let (status, answer) = curl(
+        &site.ca(),
+        &["-XPOST", &site.url(&format!("/write?db={DB}")), "--data-binary", &format!("@{}", file.display())],
+    );
+    assert_eq!(status, 204, "{answer}");
+    wait_until(WAIT, "every line on the https backend", || i1.count(&site.pki, "noise") == 90_000);
+}

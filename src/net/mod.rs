@@ -45,8 +45,9 @@ pub enum SocketResult {
 /// and how it ended.
 pub fn read_into<R: Read>(src: &mut R, buf: &mut Vec<u8>, max: usize) -> (usize, SocketResult) {
     let start = buf.len();
-    // `read_to_end` reads into the vector's spare capacity without zeroing it first, and keeps what it
-    // read when it stops on an error (WouldBlock included); `take` bounds it.
+    // `read_to_end` keeps what it read when it stops on an error (WouldBlock included); `take` bounds
+    // it. It zeroes spare capacity before reading into it (for readers without `read_buf`, as here):
+    // client connections on plain sockets use `Stream::read_into`, which does not.
     let result = src.take(max as u64).read_to_end(buf);
     let total = buf.len() - start;
     match result {

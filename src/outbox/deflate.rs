@@ -52,7 +52,9 @@ impl Drop for KeptGzip {
 }
 
 /// Compressed batches the records of one worker keep at most; beyond, batches are compressed when
-/// sent (through the cache). On the load bench one sink often runs 100–200 ms behind the other:
+/// sent (through the cache). A batch shared by replicas counts once per record holding it, so with
+/// two replicas about half of this is memory; the bound is checked before a batch is added, so it may
+/// be passed by one batch. On the load bench one sink often runs 100–200 ms behind the other:
 /// 16 MiB covers that, and replicas then compress each batch once instead of 1.5 times on average.
 const HELD_BYTES: usize = 16 << 20;
 

@@ -136,8 +136,9 @@ struct Sealed {
     considered: bool,
 }
 
-/// Sealed records remembered; beyond, through a long outage, the sender counts them.
-const SEALED_KEPT: usize = 65_536;
+/// Sealed records remembered (about 80 bytes each); beyond, through a long outage, the sender
+/// counts their lines and compresses them when it sends them.
+const SEALED_KEPT: usize = 8192;
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering whatever a previous run left there.
@@ -360,14 +361,14 @@ impl Log {
         Ok(())
     }
 
-    /// Appends a whole record moved from another log of the same backend (parking). It is already counted
-    /// against `maxdisk`, so the cap does not apply; on error nothing is left open.
-    pub fn copy_record(&mut self, target: &[u8], payload: &[u8]) -> Result<(), AppendError> {
+    /// Appends a whole record moved from another log of the same backend (parking), of `lines` points.
+    /// It is already counted against `maxdisk`, so the cap does not apply; on error nothing is left open.
+    pub fn copy_record(&mut self, target: &[u8], payload: &[u8], lines: u64) -> Result<(), AppendError> {
         self.moving = true;
         let copied = self.begin(target).and_then(|()| self.append(&[payload]));
         self.moving = false;
         if let Some(open) = &mut self.open {
-            open.lines = memchr::memchr_iter(b'\n', payload).count();
+            open.lines = lines as usize;
         }
         if copied.is_err() {
             // Whatever was begun holds nothing committed: sealing erases it.
@@ -573,10 +574,15 @@ impl Log {
     /// moment: called for all of a worker's outboxes right after they sealed, `deflate` compresses
     /// each batch once (its cache serves the other replicas), however far behind one replica's sends
     /// are.
+    /// At `level` 0 (no compression) the new records are only marked seen, so that a reload turning
+    /// compression on later does not compress the whole backlog at once.
     pub fn gzip_sealed(&mut self, level: u32, deflate: &mut Deflate) {
         let Log { sealed, segments, .. } = self;
         for s in sealed.iter_mut().rev().take_while(|s| !s.considered) {
             s.considered = true;
+            if level == 0 {
+                continue;
+            }
             let segment = segments.iter().rev().find(|g| g.seq == s.seq);
             if let Some(payload) = segment.and_then(|g| g.bytes().get(s.payload.0..s.payload.1)) {
                 s.gzip = deflate.keep(level, payload);
@@ -739,12 +745,12 @@ mod tests {
             line(&mut log, "m v=1");
             line(&mut log, "m v=2");
             log.seal();
-            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n").unwrap();
+            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n", 3).unwrap();
             let first = log.front().unwrap();
             assert_eq!(log.record_lines(&first), Some(2));
             log.ack(&first);
             let second = log.front().unwrap();
-            assert_eq!(log.record_lines(&second), Some(3), "a copied record counts its lines, not its appends");
+            assert_eq!(log.record_lines(&second), Some(3), "a copied record keeps its count, not its appends");
             log.begin(b"db=c").unwrap();
             line(&mut log, "o v=1");
             log.seal();

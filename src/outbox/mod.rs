@@ -291,10 +291,8 @@ impl Outbox {
     /// Compresses the batches sealed since the last call (see `Log::gzip_sealed`).
     pub fn gzip_sealed(&mut self, deflate: &mut deflate::Deflate) {
         let level = self.backend.gzip;
-        if level > 0 {
-            for log in &mut self.logs {
-                log.gzip_sealed(level, deflate);
-            }
+        for log in &mut self.logs {
+            log.gzip_sealed(level, deflate);
         }
     }
 

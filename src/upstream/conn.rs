@@ -139,11 +139,12 @@ impl Conn {
                 Err(e) => return Err(ConnError::Connect(e)),
             }
         }
+        // Written even when all of `out` is: `write_from` ends by flushing, which is what pushes a TLS
+        // stream's last encrypted bytes out after a write that would have blocked.
         let head = self.out.len();
-        let mut result = SocketResult::Continue;
-        if self.sent < head {
-            result = write_from(&mut self.stream, &self.out, &mut self.sent);
-        }
+        let mut pos = self.sent.min(head);
+        let mut result = write_from(&mut self.stream, &self.out, &mut pos);
+        self.sent = self.sent.max(pos);
         if self.lent > 0 && self.sent >= head && matches!(result, SocketResult::Continue) {
             if lent.len() != self.lent {
                 return Err(ConnError::Write(io::Error::other("the request body changed while it was sent")));

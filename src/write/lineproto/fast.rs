@@ -21,7 +21,7 @@ use super::validate::{FIELD_KEY_SEPARATOR, check_nanos};
 /// Tags of one line whose places are kept to look for a repeated key (more: not sure).
 const TAGS: usize = 16;
 
-/// [`MAX_NANO_TIME`] written out: a 19-digit timestamp in nanoseconds is storable when it sorts no
+/// InfluxDB's largest storable time (`MAX_NANO_TIME`) written out: a 19-digit timestamp in nanoseconds is storable when it sorts no
 /// higher (digit strings of the same length sort as their numbers).
 const MAX_NANO_DIGITS: &[u8; 19] = b"9223372036854775806";
 

@@ -70,8 +70,8 @@ pub struct Line<'a> {
     pub measurement_escaped: bool,
     /// A timestamp follows the field set.
     pub has_timestamp: bool,
-    /// The text and the `\n` right after it in the body, when it has one there (most lines): what
-    /// the line is stored as when it has a timestamp, in one copy.
+    /// For a line with a timestamp: the text and the `\n` right after it in the body, when the body
+    /// has one there (most lines): what the line is stored as, in one copy.
     pub with_newline: Option<&'a [u8]>,
 }
 
@@ -218,8 +218,10 @@ impl<'a> Iterator for Lines<'a> {
                     self.pos = end + 1;
                     return Some(match verdict {
                         Ok(mut line) => {
-                            let whole = buf.get(start..=end).filter(|w| w.len() == line.text.len() + 1);
-                            line.with_newline = whole.filter(|w| w.last() == Some(&b'\n'));
+                            if line.has_timestamp {
+                                let whole = buf.get(start..=end).filter(|w| w.len() == line.text.len() + 1);
+                                line.with_newline = whole.filter(|w| w.last() == Some(&b'\n'));
+                            }
                             Ok(line)
                         }
                         Err(error) => Err(BadLine { text: line_text(&buf[start..end]), error }),
