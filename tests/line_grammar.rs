@@ -5,7 +5,8 @@
 //! path (`lineproto::fast`) must tell apart: values of every length around its 16-byte window and its
 //! 64-byte blocks, numbers with one byte wrong, timestamps at the edge of the storable range in every
 //! precision, tags out of order and repeated, doubled or odd separators, a `\r`, a quote or backslash
-//! somewhere ahead. Bodies are many lines long so lines start at every offset of a block. Deterministic
+//! somewhere ahead; one line in eight also gets a byte or two replaced or inserted
+//! at random. Bodies are many lines long so lines start at every offset of a block. Deterministic
 //! (a fixed seed), bounded (a few seconds).
 
 #[path = "../fuzz/checks/line_verdict.rs"]
@@ -163,6 +164,20 @@ fn line(r: &mut Rng) -> String {
     l
 }
 
+/// One or two bytes replaced or inserted at random, from those that mean something to the parser.
+fn mutate(r: &mut Rng, l: &mut String) {
+    const BYTES: &[u8] = b" ,=\n\r\t\0\"\\-.i9t0e1uEfT#";
+    for _ in 0..1 + r.below(2) {
+        let at = r.below(l.len() + 1);
+        let b = char::from(BYTES[r.below(BYTES.len())]);
+        if r.chance(2) && at < l.len() {
+            l.replace_range(at..at + 1, b.encode_utf8(&mut [0; 4]));
+        } else {
+            l.insert(at, b);
+        }
+    }
+}
+
 #[test]
 fn generated_lines_get_influxdbs_verdict() {
     let mut r = Rng(0x5eed_1f1a_0000_0001);
@@ -170,7 +185,11 @@ fn generated_lines_get_influxdbs_verdict() {
     for _ in 0..3000 {
         let mut body = String::new();
         for _ in 0..1 + r.below(40) {
-            body.push_str(&line(&mut r));
+            let mut l = line(&mut r);
+            if r.chance(8) {
+                mutate(&mut r, &mut l);
+            }
+            body.push_str(&l);
             body.push('\n');
             lines += 1;
         }
