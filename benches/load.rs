@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::util::http::{self, HttpConn};
+use common::util::rng::Rng;
 use common::util::{ProxyConfig, TempDir};
 use common::{env_or, proxy_builder, proxy_pid};
 use influx_proxy::write::gunzip::Gunzip;
@@ -34,29 +35,14 @@ const LINES_PER_BATCH: usize = 5000;
 
 // ------------------------------------------------------------------------------------------ data
 
-/// xorshift64*: fast, deterministic, good enough to make values that do not compress away.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn float(&mut self, max: u64) -> String {
-        format!("{}.{:0>3}", self.below(max), self.below(1000))
-    }
+/// A float with 3 decimals below `max`, as a string.
+fn float(rng: &mut Rng, max: usize) -> String {
+    format!("{}.{:0>3}", rng.below(max), rng.below(1000))
 }
 
 /// Batch `b` of the pool: lines of `series` series in random order (as a Telegraf fleet's flushes
 /// interleave), random values, timestamp `base + b * LINES_PER_BATCH + i` ns (unique in the pool).
-fn batch(b: usize, series: u64, rng: &mut Rng) -> Vec<u8> {
+fn batch(b: usize, series: usize, rng: &mut Rng) -> Vec<u8> {
     const BASE: u64 = 1_700_000_000_000_000_000;
     let mut body = String::with_capacity(LINES_PER_BATCH * 110);
     for i in 0..LINES_PER_BATCH {
@@ -68,16 +54,16 @@ fn batch(b: usize, series: u64, rng: &mut Rng) -> Vec<u8> {
                 "cpu,host=web-{host:05},region=eu-west-{},cpu=cpu{} usage_user={},usage_system={},usage_idle={} {ts}",
                 host % 3,
                 host % 8,
-                rng.float(100),
-                rng.float(30),
-                rng.float(100)
+                float(rng, 100),
+                float(rng, 30),
+                float(rng, 100)
             ),
             1 => format!(
                 "mem,host=web-{host:05},region=eu-west-{} used={}i,free={}i,used_percent={} {ts}",
                 host % 3,
                 rng.below(1 << 34),
                 rng.below(1 << 33),
-                rng.float(100)
+                float(rng, 100)
             ),
             2 => format!(
                 "disk,host=web-{host:05},path=/var/lib/d{},fstype=ext4 used={}i,inodes_free={}i {ts}",
@@ -95,8 +81,8 @@ fn batch(b: usize, series: u64, rng: &mut Rng) -> Vec<u8> {
             _ => format!(
                 "system,host=web-{host:05},region=eu-west-{} load1={},load5={},n_users={}i,uptime={}i {ts}",
                 host % 3,
-                rng.float(8),
-                rng.float(8),
+                float(rng, 8),
+                float(rng, 8),
                 rng.below(20),
                 rng.below(1 << 26)
             ),
@@ -311,7 +297,7 @@ fn main() {
         conns: env_or("LOAD_CONNS", 4) as usize,
         threads: env_or("LOAD_THREADS", 2) as usize,
     };
-    let series = env_or("LOAD_SERIES", 5000);
+    let series = env_or("LOAD_SERIES", 5000) as usize;
     let batches = if quick { 4 } else { env_or("LOAD_BATCHES", 40) as usize };
     // A quick run smokes the paths (gzip both ways, plain, sinks alone), not every combination.
     let all = if quick { "b1c1,b0c0,sink1" } else { "b1c0,b1c1,b0c0,b0c1,sink0,sink1" };

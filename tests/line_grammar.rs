@@ -11,34 +11,13 @@
 
 #[path = "../fuzz/checks/line_verdict.rs"]
 mod line_verdict;
+mod util;
 
-/// xorshift64*: deterministic and cheap.
-struct Rng(u64);
+use util::rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn one<'a>(&mut self, of: &[&'a str]) -> &'a str {
-        of[self.below(of.len())]
-    }
-
-    /// True once in `n` times.
-    fn chance(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
-    }
+/// `n` random decimal digits.
+fn digits(r: &mut Rng, n: usize) -> String {
+    (0..n).map(|_| char::from(b'0' + r.below(10) as u8)).collect()
 }
 
 const NAMES: [&str; 8] = ["cpu", "m", "disk_io", "a=b", "x,y", "", "net\\ x", "q\"r"];
@@ -89,13 +68,13 @@ fn number(r: &mut Rng) -> String {
     }
     // Lengths around the quick path's 16-byte window and InfluxDB's range-check lengths.
     let int = r.below(21);
-    v.push_str(&r.digits(int));
+    v.push_str(&digits(r, int));
     match r.below(4) {
         0 => v.push('i'),
         1 => {
             v.push('.');
             let frac = r.below(8);
-            v.push_str(&r.digits(frac));
+            v.push_str(&digits(r, frac));
         }
         _ => {}
     }
@@ -116,7 +95,7 @@ fn timestamp(r: &mut Rng) -> String {
         return r.one(&TIMESTAMPS).to_string();
     }
     let n = 1 + r.below(20);
-    let mut t = r.digits(n);
+    let mut t = digits(r, n);
     if n == 19 && r.chance(2) {
         // Near the largest storable time.
         t.replace_range(0..4, "9223");
@@ -139,7 +118,7 @@ fn line(r: &mut Rng) -> String {
             l.push('=');
         }
         let n = if r.chance(30) { 0 } else { 1 + r.below(70) };
-        l.push_str(&r.digits(n));
+        l.push_str(&digits(r, n));
     }
     l.push_str(separator(r));
     let fields = 1 + r.below(4);

@@ -648,13 +648,8 @@ fn compressed_batches_larger_than_the_socket_buffer_reach_an_https_backend_witho
         .backend("i1", &i1.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1"), ("timeout", "30000")])
         .keymap("_default_", &["i1"]);
     let site = Site::start(pki, config, &[]);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut random = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = util::rng::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut random = || rng.next();
     let mut body = String::new();
     for i in 0..90_000u64 {
         body.push_str(&format!(

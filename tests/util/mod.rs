@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod load;
 pub mod procs;
 pub mod proxy;
+pub mod rng;
 pub mod site;
 
 pub use fake::{Behavior, FakeBackend, Recorded};
