@@ -16,7 +16,7 @@
 //! all check it.
 
 use super::errors::MAX_KEY_LENGTH;
-use super::validate::{FIELD_KEY_SEPARATOR, check_nanos};
+use super::validate::{FIELD_KEY_SEPARATOR, check_nanos, has_repeated_key, sorts_after};
 
 /// Tags of one line whose places are kept to look for a repeated key (more: not sure).
 const TAGS: usize = 16;
@@ -119,13 +119,8 @@ pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, ma
         }
         let key = (i + 1 - start) as u16..(eq - start) as u16;
         if let Some(&(a, b)) = tags.checked_sub(1).and_then(|t| keys.get(t)) {
-            let (key, prev) =
-                (&buf[start + usize::from(key.start)..eq], &buf[start + usize::from(a)..start + usize::from(b)]);
-            // Most keys differ in their first byte: compare that before calling memcmp.
-            increasing &= match key[0].cmp(&prev[0]) {
-                std::cmp::Ordering::Equal => key > prev,
-                order => order.is_gt(),
-            };
+            let prev = &buf[start + usize::from(a)..start + usize::from(b)];
+            increasing &= sorts_after(&buf[start + usize::from(key.start)..eq], prev);
         }
         *keys.get_mut(tags)? = (key.start, key.end);
         tags += 1;
@@ -171,21 +166,6 @@ pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, ma
         return None;
     }
     Some(Good { end, measurement_len, has_timestamp })
-}
-
-/// Two of the tag keys at `keys` (offsets in `line`) are the same.
-#[inline(always)]
-fn has_repeated_key(line: &[u8], keys: &[(u16, u16)]) -> bool {
-    let key = |(a, b): (u16, u16)| &line[usize::from(a)..usize::from(b)];
-    for (n, &b) in keys.iter().enumerate().skip(1) {
-        for &a in &keys[..n] {
-            // Keys of different lengths differ: most pairs are told apart without looking at bytes.
-            if a.1 - a.0 == b.1 - b.0 && key(a) == key(b) {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 /// The field value `buf[start..end]` is one InfluxDB takes without a range check: `-?` digits with at

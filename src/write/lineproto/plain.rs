@@ -2,7 +2,10 @@
 //! end, its measurement and its timestamp, with the same verdict as the careful path (`parse_point`).
 
 use super::errors::{LineError, MAX_KEY_LENGTH};
-use super::validate::{FIELD_KEY_SEPARATOR, INT_RANGE_CHECK_LEN, check_nanos, check_time, scan_value, skip_blanks};
+use super::validate::{
+    FIELD_KEY_SEPARATOR, INT_RANGE_CHECK_LEN, check_nanos, check_time, has_repeated_key, scan_value, skip_blanks,
+    sorts_after,
+};
 
 /// Up to this many tags, the fast walk checks an unsorted tag set itself (places kept on the stack).
 const PLAIN_TAGS: usize = 16;
@@ -122,7 +125,7 @@ pub(super) fn check_plain(s: &[u8], body_end: bool, multiplier: i64) -> Plain<'_
     // `PLAIN_TAGS` tags (their places are kept on the stack); more go to the careful path.
     let mut prev_key: &[u8] = &[];
     let mut increasing = true;
-    let mut keys = [(0u32, 0u32); PLAIN_TAGS];
+    let mut keys = [(0u16, 0u16); PLAIN_TAGS];
     let mut tags = 0usize;
     while s[i] == b',' {
         i += 1;
@@ -135,14 +138,11 @@ pub(super) fn check_plain(s: &[u8], body_end: bool, multiplier: i64) -> Plain<'_
             return Plain::Bad(i, LineError::MissingTagValue);
         }
         let key = &s[key_start..i];
-        // Most keys differ in their first byte: compare that before calling memcmp.
-        increasing &= match key[0].cmp(prev_key.first().unwrap_or(&0)) {
-            std::cmp::Ordering::Equal => key > prev_key,
-            order => order.is_gt(),
-        };
+        increasing &= tags == 0 || sorts_after(key, prev_key);
         prev_key = key;
         if let Some(slot) = keys.get_mut(tags) {
-            *slot = (key_start as u32, i as u32);
+            // Truncated places are never read: a key set that long goes to the careful path below.
+            *slot = (key_start as u16, i as u16);
         }
         tags += 1;
         i += 1;
@@ -159,11 +159,10 @@ pub(super) fn check_plain(s: &[u8], body_end: bool, multiplier: i64) -> Plain<'_
     }
     let key_len = i;
     if !increasing {
-        if tags > PLAIN_TAGS || key_len > u32::MAX as usize {
+        if tags > PLAIN_TAGS || key_len > usize::from(u16::MAX) {
             return Plain::Careful;
         }
-        let key = |k: usize| &s[keys[k].0 as usize..keys[k].1 as usize];
-        if (1..tags).any(|b| (0..b).any(|a| key(a) == key(b))) {
+        if has_repeated_key(s, &keys[..tags]) {
             return Plain::Bad(i, LineError::DuplicateTags);
         }
     }

@@ -24,6 +24,32 @@ pub(super) fn skip_blanks(text: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Tag key `key` sorts after `prev` (keys in increasing order cannot repeat). Most keys differ in
+/// their first byte: that is compared before calling memcmp.
+#[inline(always)]
+pub(super) fn sorts_after(key: &[u8], prev: &[u8]) -> bool {
+    match (key.first(), prev.first()) {
+        (Some(k), Some(p)) if k != p => k > p,
+        _ => key > prev,
+    }
+}
+
+/// Two of the tag keys at `keys` (start and end offsets in `line`) are the same: every pair is
+/// compared, for the few tags of a line the walks keep places for.
+#[inline(always)]
+pub(super) fn has_repeated_key(line: &[u8], keys: &[(u16, u16)]) -> bool {
+    let key = |(a, b): (u16, u16)| &line[usize::from(a)..usize::from(b)];
+    for (n, &b) in keys.iter().enumerate().skip(1) {
+        for &a in &keys[..n] {
+            // Keys of different lengths differ: most pairs are told apart without looking at bytes.
+            if a.1 - a.0 == b.1 - b.0 && key(a) == key(b) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Whether two of the `count` tags in `tags` (`,k=v,k=v...` as written) have the same key. Keys end
 /// at the first `=` not right after a backslash, as in InfluxDB's `scanTo`.
 pub(super) fn has_duplicate_tag(tags: &[u8], count: usize, scratch: &mut Vec<(usize, usize)>) -> bool {
