@@ -296,9 +296,9 @@ impl Outbox {
         }
     }
 
-    /// Seals a batch that is old enough, fails a send past its timeout, and starts sending when due.
+    /// Fails a send past its timeout and starts sending when due. Batches old enough were sealed and
+    /// compressed just before, for all outboxes at once (`Outboxes::tick`).
     pub fn tick(&mut self, cx: &mut Cx) {
-        self.seal_aged(cx.now);
         if let Some(f) = &self.inflight
             && cx.now >= f.deadline
         {
