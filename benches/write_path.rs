@@ -125,7 +125,7 @@ fn bench_store(c: &mut Criterion) {
             },
             |(guard, mut outboxes)| {
                 request += 1;
-                let wp = WriteParams { request, db: "telegraf", rp: None, precision: None };
+                let wp = WriteParams { request, db: "telegraf", rp: None, precision: None, gzip: None };
                 let r = write::store(&config, &wp, &body, &mut outboxes, &mut scratch, &stats);
                 assert_eq!(r.status, 204);
                 (guard, outboxes)

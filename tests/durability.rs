@@ -158,7 +158,8 @@ fn wait_fake_lines(fake: &FakeBackend, expected: &BTreeSet<String>) -> Vec<Strin
 // ------------------------------------------------------------------------------------------------ 2, 8
 
 /// Writes while `b` is down, kill -9, then brings the proxy and the backend back in both orders.
-fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
+/// With `gzip`, the bodies are large gzip ones, stored and sent as the client compressed them.
+fn kill9_while_backend_down(args: &[&str], both_orders: bool, gzip: bool) {
     let a = influxd_with_db();
     let mut b = influxd_with_db();
     // b seals a batch only once it is a second old: at the kill its last batch is still open
@@ -171,7 +172,8 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
     let mut all_args = vec!["--segment-bytes", "65536"];
     all_args.extend_from_slice(args);
     let mut proxy = site.proxy(2, &all_args);
-    let spec = LoadSpec { lines_per_request: 100, ..site.spec(DB, "k9") };
+    let lines_per_request = if gzip { 2000 } else { 100 };
+    let spec = LoadSpec { lines_per_request, gzip, ..site.spec(DB, "k9") };
 
     b.stop();
     wait_until(WAIT, "b reported down", || inspect::backend_health(&site.addr(), "b")["up"] == false);
@@ -179,8 +181,14 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
     acked.extend(load::write_acked(&spec, 1, 100_000, 20, Duration::from_millis(10)));
     // Right after the last 204.
     proxy.kill9();
-    let files = inspect::segment_files(site.data_dir(), "b").len();
-    assert!(files >= 3, "b's data should span several segment files, found {files}");
+    let files = inspect::segment_files(site.data_dir(), "b");
+    assert!(files.len() >= 3, "b's data should span several segment files, found {}", files.len());
+    if gzip {
+        let records: Vec<RecordInfo> =
+            files.iter().flat_map(|f| inspect::parse_records(&std::fs::read(f).expect("segment"))).collect();
+        assert!(records.iter().all(|r| r.gzip), "every body was forwarded as a gzip record");
+        assert_eq!(ids_of(&records), acked, "the gzip records hold every acknowledged line");
+    }
     // Backend first, then the proxy.
     b.start_again();
     proxy.restart();
@@ -206,17 +214,22 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool) {
 
 #[test]
 fn kill9_while_backend_down_then_restart_in_either_order() {
-    kill9_while_backend_down(&[], true);
+    kill9_while_backend_down(&[], true, false);
+}
+
+#[test]
+fn kill9_while_backend_down_with_bodies_stored_as_the_client_compressed_them() {
+    kill9_while_backend_down(&[], false, true);
 }
 
 #[test]
 fn sync_always_survives_kill9() {
-    kill9_while_backend_down(&["--sync", "always"], false);
+    kill9_while_backend_down(&["--sync", "always"], false, false);
 }
 
 #[test]
 fn sync_batch_survives_kill9() {
-    kill9_while_backend_down(&["--sync", "batch"], false);
+    kill9_while_backend_down(&["--sync", "batch"], false, false);
 }
 
 // ------------------------------------------------------------------------------------------------ 3

@@ -743,3 +743,90 @@ fn uncompressed_batches_far_larger_than_a_socket_buffer_arrive_whole() {
         assert_eq!(sums[0][1], serde_json::json!((0..40_000u64).sum::<u64>()), "{}", influxd.addr());
     }
 }
+
+/// `n` lines of measurement `m`, each with its own series, value and timestamp.
+fn stamped_lines(m: &str, n: u64) -> String {
+    (0..n).map(|i| format!("{m},host=h{} value={i},load={}.5 {}\n", i % 50, i % 7, 1_000_000 + i)).collect()
+}
+
+#[test]
+fn a_large_gzip_write_reaches_its_backends_as_the_client_compressed_it() {
+    // Every line good, stamped and routed to the same backends: the batch is the client's body, so
+    // backends that take gzip get the client's own bytes (no second compression), byte for byte.
+    let (a, b, c) = (FakeBackend::start(), FakeBackend::start(), FakeBackend::start());
+    let plain = util::site::fast_with(&[("gzip", "0")]);
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), FAST)
+        .backend("b", &b.url(), FAST)
+        .backend("c", &c.url(), &plain)
+        .keymap("fwd", &["a", "b", "c"])
+        .keymap("solo", &["a"])
+        .keymap("_default_", &["a", "b"]);
+    let rig = Rig::start(config, &[]);
+    let gz = [("Content-Encoding", "gzip")];
+    let query = format!("db={DB}&precision=ns");
+    let body = stamped_lines("fwd", 2000);
+    assert!(body.len() > 64 << 10, "{} bytes", body.len());
+    let sent = http::gzip_two_members(body.as_bytes());
+
+    let r = rig.write_with(&query, &gz, &sent);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for (fake, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        util::fake::wait_lines(fake, "fwd", 2000, name);
+        let writes = fake.requests_to("/write");
+        assert_eq!(writes.len(), 1, "{name}: one batch");
+        assert_eq!(writes[0].text(), body, "{name}");
+        assert_eq!(writes[0].param("precision"), Some("ns"), "{name}");
+        if name == "c" {
+            assert_eq!(writes[0].header("Content-Encoding"), None, "c takes batches uncompressed");
+        } else {
+            assert_eq!(writes[0].header("Content-Encoding"), Some("gzip"), "{name}");
+            assert!(writes[0].raw == sent, "{name}: the client's gzip members, forwarded unchanged");
+        }
+    }
+
+    // Bodies whose batches are not exactly the body are compressed by the proxy, and arrive whole.
+    let without_stamp = format!("{body}fwd,host=late value=1\n");
+    let (first, second) = body.split_at(body[..body.len() / 2].rfind('\n').map_or(0, |i| i + 1));
+    let with_blank = format!("{first}\n{second}");
+    let mixed = format!("{body}solo value=1 1\n");
+    let small = stamped_lines("fwd", 100);
+    for (what, text, lines) in [
+        ("a line without a timestamp", &without_stamp, 2001),
+        ("a blank line", &with_blank, 2000),
+        ("lines for other backends", &mixed, 2000),
+        ("a small body", &small, 100),
+    ] {
+        for fake in [&a, &b, &c] {
+            fake.clear();
+        }
+        let sent = http::gzip_two_members(text.as_bytes());
+        let r = rig.write_with(&query, &gz, &sent);
+        assert_eq!(r.status, 204, "{what}: {}", r.text());
+        for (fake, name) in [(&a, "a"), (&b, "b")] {
+            util::fake::wait_lines(fake, "fwd", lines, name);
+            for w in fake.requests_to("/write") {
+                assert!(w.raw != sent, "{what}: {name} got the client's bytes");
+                assert_eq!(w.header("Content-Encoding"), Some("gzip"), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn forwarded_gzip_members_are_stored_by_influxd() {
+    // The client's members go to influxd as they came: it must read every member, on both replicas.
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxds");
+    let config =
+        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
+    let rig = Rig::start(config, &[]);
+    let body = stamped_lines("members", 3000);
+    let r =
+        rig.write_with(&format!("db={DB}"), &[("Content-Encoding", "gzip")], &http::gzip_two_members(body.as_bytes()));
+    assert_eq!(r.status, 204, "{}", r.text());
+    for influxd in [&a, &b] {
+        wait_count(influxd, DB, "members", 3000);
+        let sums = rows(influxd, "SELECT sum(value) FROM members");
+        assert_eq!(sums[0][1], serde_json::json!((0..3000u64).sum::<u64>()), "{}", influxd.addr());
+    }
+}

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::deflate::{Deflate, KeptGzip};
-use super::segment::{self, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len};
+use super::segment::{
+    self, FLAG_GZIP, GZIP_LINES_LEN, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len,
+};
 use crate::cli::SyncPolicy;
 use crate::upstream::BackendState;
 
@@ -47,6 +49,8 @@ pub struct OpenRecord {
     /// Offset of the record in the tail segment.
     start: usize,
     target_len: usize,
+    /// The record's flags (`FLAG_GZIP`).
+    flags: u8,
     /// Payload bytes appended so far.
     len: usize,
     /// Payload bytes covered by the commit word.
@@ -72,11 +76,19 @@ pub struct Front {
     target: (usize, usize),
     payload: (usize, usize),
     next: usize,
+    /// A gzip record: its payload is a line count and gzip members.
+    gzip: bool,
 }
 
 impl Front {
+    /// Bytes of the record's payload as stored (a gzip record's line count included).
     pub fn payload_len(&self) -> usize {
         self.payload.1 - self.payload.0
+    }
+
+    /// The payload is gzip (members a client sent, forwarded as they came).
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
     }
 }
 
@@ -130,6 +142,8 @@ struct Sealed {
     /// Where its payload is in its segment.
     payload: (usize, usize),
     lines: u64,
+    /// A gzip record: nothing to compress.
+    forwarded: bool,
     /// The payload gzipped, made once for all the replicas that sealed the same batch.
     gzip: Option<KeptGzip>,
     /// `gzip_sealed` has seen it (and compressed it, budget allowing).
@@ -276,6 +290,10 @@ impl Log {
 
     /// Starts a new record for `target`, sealing the open one.
     pub fn begin(&mut self, target: &[u8]) -> Result<(), AppendError> {
+        self.begin_flagged(target, 0)
+    }
+
+    fn begin_flagged(&mut self, target: &[u8], flags: u8) -> Result<(), AppendError> {
         self.seal();
         if !self.writable {
             return Err(AppendError::Io(io::Error::other("log is read-only")));
@@ -290,13 +308,15 @@ impl Log {
         b[start..start + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         b[start + 4..start + 6].copy_from_slice(&(target.len() as u16).to_le_bytes());
         b[start + 6..start + 16].fill(0);
+        b[start + 6] = flags;
         b[start + RECORD_HEADER..start + RECORD_HEADER + target.len()].copy_from_slice(target);
         tail.terminate(start + RECORD_HEADER + target.len());
-        let mut crc = segment::record_crc(tail.seq);
+        let mut crc = segment::record_crc(tail.seq, flags);
         crc.update(target);
         self.open = Some(OpenRecord {
             start,
             target_len: target.len(),
+            flags,
             len: 0,
             committed: 0,
             crc,
@@ -350,10 +370,11 @@ impl Log {
             return Err(AppendError::Io(io::Error::other("append without an open record")));
         }
         let target = self.open_target().map(<[u8]>::to_vec).unwrap_or_default();
+        let flags = self.open.as_ref().map_or(0, |o| o.flags);
         self.seal();
         // A line bigger than a whole segment gets a segment of its own size.
         self.ensure_room(record_len(target.len(), total))?;
-        self.begin(&target)?;
+        self.begin_flagged(&target, flags)?;
         if !self.fits(total) {
             return Err(AppendError::Io(io::Error::other("line does not fit in a fresh segment")));
         }
@@ -361,23 +382,53 @@ impl Log {
         Ok(())
     }
 
-    /// Appends a whole record moved from another log of the same backend (parking), of `lines` points.
-    /// It is already counted against `maxdisk`, so the cap does not apply; on error nothing is left open.
-    pub fn copy_record(&mut self, target: &[u8], payload: &[u8], lines: u64) -> Result<(), AppendError> {
-        self.moving = true;
-        let copied = self.begin(target).and_then(|()| self.append(&[payload]));
+    /// Appends a whole record moved from another log of the same backend (parking): `payload` of
+    /// `lines` points, gzip members if `gzip` (as [`Log::record`] gave them). It is already counted
+    /// against `maxdisk`, so the cap does not apply; on error nothing is left open.
+    pub fn copy_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
+        self.whole_record(target, payload, lines, gzip, true)
+    }
+
+    /// Appends and seals a record of its own: `payload` holding `lines` lines, or with `gzip` the gzip
+    /// members a client sent them as (a request forwarded whole, see `Outbox::append_batch`). On error
+    /// nothing is left open.
+    pub fn append_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
+        self.whole_record(target, payload, lines, gzip, false)
+    }
+
+    fn whole_record(
+        &mut self,
+        target: &[u8],
+        payload: &[u8],
+        lines: u64,
+        gzip: bool,
+        moving: bool,
+    ) -> Result<(), AppendError> {
+        self.seal();
+        if !self.writable {
+            return Err(AppendError::Io(io::Error::other("log is read-only")));
+        }
+        let count = lines.to_le_bytes();
+        let parts: &[&[u8]] = if gzip { &[&count, payload] } else { &[payload] };
+        let total = GZIP_LINES_LEN * usize::from(gzip) + payload.len();
+        // Room for all of it first: a record is never continued in another segment.
+        self.moving = moving;
+        let begun = self
+            .ensure_room(record_len(target.len(), total))
+            .and_then(|()| self.begin_flagged(target, if gzip { FLAG_GZIP } else { 0 }));
         self.moving = false;
+        begun?;
+        if !self.fits(total) {
+            // Not possible after `ensure_room`; the begun record holds nothing and sealing erases it.
+            self.seal();
+            return Err(AppendError::Io(io::Error::other("record does not fit in a fresh segment")));
+        }
+        self.copy_in(parts, total);
         if let Some(open) = &mut self.open {
             open.lines = lines as usize;
         }
-        if copied.is_err() {
-            // Whatever was begun holds nothing committed: sealing erases it.
-            if let Some(open) = &mut self.open {
-                open.len = open.committed;
-            }
-        }
         self.seal();
-        copied
+        Ok(())
     }
 
     /// Makes every appended byte part of the open record, durably for a crash of the process (and for
@@ -435,6 +486,7 @@ impl Log {
                 off: open.start,
                 payload: (payload, payload + open.committed),
                 lines: open.lines as u64,
+                forwarded: open.flags & FLAG_GZIP != 0,
                 gzip: None,
                 considered: false,
             });
@@ -524,8 +576,8 @@ impl Log {
             let (off, slot) = seg.slot_at(seg.read);
             if off < limit {
                 match slot {
-                    Slot::Record { target, payload, next } => {
-                        let front = Front { seq: seg.seq, off, target, payload, next };
+                    Slot::Record { target, payload, next, gzip } => {
+                        let front = Front { seq: seg.seq, off, target, payload, next, gzip };
                         self.front_cache = Some(front);
                         return Some(front);
                     }
@@ -559,9 +611,17 @@ impl Log {
         self.sealed.front().filter(|s| (s.seq, s.off) == (front.seq, front.off))
     }
 
-    /// Lines of `front`, when this run sealed it (else the caller counts them).
-    pub fn record_lines(&self, front: &Front) -> Option<u64> {
-        self.sealed_front(front).map(|s| s.lines)
+    /// Lines (points) of `front`: a gzip record says; one this run sealed is remembered; else its
+    /// newlines are counted.
+    pub fn record_lines(&self, front: &Front) -> u64 {
+        if front.gzip {
+            let count = self.stored_payload(front).get(..GZIP_LINES_LEN).and_then(|c| c.try_into().ok());
+            return count.map_or(0, u64::from_le_bytes);
+        }
+        match self.sealed_front(front) {
+            Some(s) => s.lines,
+            None => memchr::memchr_iter(b'\n', self.record(front).1).count() as u64,
+        }
     }
 
     /// The payload of `front` gzipped at `level`, when it was compressed at its seal.
@@ -580,7 +640,7 @@ impl Log {
         let Log { sealed, segments, .. } = self;
         for s in sealed.iter_mut().rev().take_while(|s| !s.considered) {
             s.considered = true;
-            if level == 0 {
+            if level == 0 || s.forwarded {
                 continue;
             }
             let segment = segments.iter().rev().find(|g| g.seq == s.seq);
@@ -590,17 +650,22 @@ impl Log {
         }
     }
 
-    /// Target and payload bytes of `front`.
+    /// Target and payload bytes of `front`; the payload of a gzip record is its gzip members.
     pub fn record(&self, front: &Front) -> (&[u8], &[u8]) {
+        let payload = self.stored_payload(front);
+        let payload = if front.gzip { payload.get(GZIP_LINES_LEN..).unwrap_or(&[]) } else { payload };
+        let target = match self.segments.front() {
+            Some(seg) if seg.seq == front.seq => seg.bytes().get(front.target.0..front.target.1),
+            _ => None,
+        };
+        (target.unwrap_or(&[]), payload)
+    }
+
+    /// The payload of `front` as stored.
+    fn stored_payload(&self, front: &Front) -> &[u8] {
         match self.segments.front() {
-            Some(seg) if seg.seq == front.seq => {
-                let b = seg.bytes();
-                (
-                    b.get(front.target.0..front.target.1).unwrap_or(&[]),
-                    b.get(front.payload.0..front.payload.1).unwrap_or(&[]),
-                )
-            }
-            _ => (&[], &[]),
+            Some(seg) if seg.seq == front.seq => seg.bytes().get(front.payload.0..front.payload.1).unwrap_or(&[]),
+            _ => &[],
         }
     }
 
@@ -745,22 +810,65 @@ mod tests {
             line(&mut log, "m v=1");
             line(&mut log, "m v=2");
             log.seal();
-            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n", 3).unwrap();
+            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n", 3, false).unwrap();
             let first = log.front().unwrap();
-            assert_eq!(log.record_lines(&first), Some(2));
+            assert_eq!(log.record_lines(&first), 2);
             log.ack(&first);
             let second = log.front().unwrap();
-            assert_eq!(log.record_lines(&second), Some(3), "a copied record keeps its count, not its appends");
+            assert_eq!(log.record_lines(&second), 3, "a copied record keeps its count, not its appends");
             log.begin(b"db=c").unwrap();
             line(&mut log, "o v=1");
             log.seal();
             std::mem::forget(log);
         }
-        // Recovered records were sealed by another run: the sender counts them.
+        // Recovered records were sealed by another run: their newlines are counted.
         let (mut log, _) = open(&d.0, 1 << 16);
         let f = log.front().unwrap();
         assert_eq!(log.record(&f).1, b"n v=1\nn v=2\nn v=3\n");
-        assert_eq!(log.record_lines(&f), None);
+        assert!(log.sealed_front(&f).is_none());
+        assert_eq!(log.record_lines(&f), 3);
+    }
+
+    #[test]
+    fn gzip_records_keep_their_members_and_line_count_through_recovery_and_copies() {
+        let d = Dir::new("gzip-rec");
+        let members = b"\x1f\x8b not checked here";
+        {
+            let (mut log, _) = open(&d.0, 1 << 16);
+            log.begin(b"db=a").unwrap();
+            line(&mut log, "m v=1 1");
+            log.append_record(b"db=a", members, 2000, true).unwrap();
+            log.append_record(b"db=a", b"m v=2 2\nm v=3 3\n", 2, false).unwrap();
+            assert!(log.open_record().is_none(), "a whole record is sealed at once");
+            let mut deflate = Deflate::default();
+            log.gzip_sealed(1, &mut deflate);
+            let first = log.front().unwrap();
+            assert!(!first.is_gzip() && log.record_gzip(&first, 1).is_some(), "the batch before is compressed");
+            log.ack(&first);
+            let gz = log.front().unwrap();
+            assert!(gz.is_gzip());
+            assert_eq!(log.record(&gz), (&b"db=a"[..], &members[..]));
+            assert_eq!(log.record_lines(&gz), 2000);
+            assert_eq!(log.record_gzip(&gz, 1), None, "never compressed again");
+            std::mem::forget(log);
+        }
+        let (mut log, rec) = open(&d.0, 1 << 16);
+        assert_eq!((rec.records, rec.cut_bytes), (2, 0), "{:?}", rec.problems);
+        let gz = log.front().unwrap();
+        assert!(gz.is_gzip(), "the flag is read back");
+        assert_eq!(log.record(&gz).1, members);
+        assert_eq!(log.record_lines(&gz), 2000);
+        let p = Dir::new("gzip-rec-parked");
+        let (mut parked, _) = open(&p.0, 1 << 16);
+        let (target, payload) = log.record(&gz);
+        parked.copy_record(target, payload, log.record_lines(&gz), gz.is_gzip()).unwrap();
+        let copy = parked.front().unwrap();
+        assert!(copy.is_gzip());
+        assert_eq!((parked.record(&copy).1, parked.record_lines(&copy)), (&members[..], 2000));
+        log.ack(&gz);
+        let plain = log.front().unwrap();
+        assert!(!plain.is_gzip());
+        assert_eq!(log.record(&plain).1, b"m v=2 2\nm v=3 3\n");
     }
 
     #[test]

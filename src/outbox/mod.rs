@@ -267,6 +267,20 @@ impl Outbox {
         Ok(())
     }
 
+    /// Appends a request's lines as a batch of their own, sealed at once: `payload` holds `lines`
+    /// lines, or with `gzip` it is the gzip body they came in, stored and sent as it is (see
+    /// `write::store`). The batch before it is sealed first, so the order of lines is kept.
+    pub fn append_batch(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
+        let last = self.logs.len() - 1;
+        let log = &mut self.logs[last];
+        let begun = log.records_begun();
+        let appended = log.append_record(target, payload, lines, gzip);
+        for _ in begun..log.records_begun() {
+            self.lag.begun(&self.backend.state.lag, target, Instant::now());
+        }
+        appended
+    }
+
     /// The request is fully appended: commit it before it is answered.
     pub fn finish_request(&mut self, lines: u64, bytes: u64) {
         self.own().commit();

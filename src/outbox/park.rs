@@ -67,9 +67,8 @@ impl Outbox {
             return Ok(());
         };
         let (target, payload) = from.record(&front);
-        // Points, as the sender counts them: what the seal remembered, else the record's newlines.
-        let lines = from.record_lines(&front).unwrap_or_else(|| memchr::memchr_iter(b'\n', payload).count() as u64);
-        p.log.copy_record(target, payload, lines)?;
+        let lines = from.record_lines(&front);
+        p.log.copy_record(target, payload, lines, front.is_gzip())?;
         BackendState::add(&backend.state.counters.parked, lines);
         lag.done(&backend.state.lag, target, from.is_recovered(&front));
         from.ack(&front);

@@ -3,9 +3,14 @@
 //! ```text
 //! segment: [header 64 B][record][record]...[record being filled][zeros: terminator][stale bytes]
 //! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
-//! record:  magic u32 | target_len u16 | 0 u16 | commit u64 | target | payload | pad to 8
-//!          commit = crc32(seq ++ target ++ payload) << 32 | payload_len
+//! record:  magic u32 | target_len u16 | flags u8 | 0 u8 | commit u64 | target | payload | pad to 8
+//!          commit = crc32(seq ++ flags if not 0 ++ target ++ payload) << 32 | payload_len
+//! flags:   0: payload = lines of line protocol;
+//!          1 (`FLAG_GZIP`): payload = line count u64 ++ gzip members (a client's body, forwarded)
 //! ```
+//!
+//! Logs written before `FLAG_GZIP` existed hold only flag-0 records and read the same; a binary from
+//! before it calls a gzip record damaged (it keeps a `.damaged` copy of the file and skips the record).
 //!
 //! Crash safety rests on two single, aligned 8-byte stores: `commit` makes a record's bytes (up to
 //! `payload_len`) valid, `acked` moves the acknowledged position. Payload bytes are always stored before
@@ -32,6 +37,10 @@ pub const HEADER_LEN: usize = 64;
 const ACKED_AT: usize = 16;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"RECD");
 pub const RECORD_HEADER: usize = 16;
+/// Record flag: the payload is a line count and gzip members (see the module comment).
+pub const FLAG_GZIP: u8 = 1;
+/// Bytes of a gzip record's payload before its members: the count of lines they hold.
+pub const GZIP_LINES_LEN: usize = 8;
 /// Zero bytes kept after the last byte written: they cover the padding and the next record header.
 pub const TERMINATOR: usize = 24;
 const COMMIT_AT: usize = 8;
@@ -61,18 +70,23 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// What is at an offset of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    /// A valid record: target and payload byte ranges, and where the next record starts.
-    Record { target: (usize, usize), payload: (usize, usize), next: usize },
+    /// A valid record: target and payload byte ranges, where the next record starts, and whether
+    /// the payload is a gzip record's (line count and members).
+    Record { target: (usize, usize), payload: (usize, usize), next: usize, gzip: bool },
     /// Zeros, or a record header with nothing committed: the end of the records.
     End,
     /// Bytes that are not a valid record.
     Damaged(&'static str),
 }
 
-/// The checksum of a record: its segment's sequence number, target and payload.
-pub fn record_crc(seq: u64) -> crc32fast::Hasher {
+/// The checksum of a record: its segment's sequence number, its flags (when not 0, so that records
+/// without flags keep the checksum they always had), target and payload.
+pub fn record_crc(seq: u64, flags: u8) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&seq.to_le_bytes());
+    if flags != 0 {
+        h.update(&[flags]);
+    }
     h
 }
 
@@ -94,7 +108,8 @@ pub fn read_slot_checked(buf: &[u8], off: usize, seq: u64, verify: bool) -> Slot
     if magic == 0 {
         return if header.iter().all(|&b| b == 0) { Slot::End } else { Slot::Damaged("bad record header") };
     }
-    if magic != RECORD_MAGIC || header[6] != 0 || header[7] != 0 {
+    let flags = header[6];
+    if magic != RECORD_MAGIC || flags & !FLAG_GZIP != 0 || header[7] != 0 {
         return Slot::Damaged("bad record header");
     }
     let payload_len = (commit & 0xffff_ffff) as usize;
@@ -108,14 +123,18 @@ pub fn read_slot_checked(buf: &[u8], off: usize, seq: u64, verify: bool) -> Slot
     let Some(bytes) = buf.get(target..end) else {
         return Slot::Damaged("record runs past the end of the file");
     };
+    let gzip = flags & FLAG_GZIP != 0;
+    if gzip && payload_len < GZIP_LINES_LEN {
+        return Slot::Damaged("gzip record without its line count");
+    }
     if verify {
-        let mut crc = record_crc(seq);
+        let mut crc = record_crc(seq, flags);
         crc.update(bytes);
         if crc.finalize() != (commit >> 32) as u32 {
             return Slot::Damaged("checksum mismatch");
         }
     }
-    Slot::Record { target: (target, payload), payload: (payload, end), next: align8(end) }
+    Slot::Record { target: (target, payload), payload: (payload, end), next: align8(end), gzip }
 }
 
 pub struct Segment {
@@ -469,7 +488,7 @@ mod tests {
         let t = off + RECORD_HEADER;
         b[t..t + target.len()].copy_from_slice(target);
         b[t + target.len()..t + target.len() + payload.len()].copy_from_slice(payload);
-        let mut h = record_crc(seg.seq);
+        let mut h = record_crc(seg.seq, 0);
         h.update(target);
         h.update(payload);
         seg.store_commit(off, payload.len(), h.finalize());
@@ -535,5 +554,30 @@ mod tests {
         assert_eq!(read_slot(&buf, 0, 0), Slot::Damaged("checksum mismatch"));
         buf[0] = b'Z';
         assert_eq!(read_slot(&buf, 0, 0), Slot::Damaged("bad record header"));
+    }
+
+    #[test]
+    fn the_gzip_flag_is_covered_by_the_checksum() {
+        let mut buf = vec![0u8; 256];
+        let (target, payload) = (b"db=x", b"\x02\0\0\0\0\0\0\0gzip members");
+        buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        buf[4..6].copy_from_slice(&(target.len() as u16).to_le_bytes());
+        buf[6] = FLAG_GZIP;
+        buf[16..20].copy_from_slice(target);
+        buf[20..20 + payload.len()].copy_from_slice(payload);
+        let mut crc = record_crc(9, FLAG_GZIP);
+        crc.update(target);
+        crc.update(payload);
+        let commit = u64::from(crc.finalize()) << 32 | payload.len() as u64;
+        buf[8..16].copy_from_slice(&commit.to_le_bytes());
+        let end = 20 + payload.len();
+        assert_eq!(
+            read_slot(&buf, 0, 9),
+            Slot::Record { target: (16, 20), payload: (20, end), next: align8(end), gzip: true }
+        );
+        buf[6] = 0;
+        assert_eq!(read_slot(&buf, 0, 9), Slot::Damaged("checksum mismatch"), "a lost flag is caught");
+        buf[6] = 2;
+        assert_eq!(read_slot(&buf, 0, 9), Slot::Damaged("bad record header"), "unknown flags");
     }
 }

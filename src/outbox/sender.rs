@@ -118,17 +118,20 @@ impl Outbox {
         };
         let Some(conn) = conn.as_mut() else { return };
         let (target, payload) = log.record(&front);
-        let lines = log.record_lines(&front).unwrap_or_else(|| memchr::memchr_iter(b'\n', payload).count() as u64);
+        let lines = log.record_lines(&front);
         // A failed compression cannot happen with libdeflate's bound-sized buffer; plain bytes are
-        // still right if it did.
+        // still right if it did. A gzip record is sent as it is, whatever the level now.
         let gzip = match log.record_gzip(&front, level) {
+            _ if front.is_gzip() => None,
             Some(gz) => Some(gz),
             None if level > 0 => cx.deflate.gzip(level, payload),
             None => None,
         };
-        let (body, gzipped) = match gzip {
-            Some(gz) => (gz, true),
-            None => (payload, false),
+        // The body: compressed here (a buffer the next compression reuses, so it is copied), or the
+        // record's payload as stored (it stays in the log until acknowledged, so it is lent).
+        let (body, gzipped, lent) = match gzip {
+            Some(gz) => (gz, true, false),
+            None => (payload, front.is_gzip(), true),
         };
         conn.begin_request(cx.registry);
         let auth = backend.auth.as_ref().map(|a| crate::http::basic_auth(&a.username, &a.password));
@@ -147,13 +150,11 @@ impl Outbox {
             headers: &headers[..n],
             ..UpstreamRequest::post("/write", &backend.host, body)
         };
-        // A compressed body lives in a buffer the next compression reuses: it is copied. A plain one
-        // is the sealed record itself, which stays in the log until acknowledged: it is lent.
-        if gzipped {
-            request.write_to(&mut conn.out);
-        } else {
+        if lent {
             request.write_head_to(&mut conn.out);
             conn.lend_body(body.len());
+        } else {
+            request.write_to(&mut conn.out);
         }
         let reused = conn.exchanges > 0;
         self.inflight = Some(InFlight {
@@ -165,7 +166,7 @@ impl Outbox {
             ex: Exchange::default(),
             answer: Vec::new(),
             reused,
-            lent: !gzipped,
+            lent,
         });
         self.on_event(cx);
     }

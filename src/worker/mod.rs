@@ -610,7 +610,7 @@ impl Worker {
         let line = ops::stats_point::line(&self.shared, &ops::stats_point::hostname(), &config.node.listen_raw);
         self.request_seq += 1;
         let db = config.node.db.as_deref().unwrap_or(ops::stats_point::FALLBACK_DB);
-        let wp = WriteParams { request: self.request_seq, db, rp: None, precision: None };
+        let wp = WriteParams { request: self.request_seq, db, rp: None, precision: None, gzip: None };
         let r = write::store(&config, &wp, line.as_bytes(), &mut self.outboxes, &mut self.scratch, &self.shared.stats);
         if r.status != 204 {
             log::debug!("self-statistics point not stored: {}", r.error.unwrap_or_default());

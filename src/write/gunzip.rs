@@ -40,9 +40,16 @@ impl GunzipError {
     }
 }
 
+/// Gzip member header flags (RFC 1952): a CRC-16 of the header follows, and the bits no writer may set.
+const FHCRC: u8 = 0x02;
+const FRESERVED: u8 = 0xe0;
+
 /// One libdeflate decompressor (about 30 KB of tables); a worker keeps one and reuses it.
 pub struct Gunzip {
     raw: *mut libdeflate_decompressor,
+    /// No member of the last body decompressed had a header InfluxDB's reader (Go's) might read
+    /// differently from libdeflate (see [`Gunzip::forwardable`]).
+    plain_headers: bool,
 }
 
 // SAFETY: the decompressor is plain memory owned by this value; libdeflate keeps no thread-local state.
@@ -57,19 +64,30 @@ impl Default for Gunzip {
 impl Gunzip {
     pub fn new() -> Self {
         // SAFETY: no preconditions; a null result (out of memory) is checked where it is used.
-        Gunzip { raw: unsafe { libdeflate_alloc_decompressor() } }
+        Gunzip { raw: unsafe { libdeflate_alloc_decompressor() }, plain_headers: false }
+    }
+
+    /// The body last decompressed may be sent on as it came: InfluxDB will read exactly the bytes
+    /// this decompressor produced. libdeflate skips a member's header checksum (FHCRC) without
+    /// checking it, which Go's reader does check, so a body with one is not forwardable; neither is
+    /// one with reserved flag bits set.
+    pub fn forwardable(&self) -> bool {
+        self.plain_headers
     }
 
     /// Decompresses every gzip member of `input` into `out` (cleared first), never letting `out` grow
     /// past `limit` bytes.
     pub fn decompress(&mut self, input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), GunzipError> {
         out.clear();
+        self.plain_headers = false;
         if self.raw.is_null() {
             return Err(GunzipError::Invalid);
         }
+        let mut plain_headers = true;
         let mut consumed = 0;
         while consumed < input.len() {
             let member = &input[consumed..];
+            plain_headers &= member.get(3).is_some_and(|flags| flags & (FHCRC | FRESERVED) == 0);
             // The trailer of the last member holds its size mod 2^32: a good first guess.
             let hint = member
                 .len()
@@ -114,6 +132,7 @@ impl Gunzip {
                 room = room.saturating_mul(4).min(max_room);
             }
         }
+        self.plain_headers = plain_headers;
         Ok(())
     }
 }
@@ -158,6 +177,30 @@ mod tests {
         let mut want = b"a v=1\nb v=2\n".to_vec();
         want.extend(b"c v=3\n".repeat(5000));
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn only_bodies_with_plain_headers_are_forwardable() {
+        let mut g = Gunzip::new();
+        let mut out = Vec::new();
+        let mut body = gzip(b"a v=1 1\n");
+        body.extend(gzip(b"b v=1 1\n"));
+        g.decompress(&body, 1 << 20, &mut out).unwrap();
+        assert!(g.forwardable());
+        // A header CRC in the second member: libdeflate does not check it, InfluxDB would.
+        let second = gzip(b"b v=1 1\n").len();
+        let at = body.len() - second;
+        let mut with_hcrc = body[..at].to_vec();
+        with_hcrc.extend_from_slice(&body[at..at + 3]);
+        with_hcrc.push(FHCRC);
+        with_hcrc.extend_from_slice(&body[at + 4..at + 10]);
+        with_hcrc.extend_from_slice(&[0xde, 0xad]);
+        with_hcrc.extend_from_slice(&body[at + 10..]);
+        g.decompress(&with_hcrc, 1 << 20, &mut out).unwrap();
+        assert_eq!(out, b"a v=1 1\nb v=1 1\n", "libdeflate skips the wrong header CRC");
+        assert!(!g.forwardable());
+        assert!(g.decompress(b"not gzip", 1 << 20, &mut out).is_err());
+        assert!(!g.forwardable());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::{Scratch, WriteParams, WriteResult, params, store};
 use crate::config::Config;
+use crate::defaults::FORWARD_MIN_BYTES;
 use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error_retry};
@@ -56,6 +57,10 @@ fn handle(cx: &mut WriteContext, head: &Head, query: &Params, raw: &[u8]) -> Wri
         if let Err(e) = scratch.gunzip.decompress(raw, max_body, &mut inflated) {
             scratch.inflated = inflated;
             return WriteResult::error(e.status(), e.to_string());
+        }
+        // Large enough to make a batch of its own: the client's compression may be forwarded.
+        if scratch.gunzip.forwardable() && inflated.len() >= FORWARD_MIN_BYTES {
+            wp.gzip = Some(raw);
         }
         &inflated
     } else {

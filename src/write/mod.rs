@@ -39,7 +39,7 @@ pub struct Scratch {
     pub prom_proto: Vec<u8>,
     pub prom_lines: Vec<u8>,
     measurement: Vec<u8>,
-    last_measurement: Vec<u8>,
+    last_route: LastRoute,
     /// Lines and bytes per config backend index, for this request.
     lines: Vec<u64>,
     bytes: Vec<u64>,
@@ -75,6 +75,8 @@ pub struct WriteParams<'a> {
     pub db: &'a str,
     pub rp: Option<&'a str>,
     pub precision: Option<&'a str>,
+    /// The body as the client compressed it, when it may be forwarded as it came (see `store`).
+    pub gzip: Option<&'a [u8]>,
 }
 
 /// Checks `db` against the node's and returns the request's parameters, or the error answer.
@@ -91,7 +93,7 @@ pub fn params<'a>(config: &'a Config, p: &'a Params) -> Result<WriteParams<'a>, 
     if db.len() + rp.map_or(0, str::len) + precision.map_or(0, str::len) > MAX_TARGET_PARAMS {
         return Err(WriteResult::error(400, "db, rp and precision are too long"));
     }
-    Ok(WriteParams { request: 0, db, rp, precision })
+    Ok(WriteParams { request: 0, db, rp, precision, gzip: None })
 }
 
 /// The receive time in the request's precision, as InfluxDB would stamp a point without a timestamp.
@@ -117,7 +119,108 @@ fn target(db: &str, p: &WriteParams) -> String {
     s
 }
 
+/// The route of the measurement last looked up: lines come in runs of one measurement.
+#[derive(Default)]
+struct LastRoute {
+    measurement: Vec<u8>,
+    route: Option<RouteId>,
+}
+
+impl LastRoute {
+    #[inline]
+    fn lookup(&mut self, routes: &route::Routes, m: &[u8]) -> Option<RouteId> {
+        if self.measurement.is_empty() || self.measurement != m {
+            self.measurement.clear();
+            self.measurement.extend_from_slice(m);
+            self.route = routes.lookup(m);
+        }
+        self.route
+    }
+}
+
+/// What storing a request's lines came to, turned into the answer by [`Tally::answer`].
+#[derive(Default)]
+struct Tally {
+    /// Lines stored in at least one outbox, and lines none could store.
+    stored: u64,
+    refused: u64,
+    disk_errors: Vec<String>,
+    retry_after: Option<u64>,
+    /// InfluxDB's text for the lines it would refuse, in body order, one per line (bounded).
+    parse_errors: String,
+    unparsable: u64,
+    quoted: u64,
+    unrouted: Vec<(String, u64)>,
+}
+
+impl Tally {
+    /// Outbox `b` could not take `lines` lines: counted, and remembered for the 503.
+    fn disk_error(&mut self, config: &Config, b: usize, outbox: &crate::outbox::Outbox, lines: u64, e: AppendError) {
+        BackendState::add(&config.backends[b].state.counters.dropped_disk, lines);
+        // Room comes back as the backend takes batches: no sooner than its next send attempt.
+        let wait = outbox.retry_in(std::time::Instant::now()).map_or(1, |d| d.as_secs_f64().ceil() as u64);
+        self.retry_after = Some(self.retry_after.unwrap_or(1).max(wait.clamp(1, 300)));
+        if self.disk_errors.len() < 4 {
+            let msg = format!("backend {}: {e}", config.backends[b].name);
+            if !self.disk_errors.contains(&msg) {
+                if matches!(e, AppendError::Io(_)) {
+                    log::error!("{msg}");
+                }
+                self.disk_errors.push(msg);
+            }
+        }
+    }
+
+    /// Counts the request in `stats` and answers it.
+    fn answer(mut self, body_len: usize, stats: &crate::stats::ProxyStats) -> WriteResult {
+        let Tally { stored, refused, unparsable, quoted, .. } = self;
+        let unrouted_lines: u64 = self.unrouted.iter().map(|(_, n)| n).sum();
+        BackendState::add(&stats.write_lines, stored);
+        BackendState::add(&stats.write_bytes, body_len as u64);
+        BackendState::add(&stats.lines_unparsable, unparsable);
+        BackendState::add(&stats.lines_unrouted, unrouted_lines);
+        BackendState::add(&stats.lines_refused, refused);
+
+        if refused > 0 {
+            return WriteResult {
+                status: 503,
+                error: Some(format!(
+                    "{refused} points could not be stored by the proxy ({}); retry later",
+                    self.disk_errors.join("; ")
+                )),
+                lines: stored,
+                retry_after: Some(self.retry_after.unwrap_or(1)),
+            };
+        }
+        let mut problems = Vec::new();
+        if unparsable > 0 {
+            if unparsable > quoted {
+                let _ = write!(self.parse_errors, "\n... and {} more unparsable lines", unparsable - quoted);
+            }
+            problems.push(std::mem::take(&mut self.parse_errors));
+        }
+        for (name, n) in self.unrouted.iter().take(10) {
+            problems.push(format!("measurement \"{name}\" has no backend ({n} points)"));
+        }
+        if problems.is_empty() {
+            return WriteResult { status: 204, error: None, lines: stored, retry_after: None };
+        }
+        let joined = problems.join("\n");
+        // As influxd: when some lines were good, the refused ones make a "partial write".
+        let parsed = stored + unrouted_lines;
+        let partial = stored > 0 || (unparsable > 0 && parsed > 0);
+        let msg = if partial { format!("partial write: {joined} dropped={unrouted_lines}") } else { joined };
+        WriteResult { status: 400, error: Some(msg), lines: stored, retry_after: None }
+    }
+}
+
 /// Routes and stores the lines of `body` in the outboxes of their backends.
+///
+/// A body the client sent compressed (`p.gzip`) whose lines are all good, all stamped and all for the
+/// same backends, with nothing else in it, is a batch as it stands: it is stored whole, as the
+/// client's gzip bytes for backends that take gzip (so the proxy never compresses those lines), as
+/// the body for those that do not (one copy instead of one per line). Any other body is stored line
+/// by line, into the open batch of each backend.
 pub fn store(
     config: &Config,
     p: &WriteParams,
@@ -126,51 +229,96 @@ pub fn store(
     scratch: &mut Scratch,
     stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
+    if let Some(gzip) = p.gzip
+        && let Some((route, lines)) = whole_batch(config, p, body, scratch)
+    {
+        return store_whole(config, p, body, gzip, route, lines, outboxes).answer(body.len(), stats);
+    }
+    store_lines(config, p, body, outboxes, scratch).answer(body.len(), stats)
+}
+
+/// The route and line count of `body` when it is a batch as it stands: every line good, with its
+/// timestamp and for the same backends, and nothing else in the body (no blank or comment line, a
+/// newline after the last line). The first line that is not ends the look.
+fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Option<(RouteId, u64)> {
+    let Scratch { measurement, last_route, .. } = scratch;
+    last_route.measurement.clear();
+    let (mut route, mut lines, mut covered) = (None, 0u64, 0usize);
+    for line in Lines::with_precision(body, p.precision) {
+        let line = line.ok()?;
+        let whole = line.with_newline.filter(|_| line.has_timestamp)?;
+        let r = last_route.lookup(&config.routes, line.measurement(measurement))?;
+        if *route.get_or_insert(r) != r {
+            return None;
+        }
+        lines += 1;
+        covered += whole.len();
+    }
+    (covered == body.len()).then_some((route?, lines))
+}
+
+/// Stores a body [`whole_batch`] approved as a batch of its own in each outbox of `route`.
+fn store_whole(
+    config: &Config,
+    p: &WriteParams,
+    body: &[u8],
+    gzip: &[u8],
+    route: RouteId,
+    lines: u64,
+    outboxes: &mut Outboxes,
+) -> Tally {
+    let mut tally = Tally::default();
+    for &b in config.routes.backends(route) {
+        let b = usize::from(b);
+        let Some(outbox) = outboxes.of(b) else {
+            continue;
+        };
+        let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
+        let compressed = outbox.backend.gzip > 0;
+        match outbox.append_batch(target.as_bytes(), if compressed { gzip } else { body }, lines, compressed) {
+            Ok(()) => {
+                tally.stored = lines;
+                outbox.finish_request(lines, body.len() as u64);
+            }
+            Err(e) => tally.disk_error(config, b, outbox, lines, e),
+        }
+    }
+    if tally.stored == 0 {
+        tally.refused = lines;
+    }
+    tally
+}
+
+/// Stores the lines of `body` one by one into the open batch of each of their backends.
+fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Outboxes, scratch: &mut Scratch) -> Tally {
     let request = p.request;
     let n = config.backends.len();
-    let Scratch { measurement, last_measurement, lines, bytes, targets, logged_unrouted, .. } = scratch;
+    let Scratch { measurement, last_route, lines, bytes, targets, logged_unrouted, .. } = scratch;
     lines.clear();
     lines.resize(n, 0);
     bytes.clear();
     bytes.resize(n, 0);
     targets.clear();
     targets.resize(n, None);
-    last_measurement.clear();
+    last_route.measurement.clear();
 
     let mut ts = String::with_capacity(24);
     let _ = write!(ts, " {}", now_in_precision(p.precision, SystemTime::now()));
     let ts = ts.as_bytes();
 
-    let mut last_route: Option<RouteId> = None;
-    let mut stored = 0u64;
-    let mut refused = 0u64;
-    let mut disk_errors: Vec<String> = Vec::new();
-    let mut retry_after: Option<u64> = None;
-    // InfluxDB's text for the lines it would refuse, in body order, one per line (bounded).
-    let mut parse_errors = String::new();
-    let (mut unparsable, mut quoted) = (0u64, 0u64);
-    let mut unrouted: Vec<(String, u64)> = Vec::new();
-
+    let mut tally = Tally::default();
     for line in Lines::with_precision(body, p.precision) {
         let line = match line {
             Ok(l) => l,
             Err(bad) => {
-                unparsable += 1;
-                quoted += u64::from(note_unparsable(&mut parse_errors, &bad));
+                tally.unparsable += 1;
+                tally.quoted += u64::from(note_unparsable(&mut tally.parse_errors, &bad));
                 continue;
             }
         };
         let m = line.measurement(measurement);
-        let route = if !last_measurement.is_empty() && *last_measurement == m {
-            last_route
-        } else {
-            last_measurement.clear();
-            last_measurement.extend_from_slice(m);
-            last_route = config.routes.lookup(m);
-            last_route
-        };
-        let Some(route) = route else {
-            note_unrouted(&mut unrouted, logged_unrouted, m);
+        let Some(route) = last_route.lookup(&config.routes, m) else {
+            note_unrouted(&mut tally.unrouted, logged_unrouted, m);
             continue;
         };
         // One copy where the body holds the line as it is stored; else text, receive time, newline.
@@ -202,27 +350,13 @@ pub fn store(
                     lines[b] += 1;
                     bytes[b] += size;
                 }
-                Err(e) => {
-                    BackendState::add(&config.backends[b].state.counters.dropped_disk, 1);
-                    // Room comes back as the backend takes batches: no sooner than its next send attempt.
-                    let wait = outbox.retry_in(std::time::Instant::now()).map_or(1, |d| d.as_secs_f64().ceil() as u64);
-                    retry_after = Some(retry_after.unwrap_or(1).max(wait.clamp(1, 300)));
-                    if disk_errors.len() < 4 {
-                        let msg = format!("backend {}: {e}", config.backends[b].name);
-                        if !disk_errors.contains(&msg) {
-                            if matches!(e, AppendError::Io(_)) {
-                                log::error!("{msg}");
-                            }
-                            disk_errors.push(msg);
-                        }
-                    }
-                }
+                Err(e) => tally.disk_error(config, b, outbox, 1, e),
             }
         }
         if taken {
-            stored += 1;
+            tally.stored += 1;
         } else {
-            refused += 1;
+            tally.refused += 1;
         }
     }
 
@@ -233,44 +367,7 @@ pub fn store(
             outbox.finish_request(lines[b], bytes[b]);
         }
     }
-
-    let unrouted_lines: u64 = unrouted.iter().map(|(_, n)| n).sum();
-    BackendState::add(&stats.write_lines, stored);
-    BackendState::add(&stats.write_bytes, body.len() as u64);
-    BackendState::add(&stats.lines_unparsable, unparsable);
-    BackendState::add(&stats.lines_unrouted, unrouted_lines);
-    BackendState::add(&stats.lines_refused, refused);
-
-    if refused > 0 {
-        return WriteResult {
-            status: 503,
-            error: Some(format!(
-                "{refused} points could not be stored by the proxy ({}); retry later",
-                disk_errors.join("; ")
-            )),
-            lines: stored,
-            retry_after: Some(retry_after.unwrap_or(1)),
-        };
-    }
-    let mut problems = Vec::new();
-    if unparsable > 0 {
-        if unparsable > quoted {
-            let _ = write!(parse_errors, "\n... and {} more unparsable lines", unparsable - quoted);
-        }
-        problems.push(parse_errors);
-    }
-    for (name, n) in unrouted.iter().take(10) {
-        problems.push(format!("measurement \"{name}\" has no backend ({n} points)"));
-    }
-    if problems.is_empty() {
-        return WriteResult { status: 204, error: None, lines: stored, retry_after: None };
-    }
-    let joined = problems.join("\n");
-    // As influxd: when some lines were good, the refused ones make a "partial write".
-    let parsed = stored + unrouted_lines;
-    let partial = stored > 0 || (unparsable > 0 && parsed > 0);
-    let msg = if partial { format!("partial write: {joined} dropped={unrouted_lines}") } else { joined };
-    WriteResult { status: 400, error: Some(msg), lines: stored, retry_after: None }
+    tally
 }
 
 /// Most bytes of refused lines quoted in one answer; influxd quotes them all, but a body of bad lines
@@ -346,9 +443,9 @@ mod tests {
 
     #[test]
     fn targets_are_encoded() {
-        let p = WriteParams { request: 1, db: "my db", rp: Some("a&b"), precision: Some("s") };
+        let p = WriteParams { request: 1, db: "my db", rp: Some("a&b"), precision: Some("s"), gzip: None };
         assert_eq!(target("my db", &p), "db=my%20db&rp=a%26b&precision=s");
-        let p = WriteParams { request: 1, db: "x", rp: None, precision: None };
+        let p = WriteParams { request: 1, db: "x", rp: None, precision: None, gzip: None };
         assert_eq!(target("y", &p), "db=y");
     }
 }

@@ -50,6 +50,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Gunzipped if the request had `Content-Encoding: gzip`.
     pub body: Vec<u8>,
+    /// The body as it came on the wire.
+    pub raw: Vec<u8>,
     /// Which connection it came on (numbered in accept order), to see connection reuse.
     pub conn: u64,
 }
@@ -386,14 +388,13 @@ fn read_request(reader: &mut impl BufRead, mut stream: &TcpStream) -> io::Result
     if has("expect", "100-continue") {
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
-    let mut body = http::read_body(reader, &headers, false)?;
-    if has("content-encoding", "gzip") {
-        body = http::try_gunzip(&body).unwrap_or(body);
-    }
+    let raw = http::read_body(reader, &headers, false)?;
+    let body = if has("content-encoding", "gzip") { http::try_gunzip(&raw) } else { None };
+    let body = body.unwrap_or_else(|| raw.clone());
     let close = has("connection", "close") || (version == "HTTP/1.0" && !has("connection", "keep-alive"));
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let (path, query) = (path.to_string(), http::parse_query(query));
-    Ok(Some((Recorded { method, path, query, headers, body, conn: 0 }, close)))
+    Ok(Some((Recorded { method, path, query, headers, body, raw, conn: 0 }, close)))
 }
 
 fn error_message(body: &str) -> String {

@@ -8,7 +8,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use libdeflater::{CompressionLvl, Compressor, Decompressor};
+use libdeflater::{CompressionLvl, Compressor};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -440,17 +440,24 @@ pub fn gzip_with(data: &[u8], level: CompressionLvl) -> Vec<u8> {
     out
 }
 
-/// Decompresses a single-member gzip stream; panics on anything else.
+/// `body` as two gzip members at level 6, cut at a line boundary near its middle: what the proxy
+/// makes of a batch (one member, level 1) never equals these bytes.
+pub fn gzip_two_members(body: &[u8]) -> Vec<u8> {
+    let cut = body[..body.len() / 2].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let level = CompressionLvl::new(6).expect("level 6");
+    let mut gz = gzip_with(&body[..cut], level);
+    gz.extend(gzip_with(&body[cut..], level));
+    gz
+}
+
+/// Decompresses a gzip stream (every member, as InfluxDB reads it); panics on anything else.
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     try_gunzip(data).unwrap_or_else(|| panic!("not a valid gzip stream ({} bytes)", data.len()))
 }
 
 pub fn try_gunzip(data: &[u8]) -> Option<Vec<u8>> {
-    // libdeflate needs the output size up front; gzip's trailer ends with it (mod 2^32).
-    let trailer: [u8; 4] = data.get(data.len().checked_sub(4)?..)?.try_into().ok()?;
-    let mut out = vec![0; u32::from_le_bytes(trailer) as usize];
-    let len = Decompressor::new().gzip_decompress(data, &mut out).ok()?;
-    out.truncate(len);
+    let mut out = Vec::new();
+    influx_proxy::write::gunzip::Gunzip::new().decompress(data, 1 << 30, &mut out).ok()?;
     Some(out)
 }
 

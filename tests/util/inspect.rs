@@ -5,8 +5,9 @@
 //! ```text
 //! segment: [header 64 B][record][record]...[zeros]
 //! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
-//! record:  magic "RECD" | target_len u16 | 0 u16 | commit u64 | target | payload | zero pad to 8
-//!          commit = crc32(seq ++ target ++ payload) << 32 | payload_len   (seq: header bytes 8..16)
+//! record:  magic "RECD" | target_len u16 | flags u8 | 0 u8 | commit u64 | target | payload | zero pad to 8
+//!          commit = crc32(seq ++ flags if not 0 ++ target ++ payload) << 32 | payload_len   (seq: header bytes 8..16)
+//! flags 1: the payload is a line count (u64) and the gzip members a client sent
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -125,11 +126,14 @@ pub struct RecordInfo {
     pub len: usize,
     pub target: String,
     pub payload: Vec<u8>,
+    /// A gzip record: `payload` is a line count and gzip members.
+    pub gzip: bool,
 }
 
 impl RecordInfo {
     pub fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.payload).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+        let text = if self.gzip { http::gunzip(&self.payload[8..]) } else { self.payload.clone() };
+        String::from_utf8_lossy(&text).lines().filter(|l| !l.is_empty()).map(String::from).collect()
     }
 
     pub fn end(&self) -> usize {
@@ -159,7 +163,8 @@ pub fn parse_records(bytes: &[u8]) -> Vec<RecordInfo> {
         let t = off + RECORD_HEADER;
         let p = t + target_len;
         let Some(covered) = bytes.get(t..p + payload_len) else { break };
-        if payload_len == 0 || crc32(&[seq, covered].concat()) != (commit >> 32) as u32 {
+        let flags: &[u8] = if h[6] == 0 { &[] } else { &h[6..7] };
+        if payload_len == 0 || h[6] > 1 || crc32(&[seq, flags, covered].concat()) != (commit >> 32) as u32 {
             break;
         }
         let len = (RECORD_HEADER + target_len + payload_len + 7) & !7;
@@ -170,6 +175,7 @@ pub fn parse_records(bytes: &[u8]) -> Vec<RecordInfo> {
             len,
             target: String::from_utf8_lossy(&bytes[t..p]).into_owned(),
             payload: bytes[p..p + payload_len].to_vec(),
+            gzip: h[6] == 1,
         });
         off += len;
     }
