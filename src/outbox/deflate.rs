@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use libdeflater::{CompressionLvl, Compressor};
 
+use crate::defaults::DEFAULT_BATCH_MAX_BYTES;
+use crate::write::gunzip::Gunzip;
+
 /// A batch compressed recently.
 #[derive(Default)]
 struct Kept {
@@ -28,6 +31,9 @@ struct Kept {
 #[derive(Default)]
 pub struct Deflate {
     compressors: Vec<(u32, Compressor)>,
+    /// For the rare batch a backend could not read as the client compressed it ([`Deflate::recompress`]).
+    gunzip: Option<Gunzip>,
+    plain: Vec<u8>,
     /// Compression output, sized for the largest batch so far (bounded, see `gzip`).
     out: Vec<u8>,
     /// Recently compressed batches; the next one to overwrite is `kept[next]`.
@@ -83,6 +89,25 @@ impl Deflate {
         match self.gzip_kept(level, payload)? {
             Compressed::Kept(i) => Some(&self.kept[i].gz),
             Compressed::Out(n) => Some(&self.out[..n]),
+        }
+    }
+
+    /// A client's gzip `members` that a backend could not read (InfluxDB's reader is stricter than
+    /// libdeflate in a few corners of the format), decompressed and, at `level` > 0, compressed again
+    /// by the proxy; with whether the result is gzip. `None` if they do not decompress (within the
+    /// size any forwarded body has, see `write::store`).
+    pub fn recompress(&mut self, level: u32, members: &[u8]) -> Option<(&[u8], bool)> {
+        let mut plain = std::mem::take(&mut self.plain);
+        let gunzip = self.gunzip.get_or_insert_with(Gunzip::new);
+        let inflated = gunzip.decompress(members, DEFAULT_BATCH_MAX_BYTES, &mut plain).is_ok();
+        let compressed = if inflated && level > 0 { self.gzip_kept(level, &plain) } else { None };
+        self.plain = plain;
+        match compressed {
+            _ if !inflated => None,
+            None if level == 0 => Some((&self.plain, false)),
+            None => None,
+            Some(Compressed::Kept(i)) => Some((&self.kept[i].gz, true)),
+            Some(Compressed::Out(n)) => Some((&self.out[..n], true)),
         }
     }
 
@@ -168,6 +193,27 @@ mod tests {
             assert_eq!(gunzip(d.gzip(1, &c).unwrap()), c);
             assert_eq!(gunzip(d.gzip(1, &c).unwrap()), c);
         }
+    }
+
+    #[test]
+    fn members_a_backend_could_not_read_are_recompressed_or_sent_plain() {
+        let mut d = Deflate::default();
+        let lines = b"cpu v=1 1\n".repeat(1000);
+        let mut members = gzip6(&lines[..5000]);
+        members.extend(gzip6(&lines[5000..]));
+        let (gz, gzipped) = d.recompress(1, &members).unwrap();
+        assert!(gzipped);
+        assert_eq!(gunzip(gz), lines);
+        assert_eq!(d.recompress(0, &members).unwrap(), (&lines[..], false));
+        assert!(d.recompress(1, b"not gzip").is_none());
+    }
+
+    fn gzip6(data: &[u8]) -> Vec<u8> {
+        let mut c = Compressor::new(CompressionLvl::new(6).unwrap());
+        let mut out = vec![0; c.gzip_compress_bound(data.len())];
+        let n = c.gzip_compress(data, &mut out).unwrap();
+        out.truncate(n);
+        out
     }
 
     #[test]

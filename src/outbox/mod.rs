@@ -104,6 +104,9 @@ pub struct Outbox {
     failing: Option<String>,
     /// Alternates parked and main sources when both are ready.
     parked_turn: bool,
+    /// A gzip record the backend could not read as the client compressed it: sent decompressed by the
+    /// proxy (see `sender.rs`).
+    unreadable: Option<log::Front>,
     /// Removed from the config: takes no new lines, sends what it has.
     pub retired: bool,
     /// Publishes how old the pending data of each target is (read by the planner).
@@ -180,6 +183,7 @@ impl Outbox {
             backoff: FIRST_RETRY_BACKOFF,
             failing: None,
             parked_turn: false,
+            unreadable: None,
             retired: false,
             lag: LagTracker::new(opts.worker),
         };

@@ -110,6 +110,7 @@ impl Outbox {
             }
         }
         let level = backend.gzip;
+        let unreadable = front.is_gzip() && self.unreadable == Some(front);
         // Split borrows: the record is read from the log while the request is written into the conn.
         let Outbox { logs, parked, conn, .. } = self;
         let log = match source {
@@ -119,18 +120,22 @@ impl Outbox {
         let Some(conn) = conn.as_mut() else { return };
         let (target, payload) = log.record(&front);
         let lines = log.record_lines(&front);
-        // A failed compression cannot happen with libdeflate's bound-sized buffer; plain bytes are
-        // still right if it did. A gzip record is sent as it is, whatever the level now.
-        let gzip = match log.record_gzip(&front, level) {
-            _ if front.is_gzip() => None,
-            Some(gz) => Some(gz),
-            None if level > 0 => cx.deflate.gzip(level, payload),
-            None => None,
+        // The body: the record's payload as stored (it stays in the log until acknowledged, so it is
+        // lent), or bytes made here (in a buffer the next compression reuses, so they are copied). A
+        // gzip record goes as the client compressed it, whatever the level now, unless the backend
+        // could not read that. A failed compression cannot happen with libdeflate's bound-sized
+        // buffer; plain bytes are still right if it did.
+        let made = if front.is_gzip() {
+            if unreadable { cx.deflate.recompress(level, payload) } else { None }
+        } else {
+            match log.record_gzip(&front, level) {
+                Some(gz) => Some((gz, true)),
+                None if level > 0 => cx.deflate.gzip(level, payload).map(|gz| (gz, true)),
+                None => None,
+            }
         };
-        // The body: compressed here (a buffer the next compression reuses, so it is copied), or the
-        // record's payload as stored (it stays in the log until acknowledged, so it is lent).
-        let (body, gzipped, lent) = match gzip {
-            Some(gz) => (gz, true, false),
+        let (body, gzipped, lent) = match made {
+            Some((bytes, gzipped)) => (bytes, gzipped, false),
             None => (payload, front.is_gzip(), true),
         };
         conn.begin_request(cx.registry);
@@ -228,6 +233,24 @@ impl Outbox {
     fn handle_answer(&mut self, cx: &mut Cx, f: InFlight, status: u16) {
         let outcome = classify(status, &f.answer);
         let name = self.backend.name.clone();
+        // A 400 naming no line, to a batch sent as the client compressed it: the backend could not
+        // read the client's gzip (its reader is stricter than the proxy's in a few corners of the
+        // format). The proxy took those lines: send them again, decompressed by the proxy.
+        if status == 400
+            && f.front.is_gzip()
+            && self.unreadable != Some(f.front)
+            && refused_lines(&f.answer).is_none()
+            && let Outcome::DropBadData(msg) = &outcome
+        {
+            ::log::warn!(
+                "backend {name} could not read a batch of {} lines as the client compressed it ({msg}); \
+                 sending it decompressed by the proxy",
+                f.lines
+            );
+            self.unreadable = Some(f.front);
+            self.start_send(cx, f.source, f.front);
+            return;
+        }
         let c = &self.backend.state.counters;
         match outcome {
             Outcome::Ack => {

@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::defaults::DEFAULT_BATCH_MAX_BYTES;
 use crate::http::params::{Params, encode_into};
 use crate::outbox::AppendError;
 use crate::outbox::set::Outboxes;
@@ -229,7 +230,7 @@ pub fn store(
     scratch: &mut Scratch,
     stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
-    if let Some(gzip) = p.gzip
+    if let Some(gzip) = p.gzip.filter(|_| body.len() <= DEFAULT_BATCH_MAX_BYTES)
         && let Some((route, lines)) = whole_batch(config, p, body, scratch)
     {
         return store_whole(config, p, body, gzip, route, lines, outboxes).answer(body.len(), stats);
@@ -238,20 +239,30 @@ pub fn store(
 }
 
 /// The route and line count of `body` when it is a batch as it stands: every line good, with its
-/// timestamp and for the same backends, and nothing else in the body (no blank or comment line, a
-/// newline after the last line). The first line that is not ends the look.
+/// timestamp and for the same backends, nothing else in the body (no blank or comment line, a newline
+/// after the last line), and no more lines than a batch of those backends may hold (`maxrowlimit`).
+/// The first line that is not ends the look.
 fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Option<(RouteId, u64)> {
     let Scratch { measurement, last_route, .. } = scratch;
     last_route.measurement.clear();
-    let (mut route, mut lines, mut covered) = (None, 0u64, 0usize);
+    let (mut route, mut max_rows, mut lines, mut covered) = (None, 0, 0u64, 0usize);
     for line in Lines::with_precision(body, p.precision) {
         let line = line.ok()?;
         let whole = line.with_newline.filter(|_| line.has_timestamp)?;
         let r = last_route.lookup(&config.routes, line.measurement(measurement))?;
-        if *route.get_or_insert(r) != r {
-            return None;
+        match route {
+            None => {
+                route = Some(r);
+                let backends = config.routes.backends(r).iter();
+                max_rows = backends.map(|&b| config.backends[usize::from(b)].max_row_limit).min()?;
+            }
+            Some(first) if first != r => return None,
+            Some(_) => {}
         }
         lines += 1;
+        if lines as usize > max_rows {
+            return None;
+        }
         covered += whole.len();
     }
     (covered == body.len()).then_some((route?, lines))
