@@ -54,10 +54,10 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 pub const DEFAULT_MAX_DISK_BYTES: u64 = 4 << 30;
 /// A batch is sealed and sent once its payload reaches this many bytes, whatever `maxrowlimit` says.
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 4 << 20;
-/// A gzip write whose decompressed body is at least this large, and whose lines all go unchanged to
-/// the same backends, makes a batch of its own, sent with the client's compressed bytes (no gzip by
-/// the proxy). Smaller ones join the open batch, so backends are not sent many small batches.
-pub const FORWARD_MIN_BYTES: usize = 64 << 10;
+/// A write body at least this large (decompressed) that is a batch as it stands (see `write::store`)
+/// is stored as a batch of its own, gzip as the client sent it or compressed once by the proxy.
+/// Smaller ones join the open batch, so backends are not sent many small batches.
+pub const WHOLE_BATCH_MIN_BYTES: usize = 64 << 10;
 
 // ---- sending ----
 /// First pause after a failed send; doubles up to the backend's `rewriteinterval`.

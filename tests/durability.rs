@@ -157,9 +157,18 @@ fn wait_fake_lines(fake: &FakeBackend, expected: &BTreeSet<String>) -> Vec<Strin
 
 // ------------------------------------------------------------------------------------------------ 2, 8
 
+/// How the test's requests come.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bodies {
+    /// 100 lines, plain: appended line by line to open batches.
+    Small,
+    /// 2000 lines (> 64 KiB), each a batch of its own, stored gzip: compressed by the proxy when the
+    /// client sent them plain, as the client compressed them when it sent gzip.
+    Large { gzip: bool },
+}
+
 /// Writes while `b` is down, kill -9, then brings the proxy and the backend back in both orders.
-/// With `gzip`, the bodies are large gzip ones, stored and sent as the client compressed them.
-fn kill9_while_backend_down(args: &[&str], both_orders: bool, gzip: bool) {
+fn kill9_while_backend_down(args: &[&str], both_orders: bool, bodies: Bodies) {
     let a = influxd_with_db();
     let mut b = influxd_with_db();
     // b seals a batch only once it is a second old: at the kill its last batch is still open
@@ -172,8 +181,10 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool, gzip: bool) {
     let mut all_args = vec!["--segment-bytes", "65536"];
     all_args.extend_from_slice(args);
     let mut proxy = site.proxy(2, &all_args);
-    let lines_per_request = if gzip { 2000 } else { 100 };
-    let spec = LoadSpec { lines_per_request, gzip, ..site.spec(DB, "k9") };
+    let spec = match bodies {
+        Bodies::Small => LoadSpec { lines_per_request: 100, ..site.spec(DB, "k9") },
+        Bodies::Large { gzip } => LoadSpec { lines_per_request: 2000, gzip, ..site.spec(DB, "k9") },
+    };
 
     b.stop();
     wait_until(WAIT, "b reported down", || inspect::backend_health(&site.addr(), "b")["up"] == false);
@@ -183,10 +194,10 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool, gzip: bool) {
     proxy.kill9();
     let files = inspect::segment_files(site.data_dir(), "b");
     assert!(files.len() >= 3, "b's data should span several segment files, found {}", files.len());
-    if gzip {
+    if bodies != Bodies::Small {
         let records: Vec<RecordInfo> =
             files.iter().flat_map(|f| inspect::parse_records(&std::fs::read(f).expect("segment"))).collect();
-        assert!(records.iter().all(|r| r.gzip), "every body was forwarded as a gzip record");
+        assert!(records.iter().all(|r| r.gzip), "every body was stored as a gzip record");
         assert_eq!(ids_of(&records), acked, "the gzip records hold every acknowledged line");
     }
     // Backend first, then the proxy.
@@ -214,22 +225,23 @@ fn kill9_while_backend_down(args: &[&str], both_orders: bool, gzip: bool) {
 
 #[test]
 fn kill9_while_backend_down_then_restart_in_either_order() {
-    kill9_while_backend_down(&[], true, false);
+    kill9_while_backend_down(&[], true, Bodies::Small);
 }
 
 #[test]
-fn kill9_while_backend_down_with_bodies_stored_as_the_client_compressed_them() {
-    kill9_while_backend_down(&[], false, true);
+fn kill9_while_backend_down_with_large_bodies_stored_gzipped() {
+    kill9_while_backend_down(&[], false, Bodies::Large { gzip: false });
+    kill9_while_backend_down(&[], false, Bodies::Large { gzip: true });
 }
 
 #[test]
 fn sync_always_survives_kill9() {
-    kill9_while_backend_down(&["--sync", "always"], false, false);
+    kill9_while_backend_down(&["--sync", "always"], false, Bodies::Small);
 }
 
 #[test]
 fn sync_batch_survives_kill9() {
-    kill9_while_backend_down(&["--sync", "batch"], false, false);
+    kill9_while_backend_down(&["--sync", "batch"], false, Bodies::Small);
 }
 
 // ------------------------------------------------------------------------------------------------ 3

@@ -126,6 +126,18 @@ impl Outboxes {
         self.outboxes.get_mut(id)
     }
 
+    /// `plain` gzipped at `level` into `out` with the worker's compressor; false if that failed.
+    pub fn gzip_into(&mut self, level: u32, plain: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        match self.deflate.gzip(level, plain) {
+            Some(gz) => {
+                out.extend_from_slice(gz);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Readiness on outbox `id`'s connection.
     pub fn on_event(&mut self, id: usize, registry: &Registry, now: Instant) {
         let Outboxes { outboxes, deflate, .. } = self;

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use super::{Scratch, WriteParams, WriteResult, params, store};
 use crate::config::Config;
-use crate::defaults::FORWARD_MIN_BYTES;
 use crate::http::params::Params;
 use crate::http::request::Head;
 use crate::http::response::{Response, write_error_retry};
@@ -58,8 +57,8 @@ fn handle(cx: &mut WriteContext, head: &Head, query: &Params, raw: &[u8]) -> Wri
             scratch.inflated = inflated;
             return WriteResult::error(e.status(), e.to_string());
         }
-        // Large enough to make a batch of its own: the client's compression may be forwarded.
-        if scratch.gunzip.forwardable() && inflated.len() >= FORWARD_MIN_BYTES {
+        // Should the body be a batch as it stands, the client's compression may be forwarded.
+        if scratch.gunzip.forwardable() {
             wp.gzip = Some(raw);
         }
         &inflated

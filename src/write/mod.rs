@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::defaults::DEFAULT_BATCH_MAX_BYTES;
+use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, WHOLE_BATCH_MIN_BYTES};
 use crate::http::params::{Params, encode_into};
 use crate::outbox::AppendError;
 use crate::outbox::set::Outboxes;
@@ -39,6 +39,8 @@ pub struct Scratch {
     /// Prometheus remote write: the decompressed protobuf and the line protocol made of it.
     pub prom_proto: Vec<u8>,
     pub prom_lines: Vec<u8>,
+    /// A body stored whole, compressed by the proxy, and the level it was compressed at (0: none yet).
+    gzip: (u32, Vec<u8>),
     measurement: Vec<u8>,
     last_route: LastRoute,
     /// Lines and bytes per config backend index, for this request.
@@ -217,11 +219,11 @@ impl Tally {
 
 /// Routes and stores the lines of `body` in the outboxes of their backends.
 ///
-/// A body the client sent compressed (`p.gzip`) whose lines are all good, all stamped and all for the
-/// same backends, with nothing else in it, is a batch as it stands: it is stored whole, as the
-/// client's gzip bytes for backends that take gzip (so the proxy never compresses those lines), as
-/// the body for those that do not (one copy instead of one per line). Any other body is stored line
-/// by line, into the open batch of each backend.
+/// A large body whose lines are all good, all stamped and all for the same backends, with nothing else
+/// in it, is a batch as it stands: it is stored whole, one copy per backend instead of one per line —
+/// gzip for backends that take gzip (the client's bytes when it sent them, `p.gzip`, so the proxy never
+/// compresses those lines; else compressed here once for all of them), the body for the others. Any
+/// other body is stored line by line, into the open batch of each backend.
 pub fn store(
     config: &Config,
     p: &WriteParams,
@@ -230,10 +232,10 @@ pub fn store(
     scratch: &mut Scratch,
     stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
-    if let Some(gzip) = p.gzip.filter(|_| body.len() <= DEFAULT_BATCH_MAX_BYTES)
+    if (WHOLE_BATCH_MIN_BYTES..=DEFAULT_BATCH_MAX_BYTES).contains(&body.len())
         && let Some((route, lines)) = whole_batch(config, p, body, scratch)
     {
-        return store_whole(config, p, body, gzip, route, lines, outboxes).answer(body.len(), stats);
+        return store_whole(config, p, body, route, lines, outboxes, &mut scratch.gzip).answer(body.len(), stats);
     }
     store_lines(config, p, body, outboxes, scratch).answer(body.len(), stats)
 }
@@ -268,25 +270,38 @@ fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scra
     (covered == body.len()).then_some((route?, lines))
 }
 
-/// Stores a body [`whole_batch`] approved as a batch of its own in each outbox of `route`.
+/// Stores a body [`whole_batch`] approved as a batch of its own in each outbox of `route`: gzip for
+/// backends with `gzip` on (the client's bytes, or the body compressed here once for all of them, into
+/// `own_gzip`), the body as it is for the others.
 fn store_whole(
     config: &Config,
     p: &WriteParams,
     body: &[u8],
-    gzip: &[u8],
     route: RouteId,
     lines: u64,
     outboxes: &mut Outboxes,
+    own_gzip: &mut (u32, Vec<u8>),
 ) -> Tally {
     let mut tally = Tally::default();
+    own_gzip.0 = 0;
     for &b in config.routes.backends(route) {
         let b = usize::from(b);
+        let level = config.backends[b].gzip;
+        let gzip = match p.gzip {
+            _ if level == 0 => None,
+            Some(client) => Some(client),
+            None if own_gzip.0 == level || outboxes.gzip_into(level, body, &mut own_gzip.1) => {
+                own_gzip.0 = level;
+                Some(&own_gzip.1[..])
+            }
+            // Stored plain: compressed when sent.
+            None => None,
+        };
         let Some(outbox) = outboxes.of(b) else {
             continue;
         };
         let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
-        let compressed = outbox.backend.gzip > 0;
-        match outbox.append_batch(target.as_bytes(), if compressed { gzip } else { body }, lines, compressed) {
+        match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some()) {
             Ok(()) => {
                 tally.stored = lines;
                 outbox.finish_request(lines, body.len() as u64);
