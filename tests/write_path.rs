@@ -787,6 +787,14 @@ fn a_large_gzip_write_reaches_its_backends_as_the_client_compressed_it() {
             assert!(writes[0].raw == sent, "{name}: the client's gzip members, forwarded unchanged");
         }
     }
+    // Bytes in and sent are bytes as stored: the client's gzip (and its line count), or the body.
+    for (name, stored) in [("a", sent.len() + 8), ("c", body.len())] {
+        for metric in ["influx_proxy_backend_bytes_in_total", "influx_proxy_backend_bytes_sent_total"] {
+            let got = || inspect::metric(&rig.addr(), metric, &[("backend", name)]);
+            wait_until(WAIT, &format!("{metric} of {name}"), || got().is_some_and(|v| v >= stored as f64));
+            assert_eq!(got(), Some(stored as f64), "{metric} of {name}");
+        }
+    }
 
     // Bodies whose batches are not exactly the body are compressed by the proxy, and arrive whole.
     let without_stamp = format!("{body}fwd,host=late value=1\n");

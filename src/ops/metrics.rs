@@ -42,10 +42,14 @@ const PROXY_COUNTERS: &[Counter<ProxyStats>] = &[
 /// Per-backend counters: (name, help, field).
 const BACKEND_COUNTERS: &[Counter<BackendCounters>] = &[
     ("influx_proxy_backend_lines_in_total", "Lines stored in the backend's outbox.", |c| &c.lines_in),
-    ("influx_proxy_backend_bytes_in_total", "Bytes stored in the backend's outbox.", |c| &c.bytes_in),
+    (
+        "influx_proxy_backend_bytes_in_total",
+        "Bytes stored in the backend's outbox (compressed, for batches stored gzip).",
+        |c| &c.bytes_in,
+    ),
     ("influx_proxy_backend_lines_sent_total", "Lines the backend acknowledged.", |c| &c.lines_sent),
     ("influx_proxy_backend_batches_sent_total", "Batches the backend acknowledged.", |c| &c.batches_sent),
-    ("influx_proxy_backend_bytes_sent_total", "Payload bytes the backend acknowledged.", |c| &c.bytes_sent),
+    ("influx_proxy_backend_bytes_sent_total", "Payload bytes (as stored) the backend acknowledged.", |c| &c.bytes_sent),
     ("influx_proxy_backend_retries_total", "Failed sends kept for retry.", |c| &c.retries),
     ("influx_proxy_backend_lines_parked_total", "Lines set aside until their database exists.", |c| &c.parked),
     ("influx_proxy_backend_recovery_cut_bytes_total", "Damaged log bytes cut at start.", |c| &c.recovery_cut_bytes),

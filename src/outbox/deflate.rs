@@ -111,6 +111,24 @@ impl Deflate {
         }
     }
 
+    /// `payload` gzipped at `level` into `out` (cleared first), bypassing the cache: for a batch
+    /// compressed once for all its replicas as it is stored. False if compression failed.
+    pub fn gzip_into(&mut self, level: u32, payload: &[u8], out: &mut Vec<u8>) -> bool {
+        let compressor = compressor(&mut self.compressors, level);
+        out.clear();
+        out.resize(compressor.gzip_compress_bound(payload.len()), 0);
+        match compressor.gzip_compress(payload, out) {
+            Ok(n) => {
+                out.truncate(n);
+                true
+            }
+            Err(_) => {
+                out.clear();
+                false
+            }
+        }
+    }
+
     fn gzip_kept(&mut self, level: u32, payload: &[u8]) -> Option<Compressed> {
         // Lengths differ for almost every pair of different batches, so the comparison is mostly free.
         if let Some(i) =
@@ -118,15 +136,7 @@ impl Deflate {
         {
             return Some(Compressed::Kept(i));
         }
-        let c = match self.compressors.iter().position(|(l, _)| *l == level) {
-            Some(c) => c,
-            None => {
-                let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
-                self.compressors.push((level, Compressor::new(lvl)));
-                self.compressors.len() - 1
-            }
-        };
-        let compressor = &mut self.compressors[c].1;
+        let compressor = compressor(&mut self.compressors, level);
         let bound = compressor.gzip_compress_bound(payload.len());
         // `out` only grows (up to a bound): zeroing it for every batch would cost a memset of its size.
         if self.out.len() < bound {
@@ -153,6 +163,19 @@ impl Deflate {
         k.gz = Arc::from(&self.out[..n]);
         Some(Compressed::Kept(slot))
     }
+}
+
+/// The compressor for `level`, made when first needed.
+fn compressor(compressors: &mut Vec<(u32, Compressor)>, level: u32) -> &mut Compressor {
+    let c = match compressors.iter().position(|(l, _)| *l == level) {
+        Some(c) => c,
+        None => {
+            let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
+            compressors.push((level, Compressor::new(lvl)));
+            compressors.len() - 1
+        }
+    };
+    &mut compressors[c].1
 }
 
 /// Where [`Deflate::gzip_kept`] left a result: in `kept[i]`, or the first `n` bytes of `out`.
@@ -206,6 +229,9 @@ mod tests {
         assert_eq!(gunzip(gz), lines);
         assert_eq!(d.recompress(0, &members).unwrap(), (&lines[..], false));
         assert!(d.recompress(1, b"not gzip").is_none());
+        let mut out = vec![1, 2, 3];
+        assert!(d.gzip_into(1, &lines, &mut out));
+        assert_eq!(gunzip(&out), lines);
     }
 
     fn gzip6(data: &[u8]) -> Vec<u8> {

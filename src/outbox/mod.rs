@@ -106,7 +106,7 @@ pub struct Outbox {
     parked_turn: bool,
     /// A gzip record the backend could not read as the client compressed it: sent decompressed by the
     /// proxy (see `sender.rs`).
-    unreadable: Option<log::Front>,
+    unreadable: Option<(Source, log::Front)>,
     /// Removed from the config: takes no new lines, sends what it has.
     pub retired: bool,
     /// Publishes how old the pending data of each target is (read by the planner).
@@ -272,8 +272,9 @@ impl Outbox {
     }
 
     /// Appends a request's lines as a batch of their own, sealed at once: `payload` holds `lines`
-    /// lines, or with `gzip` it is the gzip body they came in, stored and sent as it is (see
-    /// `write::store`). The batch before it is sealed first, so the order of lines is kept.
+    /// lines, or with `gzip` it is those lines gzipped, stored and sent as it is (see `write::store`).
+    /// The batch before it is sealed first, so the order of lines is kept. It is committed (and
+    /// counted) when this returns.
     pub fn append_batch(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
@@ -282,7 +283,12 @@ impl Outbox {
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, target, Instant::now());
         }
-        appended
+        appended?;
+        // Bytes as stored, as `bytes_sent` counts them when the backend acknowledges the record.
+        let c = &self.backend.state.counters;
+        BackendState::add(&c.lines_in, lines);
+        BackendState::add(&c.bytes_in, (payload.len() + if gzip { segment::GZIP_LINES_LEN } else { 0 }) as u64);
+        Ok(())
     }
 
     /// The request is fully appended: commit it before it is answered.

@@ -110,7 +110,7 @@ impl Outbox {
             }
         }
         let level = backend.gzip;
-        let unreadable = front.is_gzip() && self.unreadable == Some(front);
+        let unreadable = front.is_gzip() && self.unreadable == Some((source, front));
         // Split borrows: the record is read from the log while the request is written into the conn.
         let Outbox { logs, parked, conn, .. } = self;
         let log = match source {
@@ -238,18 +238,21 @@ impl Outbox {
         // format). The proxy took those lines: send them again, decompressed by the proxy.
         if status == 400
             && f.front.is_gzip()
-            && self.unreadable != Some(f.front)
+            && self.unreadable != Some((f.source, f.front))
             && refused_lines(&f.answer).is_none()
             && let Outcome::DropBadData(msg) = &outcome
         {
             ::log::warn!(
-                "backend {name} could not read a batch of {} lines as the client compressed it ({msg}); \
-                 sending it decompressed by the proxy",
+                "backend {name} could not read a batch of {} lines stored gzip ({msg}); sending it decompressed \
+                 and compressed again by the proxy",
                 f.lines
             );
-            self.unreadable = Some(f.front);
+            self.unreadable = Some((f.source, f.front));
             self.start_send(cx, f.source, f.front);
             return;
+        }
+        if !matches!(outcome, Outcome::Retry(_)) {
+            self.unreadable = None;
         }
         let c = &self.backend.state.counters;
         match outcome {

@@ -128,14 +128,7 @@ impl Outboxes {
 
     /// `plain` gzipped at `level` into `out` with the worker's compressor; false if that failed.
     pub fn gzip_into(&mut self, level: u32, plain: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
-        match self.deflate.gzip(level, plain) {
-            Some(gz) => {
-                out.extend_from_slice(gz);
-                true
-            }
-            None => false,
-        }
+        self.deflate.gzip_into(level, plain, out)
     }
 
     /// Readiness on outbox `id`'s connection.

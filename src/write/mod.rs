@@ -233,6 +233,7 @@ pub fn store(
     stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
     if (WHOLE_BATCH_MIN_BYTES..=DEFAULT_BATCH_MAX_BYTES).contains(&body.len())
+        && body.ends_with(b"\n")
         && let Some((route, lines)) = whole_batch(config, p, body, scratch)
     {
         return store_whole(config, p, body, route, lines, outboxes, &mut scratch.gzip).answer(body.len(), stats);
@@ -286,26 +287,29 @@ fn store_whole(
     own_gzip.0 = 0;
     for &b in config.routes.backends(route) {
         let b = usize::from(b);
+        if outboxes.of(b).is_none() {
+            continue;
+        }
         let level = config.backends[b].gzip;
         let gzip = match p.gzip {
             _ if level == 0 => None,
             Some(client) => Some(client),
-            None if own_gzip.0 == level || outboxes.gzip_into(level, body, &mut own_gzip.1) => {
-                own_gzip.0 = level;
-                Some(&own_gzip.1[..])
+            None if own_gzip.0 == level => Some(&own_gzip.1[..]),
+            None => {
+                own_gzip.0 = 0;
+                // Else stored plain, and compressed when sent.
+                outboxes.gzip_into(level, body, &mut own_gzip.1).then(|| {
+                    own_gzip.0 = level;
+                    &own_gzip.1[..]
+                })
             }
-            // Stored plain: compressed when sent.
-            None => None,
         };
         let Some(outbox) = outboxes.of(b) else {
             continue;
         };
         let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
         match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some()) {
-            Ok(()) => {
-                tally.stored = lines;
-                outbox.finish_request(lines, body.len() as u64);
-            }
+            Ok(()) => tally.stored = lines,
             Err(e) => tally.disk_error(config, b, outbox, lines, e),
         }
     }
