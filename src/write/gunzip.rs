@@ -98,30 +98,32 @@ impl Gunzip {
             let mut room = hint.max(member.len() * 4).max(4096).min(limit - out.len());
             loop {
                 let start = out.len();
-                out.resize(start + room, 0);
+                // Decompressed into spare capacity: zeroing it first would cost a memset of every byte.
+                out.reserve(room);
                 let (mut used_in, mut used_out) = (0usize, 0usize);
                 // SAFETY: `self.raw` is non-null (checked at the top of `decompress`) and `&mut self`
                 // gives this call sole use of the decompressor; `member` is a live slice of
-                // `member.len()` bytes; `out` was just resized to `start + room` bytes, so the
-                // destination is `room` writable bytes after `start`, which is all libdeflate writes;
-                // it reports how many bytes it read and wrote through the two live locals.
+                // `member.len()` bytes; `out` has room for `room` more bytes after its length `start`
+                // (reserved just above), which is all libdeflate writes (it only writes there, never
+                // reads); it reports how many bytes it read and wrote through the two live locals.
                 let result = unsafe {
                     libdeflate_gzip_decompress_ex(
                         self.raw,
                         member.as_ptr().cast(),
                         member.len(),
-                        out.as_mut_ptr().add(start).cast(),
+                        out.spare_capacity_mut().as_mut_ptr().cast(),
                         room,
                         &mut used_in,
                         &mut used_out,
                     )
                 };
                 if result == libdeflate_result_LIBDEFLATE_SUCCESS {
-                    out.truncate(start + used_out);
+                    // SAFETY: on success libdeflate wrote `used_out` (at most `room`) bytes right
+                    // after the first `start`, so they are initialized and within the capacity.
+                    unsafe { out.set_len(start + used_out.min(room)) };
                     consumed += used_in.max(1);
                     break;
                 }
-                out.truncate(start);
                 if result != libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE {
                     return Err(GunzipError::Invalid);
                 }
@@ -165,6 +167,17 @@ mod tests {
         let mut out = Vec::new();
         Gunzip::new().decompress(&gzip(&data), 1 << 20, &mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_the_last_body() {
+        let mut g = Gunzip::new();
+        let mut out = Vec::new();
+        g.decompress(&gzip(&b"long line v=1 1\n".repeat(5000)), 1 << 20, &mut out).unwrap();
+        g.decompress(&gzip(b"short v=1 1\n"), 1 << 20, &mut out).unwrap();
+        assert_eq!(out, b"short v=1 1\n");
+        assert!(g.decompress(b"\x1f\x8b garbage", 1 << 20, &mut out).is_err());
+        assert!(out.is_empty(), "nothing of a failed body is left");
     }
 
     #[test]
