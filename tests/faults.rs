@@ -236,6 +236,24 @@ fn missing_database_and_retention_policy_park_only_their_target() {
     wait_until(WAIT, "a's backlog drained", || site.health("a")["backlog_records"] == 0);
 }
 
+#[test]
+fn large_bodies_stored_gzip_are_parked_and_delivered_whole() {
+    // Bodies that are batches as they stand are stored gzip (the client's own bytes, or compressed by
+    // the proxy); parked for a missing database, they must come out as the same gzip records.
+    let a = Influxd::start();
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
+    let site = Site::new(config, "faults-data");
+    let _proxy = site.proxy(2, &[]);
+    let parked = || site.health("a")["lines_parked_total"].as_u64().unwrap_or(0);
+    let spec = |gzip: bool| LoadSpec { query: "db=x".into(), lines_per_request: 2000, gzip, ..site.spec(DB, "pgz") };
+    let mut ids = load::write_acked(&spec(true), 0, 0, 3, Duration::ZERO);
+    ids.extend(load::write_acked(&spec(false), 1, 100_000, 2, Duration::ZERO));
+    wait_until(WAIT, "every line parked", || parked() >= ids.len() as u64);
+    influx_exec(&a, "CREATE DATABASE x");
+    let stored = load::wait_for_ids(&a, "x", "pgz", &ids, &ids, WAIT);
+    assert_eq!(stored.len(), ids.len());
+}
+
 // ------------------------------------------------------------------------------------------------ 7
 
 #[test]
