@@ -671,3 +671,37 @@ fn compressed_batches_larger_than_the_socket_buffer_reach_an_https_backend_witho
     assert_eq!(status, 204, "{answer}");
     wait_until(WAIT, "every line on the https backend", || i1.count(&site.pki, "noise") == 90_000);
 }
+
+#[test]
+fn batches_stored_gzip_reach_an_https_backend() {
+    // Bodies that are batches as they stand are stored gzip and lent from the log to the TLS layer:
+    // one the client compressed (forwarded as it came), one the proxy compressed when storing it.
+    if !tools() {
+        return;
+    }
+    let pki = Pki::new();
+    let i1 = HttpsInfluxd::start(&pki);
+    let ca = pki.path("ca.pem");
+    let config = ProxyConfig::new()
+        .backend("i1", &i1.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1")])
+        .keymap("_default_", &["i1"]);
+    let site = Site::start(pki, config, &[]);
+    let lines = |m: &str| -> String {
+        (0..3000u64).map(|i| format!("{m},host=h{} value={i} {}\n", i % 40, 1_600_000_000_000_000_000u64 + i)).collect()
+    };
+    let gz = site.pki.dir.join("whole.gz");
+    std::fs::write(&gz, util::http::gzip_two_members(lines("forwarded").as_bytes())).unwrap();
+    let plain = site.pki.dir.join("whole.txt");
+    std::fs::write(&plain, lines("compressed")).unwrap();
+    let url = site.url(&format!("/write?db={DB}"));
+    for (file, headers) in [(&gz, &["-H", "Content-Encoding: gzip"][..]), (&plain, &[][..])] {
+        let data = format!("@{}", file.display());
+        let args: Vec<&str> =
+            ["-XPOST", url.as_str(), "--data-binary", &data].into_iter().chain(headers.iter().copied()).collect();
+        let (status, answer) = curl(&site.ca(), &args);
+        assert_eq!(status, 204, "{answer}");
+    }
+    for m in ["forwarded", "compressed"] {
+        wait_until(WAIT, &format!("every {m} line on the https backend"), || i1.count(&site.pki, m) == 3000);
+    }
+}
