@@ -32,6 +32,20 @@ enum Verdict {
 fn check(data: &[u8], precision: Option<&str>) {
     let want = reference::parse_points(data, precision);
     let mut scratch = Vec::new();
+    // What storing a line in one copy, and a body as a batch as it stands, rely on: a line's
+    // `with_newline` is its text and a newline, and lines that all have one and add up to the whole
+    // body are the body.
+    let (mut whole, mut covered) = (Vec::new(), 0);
+    for line in Lines::with_precision(data, precision).flatten() {
+        if let Some(w) = line.with_newline {
+            assert_eq!(w, [line.text, b"\n"].concat(), "with_newline of {:?}", String::from_utf8_lossy(line.text));
+            covered += w.len();
+            whole.extend_from_slice(w);
+        }
+    }
+    if covered == data.len() {
+        assert_eq!(whole, data, "lines that cover the body are the body");
+    }
     let got: Vec<(Vec<u8>, Verdict)> = Lines::with_precision(data, precision)
         .map(|item| match item {
             Ok(line) => (
