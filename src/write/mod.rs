@@ -295,9 +295,9 @@ fn store_whole(
             _ if level == 0 => None,
             Some(client) => Some(client),
             None if own_gzip.0 == level => Some(&own_gzip.1[..]),
+            // Should compression fail, the body is stored plain (and compressed when sent).
             None => {
                 own_gzip.0 = 0;
-                // Else stored plain, and compressed when sent.
                 outboxes.gzip_into(level, body, &mut own_gzip.1).then(|| {
                     own_gzip.0 = level;
                     &own_gzip.1[..]
