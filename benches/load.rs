@@ -11,8 +11,9 @@
 //! posted to both), for context: what the sinks and clients alone manage on this machine.
 //!
 //! `cargo bench --bench load` — knobs: LOAD_SECS (default 10), LOAD_CONNS (default 4),
-//! LOAD_THREADS (proxy workers, default 2), LOAD_SERIES (default 5000), LOAD_BATCHES (distinct
-//! pre-built batches cycled through, default 40: timestamps are unique within them),
+//! LOAD_THREADS (proxy workers, default 2), LOAD_SERIES (default 5000), LOAD_LINES (lines per
+//! request, default 5000), LOAD_BATCHES (distinct pre-built batches cycled through, default 40:
+//! timestamps are unique within them),
 //! LOAD_MODES (comma list of b1c0,b1c1,b0c0,b0c1,sink0,sink1: backend gzip 1/off × client gzip
 //! off/on, and sinks alone; default all, in quick mode b1c1,b0c0,sink1).
 
@@ -31,8 +32,6 @@ use common::{env_or, proxy_builder, proxy_pid};
 use influx_proxy::write::gunzip::Gunzip;
 use libdeflater::CompressionLvl;
 
-const LINES_PER_BATCH: usize = 5000;
-
 // ------------------------------------------------------------------------------------------ data
 
 /// A float with 3 decimals below `max`, as a string.
@@ -40,15 +39,15 @@ fn float(rng: &mut Rng, max: usize) -> String {
     format!("{}.{:0>3}", rng.below(max), rng.below(1000))
 }
 
-/// Batch `b` of the pool: lines of `series` series in random order (as a Telegraf fleet's flushes
-/// interleave), random values, timestamp `base + b * LINES_PER_BATCH + i` ns (unique in the pool).
-fn batch(b: usize, series: usize, rng: &mut Rng) -> Vec<u8> {
+/// Batch `b` of the pool, `lines` long: lines of `series` series in random order (as a Telegraf
+/// fleet's flushes interleave), random values, timestamp `base + b * lines + i` ns (unique in the pool).
+fn batch(b: usize, lines: usize, series: usize, rng: &mut Rng) -> Vec<u8> {
     const BASE: u64 = 1_700_000_000_000_000_000;
-    let mut body = String::with_capacity(LINES_PER_BATCH * 110);
-    for i in 0..LINES_PER_BATCH {
+    let mut body = String::with_capacity(lines * 110);
+    for i in 0..lines {
         let s = rng.below(series);
         let host = s / 5;
-        let ts = BASE + (b * LINES_PER_BATCH + i) as u64;
+        let ts = BASE + (b * lines + i) as u64;
         let line = match s % 5 {
             0 => format!(
                 "cpu,host=web-{host:05},region=eu-west-{},cpu=cpu{} usage_user={},usage_system={},usage_idle={} {ts}",
@@ -173,6 +172,8 @@ struct Knobs {
     secs: u64,
     conns: usize,
     threads: usize,
+    /// Lines per request.
+    lines: usize,
 }
 
 /// Client connections posting `bodies` round robin to `targets` (each body to every target in turn)
@@ -180,6 +181,7 @@ struct Knobs {
 /// (counted once per body).
 fn drive(targets: &[String], bodies: &Arc<Vec<Vec<u8>>>, gzip_body: bool, k: &Knobs) -> (Vec<Duration>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
+    let lines_per_body = k.lines as u64;
     let workers: Vec<_> = (0..k.conns)
         .map(|c| {
             let (bodies, stop, targets) = (bodies.clone(), stop.clone(), targets.to_vec());
@@ -204,7 +206,7 @@ fn drive(targets: &[String], bodies: &Arc<Vec<Vec<u8>>>, gzip_body: bool, k: &Kn
                             other => panic!("unexpected answer {other:?}"),
                         }
                     }
-                    lines += LINES_PER_BATCH as u64;
+                    lines += lines_per_body;
                 }
                 (latencies, lines)
             })
@@ -296,6 +298,7 @@ fn main() {
         secs: if quick { 1 } else { env_or("LOAD_SECS", 10) },
         conns: env_or("LOAD_CONNS", 4) as usize,
         threads: env_or("LOAD_THREADS", 2) as usize,
+        lines: env_or("LOAD_LINES", 5000).max(1) as usize,
     };
     let series = env_or("LOAD_SERIES", 5000) as usize;
     let batches = if quick { 4 } else { env_or("LOAD_BATCHES", 40) as usize };
@@ -304,26 +307,27 @@ fn main() {
     let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| all.into());
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, series, &mut rng)).collect();
+    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, k.lines, series, &mut rng)).collect();
     let total: usize = plain.iter().map(Vec::len).sum();
     let t = thread_cpu();
     let zipped: Vec<Vec<u8>> = plain.iter().map(|b| gzip(b)).collect();
-    let gzip_us = (thread_cpu() - t) * 1e6 / (batches * LINES_PER_BATCH) as f64;
+    let gzip_us = (thread_cpu() - t) * 1e6 / (batches * k.lines) as f64;
     let t = thread_cpu();
     let mut gunzip = Gunzip::new();
     let mut out = Vec::new();
     for z in &zipped {
         gunzip.decompress(z, 1 << 30, &mut out).expect("gunzip of our own gzip");
     }
-    let gunzip_us = (thread_cpu() - t) * 1e6 / (batches * LINES_PER_BATCH) as f64;
+    let gunzip_us = (thread_cpu() - t) * 1e6 / (batches * k.lines) as f64;
     let ztotal: usize = zipped.iter().map(Vec::len).sum();
-    let nlines = (batches * LINES_PER_BATCH) as f64;
+    let nlines = (batches * k.lines) as f64;
     println!(
-        "load: {} keep-alive connections x {LINES_PER_BATCH}-line batches for {} s, proxy --threads {}, 2 sinks \
+        "load: {} keep-alive connections x {}-line batches for {} s, proxy --threads {}, 2 sinks \
          (every line replicated to both; sinks gunzip and count lines); {series} series, {batches} distinct batches, \
          {:.1} B/line plain, {:.1} B/line client gzip 1 (libdeflate here: gzip 1 {gzip_us:.3} CPU-µs/line, \
          gunzip {gunzip_us:.3} CPU-µs/line)",
         k.conns,
+        k.lines,
         k.secs,
         k.threads,
         total as f64 / nlines,
