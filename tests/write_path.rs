@@ -920,3 +920,55 @@ fn a_gzip_body_influxd_cannot_read_is_still_delivered() {
     assert_eq!(r.status, 204, "{}", r.text());
     wait_count(&a, DB, "oddgzipcodes", 1600);
 }
+
+#[test]
+fn a_gzip_body_padded_past_its_lines_is_not_forwarded() {
+    // Gzip allows padding (here thousands of empty members): forwarded, such a body would make a batch
+    // far larger than its lines, past the limits every other batch keeps to.
+    let a = FakeBackend::start();
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[]);
+    let body = stamped_lines("padded", 2000);
+    let mut sent = http::gzip_two_members(body.as_bytes());
+    let empty = http::gzip(b"");
+    while sent.len() <= body.len() {
+        sent.extend_from_slice(&empty);
+    }
+    let r = rig.write_with(&format!("db={DB}"), &[("Content-Encoding", "gzip")], &sent);
+    assert_eq!(r.status, 204, "{}", r.text());
+    util::fake::wait_lines(&a, "padded", 2000, "a");
+    for w in a.requests_to("/write") {
+        assert!(w.raw.len() < body.len(), "a batch of {} bytes for {} bytes of lines", w.raw.len(), body.len());
+    }
+}
+
+#[test]
+fn a_gzip_batch_refused_as_a_whole_is_sent_once_more_compressed_by_the_proxy() {
+    // The backend answers every write 400 without naming a line, as influxd does when it cannot read
+    // the gzip: the forwarded batch goes once more, compressed by the proxy, then counts as dropped.
+    let a = FakeBackend::start();
+    a.set_write(Behavior::respond(400, r#"{"error":"gzip: invalid header"}"#));
+    let config = ProxyConfig::new().backend("a", &a.url(), FAST).keymap("_default_", &["a"]);
+    let rig = Rig::start(config, &[]);
+    let gz = [("Content-Encoding", "gzip")];
+    let query = format!("db={DB}");
+    let body = stamped_lines("refused", 2000);
+    let sent = http::gzip_two_members(body.as_bytes());
+    assert_eq!(rig.write_with(&query, &gz, &sent).status, 204);
+    let dropped = || inspect::metric(&rig.addr(), "influx_proxy_backend_lines_dropped_total", &[("backend", "a")]);
+    wait_until(WAIT, "the batch counted as dropped", || dropped() == Some(2000.0));
+    let writes = a.requests_to("/write");
+    assert_eq!(writes.len(), 2, "sent as it came, then once more");
+    assert!(writes[0].raw == sent, "first as the client compressed it");
+    assert!(writes[1].raw != sent && writes[1].text() == body, "then compressed by the proxy");
+
+    // A 400 that names lines is the backend's verdict on them: nothing is sent again.
+    a.clear();
+    a.set_write(Behavior::respond(400, r#"{"error":"partial write: unable to parse 'x': bad dropped=0"}"#));
+    let body = stamped_lines("named", 2000);
+    assert_eq!(rig.write_with(&query, &gz, &http::gzip_two_members(body.as_bytes())).status, 204);
+    wait_until(WAIT, "the second batch answered", || dropped().is_some_and(|d| d > 2000.0));
+    // Kept sleep: an absence (no second send) is watched for a while.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(a.requests_to("/write").len(), 1, "a 400 naming lines is final");
+}

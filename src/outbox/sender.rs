@@ -233,14 +233,17 @@ impl Outbox {
     fn handle_answer(&mut self, cx: &mut Cx, f: InFlight, status: u16) {
         let outcome = classify(status, &f.answer);
         let name = self.backend.name.clone();
-        // A 400 naming no line, to a batch sent as the client compressed it: the backend could not
-        // read the client's gzip (its reader is stricter than the proxy's in a few corners of the
-        // format). The proxy took those lines: send them again, decompressed by the proxy.
-        if status == 400
+        // A 400 naming no line to a gzip record: the backend could not read the gzip (its reader is
+        // stricter than the proxy's in a few corners of the format); or a 413: it found the body too
+        // large. The proxy took those lines: send them again, decompressed and compressed its way.
+        let refused_whole = match &outcome {
+            Outcome::DropBadData(msg) if refused_lines(&f.answer).is_none() => Some(msg),
+            Outcome::DropRejected(msg) if status == 413 => Some(msg),
+            _ => None,
+        };
+        if let Some(msg) = refused_whole
             && f.front.is_gzip()
             && self.unreadable != Some((f.source, f.front))
-            && refused_lines(&f.answer).is_none()
-            && let Outcome::DropBadData(msg) = &outcome
         {
             ::log::warn!(
                 "backend {name} could not read a batch of {} lines stored gzip ({msg}); sending it decompressed \

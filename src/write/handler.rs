@@ -57,8 +57,10 @@ fn handle(cx: &mut WriteContext, head: &Head, query: &Params, raw: &[u8]) -> Wri
             scratch.inflated = inflated;
             return WriteResult::error(e.status(), e.to_string());
         }
-        // Should the body be a batch as it stands, the client's compression may be forwarded.
-        if scratch.gunzip.forwardable() {
+        // Should the body be a batch as it stands, the client's compression may be forwarded: when it
+        // is no larger than the lines themselves (gzip allows padding, e.g. empty members, that would
+        // make a batch far larger than the batch limits let any other be).
+        if scratch.gunzip.forwardable() && raw.len() <= inflated.len() {
             wp.gzip = Some(raw);
         }
         &inflated
