@@ -31,7 +31,7 @@ struct Kept {
 #[derive(Default)]
 pub struct Deflate {
     compressors: Vec<(u32, Compressor)>,
-    /// For the rare batch a backend could not read as the client compressed it ([`Deflate::recompress`]).
+    /// For the rare gzip record a backend refuses as a whole ([`Deflate::recompress`]).
     gunzip: Option<Gunzip>,
     plain: Vec<u8>,
     /// Compression output, sized for the largest batch so far (bounded, see `gzip`).
@@ -92,10 +92,10 @@ impl Deflate {
         }
     }
 
-    /// A client's gzip `members` that a backend could not read (InfluxDB's reader is stricter than
+    /// The gzip `members` of a record a backend refused as a whole (InfluxDB's reader is stricter than
     /// libdeflate in a few corners of the format), decompressed and, at `level` > 0, compressed again
     /// by the proxy; with whether the result is gzip. `None` if they do not decompress (within the
-    /// size any forwarded body has, see `write::store`).
+    /// size any body stored whole has, see `write::store`).
     pub fn recompress(&mut self, level: u32, members: &[u8]) -> Option<(&[u8], bool)> {
         let mut plain = std::mem::take(&mut self.plain);
         let gunzip = self.gunzip.get_or_insert_with(Gunzip::new);

@@ -86,7 +86,7 @@ impl Front {
         self.payload.1 - self.payload.0
     }
 
-    /// The payload is gzip (members a client sent, forwarded as they came).
+    /// The payload is gzip: a body stored whole (the client's own members, or compressed when stored).
     pub fn is_gzip(&self) -> bool {
         self.gzip
     }
@@ -143,7 +143,7 @@ struct Sealed {
     payload: (usize, usize),
     lines: u64,
     /// A gzip record: nothing to compress.
-    forwarded: bool,
+    stored_gzip: bool,
     /// The payload gzipped, made once for all the replicas that sealed the same batch.
     gzip: Option<KeptGzip>,
     /// `gzip_sealed` has seen it (and compressed it, budget allowing).
@@ -390,7 +390,7 @@ impl Log {
     }
 
     /// Appends and seals a record of its own: `payload` holding `lines` lines, or with `gzip` the gzip
-    /// members a client sent them as (a request forwarded whole, see `Outbox::append_batch`). On error
+    /// members holding them (a body stored whole, see `Outbox::append_batch`). On error
     /// nothing is left open.
     pub fn append_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
         self.whole_record(target, payload, lines, gzip, false)
@@ -486,7 +486,7 @@ impl Log {
                 off: open.start,
                 payload: (payload, payload + open.committed),
                 lines: open.lines as u64,
-                forwarded: open.flags & FLAG_GZIP != 0,
+                stored_gzip: open.flags & FLAG_GZIP != 0,
                 gzip: None,
                 considered: false,
             });
@@ -640,7 +640,7 @@ impl Log {
         let Log { sealed, segments, .. } = self;
         for s in sealed.iter_mut().rev().take_while(|s| !s.considered) {
             s.considered = true;
-            if level == 0 || s.forwarded {
+            if level == 0 || s.stored_gzip {
                 continue;
             }
             let segment = segments.iter().rev().find(|g| g.seq == s.seq);

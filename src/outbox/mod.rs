@@ -104,9 +104,9 @@ pub struct Outbox {
     failing: Option<String>,
     /// Alternates parked and main sources when both are ready.
     parked_turn: bool,
-    /// A gzip record the backend could not read as the client compressed it: sent decompressed by the
-    /// proxy (see `sender.rs`).
-    unreadable: Option<(Source, log::Front)>,
+    /// A gzip record the backend refused as a whole (could not read it, or found it too large): it is
+    /// sent decompressed and compressed again by the proxy (see `sender.rs`).
+    refused_gzip: Option<(Source, log::Front)>,
     /// Removed from the config: takes no new lines, sends what it has.
     pub retired: bool,
     /// Publishes how old the pending data of each target is (read by the planner).
@@ -183,7 +183,7 @@ impl Outbox {
             backoff: FIRST_RETRY_BACKOFF,
             failing: None,
             parked_turn: false,
-            unreadable: None,
+            refused_gzip: None,
             retired: false,
             lag: LagTracker::new(opts.worker),
         };

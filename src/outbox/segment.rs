@@ -6,7 +6,8 @@
 //! record:  magic u32 | target_len u16 | flags u8 | 0 u8 | commit u64 | target | payload | pad to 8
 //!          commit = crc32(seq ++ flags if not 0 ++ target ++ payload) << 32 | payload_len
 //! flags:   0: payload = lines of line protocol;
-//!          1 (`FLAG_GZIP`): payload = line count u64 ++ gzip members (a client's body, forwarded)
+//!          1 (`FLAG_GZIP`): payload = line count u64 ++ gzip members (a body stored whole: the
+//!          client's own gzip, or the body compressed when stored)
 //! ```
 //!
 //! Logs written before `FLAG_GZIP` existed hold only flag-0 records and read the same; a binary from

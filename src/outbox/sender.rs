@@ -110,7 +110,7 @@ impl Outbox {
             }
         }
         let level = backend.gzip;
-        let unreadable = front.is_gzip() && self.unreadable == Some((source, front));
+        let refused = front.is_gzip() && self.refused_gzip == Some((source, front));
         // Split borrows: the record is read from the log while the request is written into the conn.
         let Outbox { logs, parked, conn, .. } = self;
         let log = match source {
@@ -122,11 +122,11 @@ impl Outbox {
         let lines = log.record_lines(&front);
         // The body: the record's payload as stored (it stays in the log until acknowledged, so it is
         // lent), or bytes made here (in a buffer the next compression reuses, so they are copied). A
-        // gzip record goes as the client compressed it, whatever the level now, unless the backend
-        // could not read that. A failed compression cannot happen with libdeflate's bound-sized
-        // buffer; plain bytes are still right if it did.
+        // gzip record goes as it is stored, whatever the level now, unless the backend refused that
+        // as a whole. A failed compression cannot happen with libdeflate's bound-sized buffer; plain
+        // bytes are still right if it did.
         let made = if front.is_gzip() {
-            if unreadable { cx.deflate.recompress(level, payload) } else { None }
+            if refused { cx.deflate.recompress(level, payload) } else { None }
         } else {
             match log.record_gzip(&front, level) {
                 Some(gz) => Some((gz, true)),
@@ -243,19 +243,19 @@ impl Outbox {
         };
         if let Some(msg) = refused_whole
             && f.front.is_gzip()
-            && self.unreadable != Some((f.source, f.front))
+            && self.refused_gzip != Some((f.source, f.front))
         {
             ::log::warn!(
                 "backend {name} could not read a batch of {} lines stored gzip ({msg}); sending it decompressed \
                  and compressed again by the proxy",
                 f.lines
             );
-            self.unreadable = Some((f.source, f.front));
+            self.refused_gzip = Some((f.source, f.front));
             self.start_send(cx, f.source, f.front);
             return;
         }
         if !matches!(outcome, Outcome::Retry(_)) {
-            self.unreadable = None;
+            self.refused_gzip = None;
         }
         let c = &self.backend.state.counters;
         match outcome {

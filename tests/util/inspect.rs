@@ -7,7 +7,7 @@
 //! header:  magic "IFXPSEG1" | seq u64 | acked u64 | created unix ms u64 | reserved
 //! record:  magic "RECD" | target_len u16 | flags u8 | 0 u8 | commit u64 | target | payload | zero pad to 8
 //!          commit = crc32(seq ++ flags if not 0 ++ target ++ payload) << 32 | payload_len   (seq: header bytes 8..16)
-//! flags 1: the payload is a line count (u64) and the gzip members a client sent
+//! flags 1: the payload is a line count (u64) and gzip members (a body stored whole)
 //! ```
 
 use std::path::{Path, PathBuf};
