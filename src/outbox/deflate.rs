@@ -111,22 +111,16 @@ impl Deflate {
         }
     }
 
-    /// `payload` gzipped at `level` into `out` (cleared first), bypassing the cache: for a batch
-    /// compressed once for all its replicas as it is stored. False if compression failed.
-    pub fn gzip_into(&mut self, level: u32, payload: &[u8], out: &mut Vec<u8>) -> bool {
+    /// `payload` gzipped at `level` into the start of `out`, bypassing the cache: for a batch
+    /// compressed once for all its replicas as it is stored. `out` only grows (zeroing it for every
+    /// batch would cost a memset of its size). The compressed length, or `None` if compression failed.
+    pub fn gzip_into(&mut self, level: u32, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         let compressor = compressor(&mut self.compressors, level);
-        out.clear();
-        out.resize(compressor.gzip_compress_bound(payload.len()), 0);
-        match compressor.gzip_compress(payload, out) {
-            Ok(n) => {
-                out.truncate(n);
-                true
-            }
-            Err(_) => {
-                out.clear();
-                false
-            }
+        let bound = compressor.gzip_compress_bound(payload.len());
+        if out.len() < bound {
+            out.resize(bound, 0);
         }
+        compressor.gzip_compress(payload, &mut out[..bound]).ok()
     }
 
     fn gzip_kept(&mut self, level: u32, payload: &[u8]) -> Option<Compressed> {
@@ -230,8 +224,10 @@ mod tests {
         assert_eq!(d.recompress(0, &members).unwrap(), (&lines[..], false));
         assert!(d.recompress(1, b"not gzip").is_none());
         let mut out = vec![1, 2, 3];
-        assert!(d.gzip_into(1, &lines, &mut out));
-        assert_eq!(gunzip(&out), lines);
+        let n = d.gzip_into(1, &lines, &mut out).unwrap();
+        assert_eq!(gunzip(&out[..n]), lines);
+        let n = d.gzip_into(1, b"m v=1 1\n", &mut out).unwrap();
+        assert_eq!(gunzip(&out[..n]), b"m v=1 1\n", "a smaller batch into the grown buffer");
     }
 
     fn gzip6(data: &[u8]) -> Vec<u8> {

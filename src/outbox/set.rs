@@ -126,8 +126,9 @@ impl Outboxes {
         self.outboxes.get_mut(id)
     }
 
-    /// `plain` gzipped at `level` into `out` with the worker's compressor; false if that failed.
-    pub fn gzip_into(&mut self, level: u32, plain: &[u8], out: &mut Vec<u8>) -> bool {
+    /// `plain` gzipped at `level` into the start of `out`, with the worker's compressor (see
+    /// `Deflate::gzip_into`).
+    pub fn gzip_into(&mut self, level: u32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         self.deflate.gzip_into(level, plain, out)
     }
 

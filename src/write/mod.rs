@@ -39,8 +39,8 @@ pub struct Scratch {
     /// Prometheus remote write: the decompressed protobuf and the line protocol made of it.
     pub prom_proto: Vec<u8>,
     pub prom_lines: Vec<u8>,
-    /// A body stored whole, compressed by the proxy, and the level it was compressed at (0: none yet).
-    gzip: (u32, Vec<u8>),
+    /// A body stored whole, compressed by the proxy.
+    own_gzip: OwnGzip,
     measurement: Vec<u8>,
     last_route: LastRoute,
     /// Lines and bytes per config backend index, for this request.
@@ -236,7 +236,7 @@ pub fn store(
         && body.ends_with(b"\n")
         && let Some((route, lines)) = whole_batch(config, p, body, scratch)
     {
-        return store_whole(config, p, body, route, lines, outboxes, &mut scratch.gzip).answer(body.len(), stats);
+        return store_whole(config, p, body, route, lines, outboxes, &mut scratch.own_gzip).answer(body.len(), stats);
     }
     store_lines(config, p, body, outboxes, scratch).answer(body.len(), stats)
 }
@@ -271,9 +271,37 @@ fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scra
     (covered == body.len()).then_some((route?, lines))
 }
 
+/// The body being stored whole, compressed by the proxy for the gzip backends of its route: once per
+/// level, into a buffer that only grows.
+#[derive(Default)]
+struct OwnGzip {
+    /// The level `bytes[..len]` was made at; 0 when they are not this body's.
+    level: u32,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl OwnGzip {
+    /// `body` gzipped at `level`, made on the first ask for that level since `forget`; `None` if
+    /// compression failed.
+    fn at(&mut self, level: u32, body: &[u8], outboxes: &mut Outboxes) -> Option<&[u8]> {
+        if self.level != level {
+            self.level = 0;
+            self.len = outboxes.gzip_into(level, body, &mut self.bytes)?;
+            self.level = level;
+        }
+        Some(&self.bytes[..self.len])
+    }
+
+    /// A new body is coming.
+    fn forget(&mut self) {
+        self.level = 0;
+    }
+}
+
 /// Stores a body [`whole_batch`] approved as a batch of its own in each outbox of `route`: gzip for
-/// backends with `gzip` on (the client's bytes, or the body compressed here once for all of them, into
-/// `own_gzip`), the body as it is for the others.
+/// backends with `gzip` on (the client's bytes, or the body compressed here once for all of them),
+/// the body as it is for the others.
 fn store_whole(
     config: &Config,
     p: &WriteParams,
@@ -281,10 +309,10 @@ fn store_whole(
     route: RouteId,
     lines: u64,
     outboxes: &mut Outboxes,
-    own_gzip: &mut (u32, Vec<u8>),
+    own_gzip: &mut OwnGzip,
 ) -> Tally {
     let mut tally = Tally::default();
-    own_gzip.0 = 0;
+    own_gzip.forget();
     for &b in config.routes.backends(route) {
         let b = usize::from(b);
         if outboxes.of(b).is_none() {
@@ -294,21 +322,15 @@ fn store_whole(
         let gzip = match p.gzip {
             _ if level == 0 => None,
             Some(client) => Some(client),
-            None if own_gzip.0 == level => Some(&own_gzip.1[..]),
             // Should compression fail, the body is stored plain (and compressed when sent).
-            None => {
-                own_gzip.0 = 0;
-                outboxes.gzip_into(level, body, &mut own_gzip.1).then(|| {
-                    own_gzip.0 = level;
-                    &own_gzip.1[..]
-                })
-            }
+            None => own_gzip.at(level, body, outboxes),
         };
         let Some(outbox) = outboxes.of(b) else {
             continue;
         };
         let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
         match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some()) {
+            // Stored once it is in one outbox, however many take it.
             Ok(()) => tally.stored = lines,
             Err(e) => tally.disk_error(config, b, outbox, lines, e),
         }
