@@ -29,7 +29,7 @@ use common::util::http::{self, HttpConn};
 use common::util::rng::Rng;
 use common::util::{ProxyConfig, TempDir};
 use common::{env_or, proxy_builder, proxy_pid};
-use influx_proxy::write::gunzip::Gunzip;
+use influx_proxy::gunzip::Gunzip;
 use libdeflater::CompressionLvl;
 
 // ------------------------------------------------------------------------------------------ data

@@ -8,9 +8,10 @@
 //!   lingering); requests are framed by `http::request` and answered in order.
 //! * `http::router` — path + method → the endpoint, whose handler the worker calls with what it
 //!   needs (the parsed request, the config snapshot, an output buffer):
-//!   * `write` — `/write`: gunzip with a bound (`write::gunzip`), split lines and find each measurement
+//!   * `write` — `/write`: gunzip with a bound (`gunzip`), split lines and find each measurement
 //!     without copying (`write::lineproto`), look up its backends (`write::route`), append each line to
-//!     those backends' outboxes; the client gets its 204 once every line is committed there.
+//!     those backends' outboxes (a large body that is a batch as it stands is stored whole, see
+//!     `write::store`); the client gets its 204 once every line is committed there.
 //!   * `query` — `/query`: classify and filter InfluxQL (`query::influxql`, `query::filter`), plan
 //!     onto backends (`query::plan`), relay one answer as a stream or merge several (`query::exec`,
 //!     `query::merge`). A query task owns the config snapshot it was planned with.
@@ -24,7 +25,8 @@
 //! * `jobs` — `/repair`, `/rebalance`, `/jobs`: a thread that compares replicas window by window and
 //!   writes the missing series-windows through the lacking backend's outbox.
 //!
-//! Beside the flow: `config` (model and validation, Redis/file sources, the poller thread that hands
+//! Beside the flow: `gunzip` (bounded decompression of gzip bodies and of stored gzip batches, used by
+//! `write` and `outbox`), `config` (model and validation, Redis/file sources, the poller thread that hands
 //! new snapshots to workers), `control` (the messages between threads), `shared` (what threads
 //! share: settings, counters, the in-flight budget), `run` (process life cycle), `cli`, `defaults`,
 //! `logger`, `slab`, `stats` (counters every step bumps, `ops` reads).
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod defaults;
+pub mod gunzip;
 pub mod http;
 pub mod jobs;
 pub mod logger;

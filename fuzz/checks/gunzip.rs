@@ -17,7 +17,7 @@
 //! Shared by `fuzz/fuzz_targets/gunzip.rs` and `tests/fuzz_regressions.rs`: public API only (and
 //! `libdeflater`, a dependency of the proxy itself, to build valid gzip).
 
-use influx_proxy::write::gunzip::{Gunzip, GunzipError};
+use influx_proxy::gunzip::{Gunzip, GunzipError};
 use libdeflater::{CompressionLvl, Compressor};
 
 pub const LIMIT: usize = 1 << 20;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use libdeflater::{CompressionLvl, Compressor};
 
 use crate::defaults::DEFAULT_BATCH_MAX_BYTES;
-use crate::write::gunzip::Gunzip;
+use crate::gunzip::Gunzip;
 
 /// A batch compressed recently.
 #[derive(Default)]
@@ -184,7 +184,7 @@ mod tests {
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        crate::write::gunzip::Gunzip::new().decompress(data, 1 << 24, &mut out).unwrap();
+        crate::gunzip::Gunzip::new().decompress(data, 1 << 24, &mut out).unwrap();
         out
     }
 

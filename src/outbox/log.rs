@@ -890,7 +890,7 @@ mod tests {
         let (ga, gb) = (a.record_gzip(&fa, 1).unwrap(), b.record_gzip(&fb, 1).unwrap());
         assert_eq!(ga.as_ptr(), gb.as_ptr(), "one compression serves both replicas");
         let mut plain = Vec::new();
-        crate::write::gunzip::Gunzip::new().decompress(ga, 1 << 20, &mut plain).unwrap();
+        crate::gunzip::Gunzip::new().decompress(ga, 1 << 20, &mut plain).unwrap();
         assert_eq!(plain, a.record(&fa).1);
         assert_eq!(a.record_gzip(&fa, 6), None, "another level is compressed when sent");
         // Later seals are compressed by a later call; what was compressed is not compressed again.

@@ -12,7 +12,6 @@
 //! measurements that no keymap routes (those lines are dropped and counted); 503 when some line could
 //! not be stored on any of its backends (outbox disk limit): the client should retry.
 
-pub mod gunzip;
 pub mod handler;
 pub mod lineproto;
 pub mod prom;
@@ -34,7 +33,7 @@ use route::RouteId;
 /// Per-worker scratch space, reused across requests so the per-line path does not allocate.
 #[derive(Default)]
 pub struct Scratch {
-    pub gunzip: gunzip::Gunzip,
+    pub gunzip: crate::gunzip::Gunzip,
     pub inflated: Vec<u8>,
     /// Prometheus remote write: the decompressed protobuf and the line protocol made of it.
     pub prom_proto: Vec<u8>,

@@ -457,7 +457,7 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
 
 pub fn try_gunzip(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    influx_proxy::write::gunzip::Gunzip::new().decompress(data, 1 << 30, &mut out).ok()?;
+    influx_proxy::gunzip::Gunzip::new().decompress(data, 1 << 30, &mut out).ok()?;
     Some(out)
 }
 
