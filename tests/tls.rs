@@ -171,6 +171,26 @@ impl HttpsInfluxd {
     }
 }
 
+/// A site started with `node_extra` whose only backend, `i1`, is an https influxd it trusts through
+/// `tlsca`, with `fields` added.
+fn site_with_https_backend(fields: &[(&str, &str)], node_extra: &[(&str, &str)]) -> (HttpsInfluxd, Site) {
+    let pki = Pki::new();
+    let i1 = HttpsInfluxd::start(&pki);
+    let ca = pki.path("ca.pem");
+    let mut all = vec![("tlsca", ca.as_str())];
+    all.extend_from_slice(fields);
+    let config = ProxyConfig::new().backend("i1", &i1.url(), &all).keymap("_default_", &["i1"]);
+    (i1, Site::start(pki, config, node_extra))
+}
+
+/// POSTs the file at `path` to the site's `/write?db=DB` with curl (plus `args`): status and answer.
+fn post_file(site: &Site, path: &std::path::Path, args: &[&str]) -> (u16, String) {
+    let (url, data) = (site.url(&format!("/write?db={DB}")), format!("@{}", path.display()));
+    let all: Vec<&str> =
+        ["-XPOST", url.as_str(), "--data-binary", data.as_str()].into_iter().chain(args.iter().copied()).collect();
+    curl(&site.ca(), &all)
+}
+
 /// curl with `--cacert ca`; (status, body). Status 0: no HTTP answer (TLS refused, ...).
 fn curl(ca: &str, args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
@@ -495,11 +515,7 @@ fn a_rotated_certificate_serves_new_connections_and_open_ones_keep_going() {
     if !tools() {
         return;
     }
-    let pki = Pki::new();
-    let i1 = HttpsInfluxd::start(&pki);
-    let config =
-        ProxyConfig::new().backend("i1", &i1.url(), &[("tlsca", &pki.path("ca.pem"))]).keymap("_default_", &["i1"]);
-    let mut site = Site::start(pki, config, &[]);
+    let (_i1, mut site) = site_with_https_backend(&[], &[]);
     assert_eq!(served_serial(&site), "serial=03E9");
     let mut open = tls_connection(site.port, &site.ca());
     assert_eq!(ping_on(&mut open), 204);
@@ -532,11 +548,7 @@ fn plain_http_garbage_and_stalled_handshakes_on_the_tls_port() {
     if !tools() {
         return;
     }
-    let pki = Pki::new();
-    let i1 = HttpsInfluxd::start(&pki);
-    let config =
-        ProxyConfig::new().backend("i1", &i1.url(), &[("tlsca", &pki.path("ca.pem"))]).keymap("_default_", &["i1"]);
-    let site = Site::start(pki, config, &[("idletimeout", "2")]);
+    let (_i1, site) = site_with_https_backend(&[], &[("idletimeout", "2")]);
     let addr = ("127.0.0.1", site.port);
 
     // Plain HTTP: Go's plain-text 400, then the connection is closed.
@@ -641,13 +653,7 @@ fn compressed_batches_larger_than_the_socket_buffer_reach_an_https_backend_witho
     if !tools() {
         return;
     }
-    let pki = Pki::new();
-    let i1 = HttpsInfluxd::start(&pki);
-    let ca = pki.path("ca.pem");
-    let config = ProxyConfig::new()
-        .backend("i1", &i1.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1"), ("timeout", "30000")])
-        .keymap("_default_", &["i1"]);
-    let site = Site::start(pki, config, &[]);
+    let (i1, site) = site_with_https_backend(&[("interval", "20"), ("gzip", "1"), ("timeout", "30000")], &[]);
     let mut rng = util::rng::Rng(0x9e37_79b9_7f4a_7c15);
     let mut random = || rng.next();
     let mut body = String::new();
@@ -664,10 +670,7 @@ fn compressed_batches_larger_than_the_socket_buffer_reach_an_https_backend_witho
     assert!(body.len() > 8 << 20, "{} bytes", body.len());
     let file = site.pki.dir.join("noise.txt");
     std::fs::write(&file, &body).unwrap();
-    let (status, answer) = curl(
-        &site.ca(),
-        &["-XPOST", &site.url(&format!("/write?db={DB}")), "--data-binary", &format!("@{}", file.display())],
-    );
+    let (status, answer) = post_file(&site, &file, &[]);
     assert_eq!(status, 204, "{answer}");
     wait_until(WAIT, "every line on the https backend", || i1.count(&site.pki, "noise") == 90_000);
 }
@@ -679,13 +682,7 @@ fn batches_stored_gzip_reach_an_https_backend() {
     if !tools() {
         return;
     }
-    let pki = Pki::new();
-    let i1 = HttpsInfluxd::start(&pki);
-    let ca = pki.path("ca.pem");
-    let config = ProxyConfig::new()
-        .backend("i1", &i1.url(), &[("tlsca", &ca), ("interval", "20"), ("gzip", "1")])
-        .keymap("_default_", &["i1"]);
-    let site = Site::start(pki, config, &[]);
+    let (i1, site) = site_with_https_backend(&[("interval", "20"), ("gzip", "1")], &[]);
     let lines = |m: &str| -> String {
         (0..3000u64).map(|i| format!("{m},host=h{} value={i} {}\n", i % 40, 1_600_000_000_000_000_000u64 + i)).collect()
     };
@@ -693,12 +690,8 @@ fn batches_stored_gzip_reach_an_https_backend() {
     std::fs::write(&gz, util::http::gzip_two_members(lines("forwarded").as_bytes())).unwrap();
     let plain = site.pki.dir.join("whole.txt");
     std::fs::write(&plain, lines("compressed")).unwrap();
-    let url = site.url(&format!("/write?db={DB}"));
     for (file, headers) in [(&gz, &["-H", "Content-Encoding: gzip"][..]), (&plain, &[][..])] {
-        let data = format!("@{}", file.display());
-        let args: Vec<&str> =
-            ["-XPOST", url.as_str(), "--data-binary", &data].into_iter().chain(headers.iter().copied()).collect();
-        let (status, answer) = curl(&site.ca(), &args);
+        let (status, answer) = post_file(&site, file, headers);
         assert_eq!(status, 204, "{answer}");
     }
     for m in ["forwarded", "compressed"] {

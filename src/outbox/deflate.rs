@@ -216,8 +216,9 @@ mod tests {
     fn members_a_backend_could_not_read_are_recompressed_or_sent_plain() {
         let mut d = Deflate::default();
         let lines = b"cpu v=1 1\n".repeat(1000);
-        let mut members = gzip6(&lines[..5000]);
-        members.extend(gzip6(&lines[5000..]));
+        // Two members at level 6: not what level 1 would make of the lines.
+        let mut members = d.gzip(6, &lines[..5000]).unwrap().to_vec();
+        members.extend_from_slice(d.gzip(6, &lines[5000..]).unwrap());
         let (gz, gzipped) = d.recompress(1, &members).unwrap();
         assert!(gzipped);
         assert_eq!(gunzip(gz), lines);
@@ -228,14 +229,6 @@ mod tests {
         assert_eq!(gunzip(&out[..n]), lines);
         let n = d.gzip_into(1, b"m v=1 1\n", &mut out).unwrap();
         assert_eq!(gunzip(&out[..n]), b"m v=1 1\n", "a smaller batch into the grown buffer");
-    }
-
-    fn gzip6(data: &[u8]) -> Vec<u8> {
-        let mut c = Compressor::new(CompressionLvl::new(6).unwrap());
-        let mut out = vec![0; c.gzip_compress_bound(data.len())];
-        let n = c.gzip_compress(data, &mut out).unwrap();
-        out.truncate(n);
-        out
     }
 
     #[test]
