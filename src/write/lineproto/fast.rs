@@ -3,8 +3,9 @@
 //!
 //! The common line holds no `"` and no `\`, has tags written once each, decimal or boolean field
 //! values of up to 16 characters, one space between its parts and a timestamp InfluxDB can store (or
-//! none). Such a line is recognised from where its stop bytes are (` `, `,`, `=`, `\n`, found 64 bytes
-//! at a time and kept as a bit mask while the walk is inside the block) and from a 16-byte mask of the
+//! none). Such a line is recognised from where its stop bytes are (` `, `,`, `=`, `\n`, and `"` and
+//! `\`, which end this path's walk; found 64 bytes at a time and kept as a bit mask while the walk is
+//! inside the block) and from a 16-byte mask of the
 //! digits and dots of each value: no loop runs per byte, and the branches depend on the line's shape,
 //! which repeats from line to line, rather than on its values, which do not.
 //!
@@ -33,7 +34,7 @@ pub(super) struct Good {
     pub has_timestamp: bool,
 }
 
-/// The stop bytes (` `, `,`, `=`, `\n`) of the body not yet passed, 64 bytes at a time: bit `k` of
+/// The stop bytes (` `, `,`, `=`, `\n`, `"`, `\`) of the body not yet passed, 64 bytes at a time: bit `k` of
 /// `mask` stands for byte `block + k`. Bytes past the end of the body are not stops.
 ///
 /// The walk takes the stops one after the other ([`StopMasks::pop`]): the only work carried from one
@@ -79,24 +80,25 @@ impl StopMasks {
     }
 }
 
-/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line that ends
-/// before `limit` (the next `"` or `\` in the body, or the body's end); `None` when not sure.
+/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line; `None` when
+/// not sure.
 ///
 /// Each stop must be the one the format expects next, and each name and value between two stops at
-/// least one byte long. Stops are taken only up to the line's first `\n` (or one past `limit`), so
-/// the stops of the lines after it are still there whatever this returns.
+/// least one byte long; a `"` or `\` is never expected, so a line holding one is left to the other
+/// paths. Stops are taken only up to the line's first `\n` (or its first `"` or `\`), so the stops of
+/// the lines after it are still there whatever this returns.
 #[inline(always)]
-pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
-    if start >= limit || buf[start] == b',' {
+pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
+    if matches!(buf.get(start), None | Some(b',' | b'"' | b'\\')) {
         return None;
     }
     // The measurement's first byte never ends it.
     masks.seek(buf, start + 1);
-    let mut next = || masks.pop(buf).min(limit);
+    let mut next = || masks.pop(buf);
     // Measurement: up to the first `,` or space (an `=` is an ordinary byte in it).
     let mut i = loop {
         let i = next();
-        match buf.get(i).filter(|_| i < limit)? {
+        match buf.get(i)? {
             b'=' => {}
             b',' | b' ' => break i,
             _ => return None,
@@ -110,11 +112,11 @@ pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, ma
     let mut increasing = true;
     while buf[i] == b',' {
         let eq = next();
-        if eq == i + 1 || eq >= limit || buf[eq] != b'=' || eq - start > usize::from(u16::MAX) {
+        if eq == i + 1 || buf.get(eq) != Some(&b'=') || eq - start > usize::from(u16::MAX) {
             return None;
         }
         let value_end = next();
-        if value_end == eq + 1 || value_end >= limit || !matches!(buf[value_end], b',' | b' ') {
+        if value_end == eq + 1 || !matches!(buf.get(value_end), Some(b',' | b' ')) {
             return None;
         }
         let key = (i + 1 - start) as u16..(eq - start) as u16;
@@ -135,23 +137,23 @@ pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, ma
     let mut key_start = i + 1;
     let value_end = loop {
         let eq = next();
-        if eq == key_start || eq >= limit || buf[eq] != b'=' {
+        if eq == key_start || buf.get(eq) != Some(&b'=') {
             return None;
         }
         let value_end = next();
         if value_end == eq + 1 || !common_value(buf, eq + 1, value_end) {
             return None;
         }
-        if value_end >= limit || buf[value_end] != b',' {
+        if buf.get(value_end) != Some(&b',') {
             break value_end;
         }
         key_start = value_end + 1;
     };
     // The line's end, after a timestamp or right after the fields.
-    let at_end = |e: usize| e >= limit || buf[e] == b'\n';
+    let at_end = |e: usize| matches!(buf.get(e), None | Some(b'\n'));
     let (end, has_timestamp) = if at_end(value_end) {
         (value_end, false)
-    } else if buf[value_end] == b' ' {
+    } else if buf.get(value_end) == Some(&b' ') {
         let ts_end = next();
         if !at_end(ts_end) || !storable_timestamp(buf, value_end + 1, ts_end, multiplier) {
             return None;
@@ -160,9 +162,8 @@ pub(super) fn accept(buf: &[u8], start: usize, limit: usize, multiplier: i64, ma
     } else {
         return None;
     };
-    // At `limit` short of the body's end, the line goes on past a `"` or `\`. A line this short cannot
-    // make a key (or key + field key) longer than InfluxDB allows.
-    if (end >= limit && limit < buf.len()) || end - start + FIELD_KEY_SEPARATOR > MAX_KEY_LENGTH {
+    // A line this short cannot make a key (or key + field key) longer than InfluxDB allows.
+    if end - start + FIELD_KEY_SEPARATOR > MAX_KEY_LENGTH {
         return None;
     }
     Some(Good { end, measurement_len, has_timestamp })
@@ -275,7 +276,8 @@ fn stop_bits(block: &[u8; 64]) -> u64 {
             let bits = unsafe {
                 let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
                 let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(is(b' '), is(b',')), _mm_or_si128(is(b'='), is(b'\n'))))
+                let separators = _mm_or_si128(_mm_or_si128(is(b' '), is(b',')), _mm_or_si128(is(b'='), is(b'\n')));
+                _mm_movemask_epi8(_mm_or_si128(separators, _mm_or_si128(is(b'"'), is(b'\\'))))
             };
             mask |= u64::from(bits as u16) << (16 * k);
         }
@@ -283,7 +285,10 @@ fn stop_bits(block: &[u8; 64]) -> u64 {
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     {
-        block.iter().enumerate().fold(0u64, |m, (k, b)| m | u64::from(matches!(b, b' ' | b',' | b'=' | b'\n')) << k)
+        block
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (k, b)| m | u64::from(matches!(b, b' ' | b',' | b'=' | b'\n' | b'"' | b'\\')) << k)
     }
 }
 

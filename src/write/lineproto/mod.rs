@@ -148,10 +148,7 @@ impl<'a> Lines<'a> {
     /// of its `\n`, or the end of the body) and the verdict.
     fn next_line(&mut self, line_start: usize, start: usize) -> (usize, Result<Line<'a>, LineError<'a>>) {
         let buf = self.buf;
-        if self.next_special < start {
-            self.next_special = memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
-        }
-        if let Some(good) = fast::accept(buf, start, self.next_special, self.multiplier, &mut self.masks) {
+        if let Some(good) = fast::accept(buf, start, self.multiplier, &mut self.masks) {
             let text = &buf[start..good.end];
             let line = Line {
                 text,
@@ -163,6 +160,9 @@ impl<'a> Lines<'a> {
             return (good.end, Ok(line));
         }
         // Otherwise one walk over the stretch up to the next `"`/`\`, if the line ends within it.
+        if self.next_special < start {
+            self.next_special = memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
+        }
         let stretch = &buf[start..self.next_special];
         let body_end = self.next_special == buf.len();
         match check_plain(stretch, body_end, self.multiplier) {
