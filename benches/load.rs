@@ -258,18 +258,22 @@ fn run_proxy(mode: &str, backend_level: u32, bodies: &Arc<Vec<Vec<u8>>>, gzip_bo
     let proxy = builder.data_dir(dir.join("data")).inherit_stderr().start();
     let (addr, pid) = (proxy.addr(), proxy_pid(&proxy));
 
-    let cpu_before = common::proc_cpu_seconds(pid);
+    let (user_before, system_before) = common::proc_user_system_seconds(pid);
     let started = Instant::now();
     let (latencies, lines) = drive(&[addr], bodies, gzip_body, k);
     let elapsed = started.elapsed().as_secs_f64();
     let done = wait_delivered(&[&a, &b], lines);
-    let cpu = common::proc_cpu_seconds(pid) - cpu_before;
+    let (user, system) = common::proc_user_system_seconds(pid);
+    let (user, system) = (user - user_before, system - system_before);
+    let per_line = |secs: f64| secs / lines.max(1) as f64 * 1e6;
     let rss = common::proc_peak_rss_mb(pid);
     let errors = a.errors.load(Relaxed) + b.errors.load(Relaxed);
     let extra = (a.lines.load(Relaxed) + b.lines.load(Relaxed)).saturating_sub(2 * lines);
     let tail = format!(
-        "proxy {:.3} CPU-µs/line  peak RSS {:>5.1} MB  sink wire {:.1} B/line{}{}",
-        cpu / lines.max(1) as f64 * 1e6,
+        "proxy {:.3} CPU-µs/line ({:.3} user + {:.3} kernel)  peak RSS {:>5.1} MB  sink wire {:.1} B/line{}{}",
+        per_line(user + system),
+        per_line(user),
+        per_line(system),
         rss,
         a.wire_bytes.load(Relaxed) as f64 / lines.max(1) as f64,
         if errors > 0 { format!("  SINK GUNZIP ERRORS {errors}") } else { String::new() },

@@ -75,6 +75,12 @@ pub fn dir_usage(dir: &Path) -> (u64, u64, u64) {
 // ------------------------------------------------------------------------------------------ /proc
 
 pub fn proc_cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = proc_user_system_seconds(pid);
+    user + system
+}
+
+/// CPU seconds of a process so far: in user space, and in the kernel on its behalf.
+pub fn proc_user_system_seconds(pid: u32) -> (f64, f64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -83,7 +89,7 @@ pub fn proc_cpu_seconds(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of stat; here 11 and 12 after the ')'.
     // SAFETY: sysconf reads a system setting; it takes no pointers and has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    (ticks(11) / hz, ticks(12) / hz)
 }
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`, ...).
