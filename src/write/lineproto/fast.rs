@@ -17,7 +17,7 @@
 //! all check it.
 
 use super::errors::MAX_KEY_LENGTH;
-use super::validate::{FIELD_KEY_SEPARATOR, check_nanos, has_repeated_key, sorts_after};
+use super::validate::{FIELD_KEY_SEPARATOR, check_nanos, has_repeated_key};
 
 /// Tags of one line whose places are kept to look for a repeated key (more: not sure).
 const TAGS: usize = 16;
@@ -106,10 +106,11 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut Stop
     };
     let measurement_len = i - start;
     // Tags: `,key=value`, each ended by the stop the format expects. Key places are kept (as offsets
-    // in the line) to look for a repeated key when the keys are not in increasing order.
+    // in the line), and each key sets one bit of `seen` picked by its length and its first and last
+    // bytes: only when a key finds its bit already set can two keys be the same, and they are compared.
     let mut keys = [(0u16, 0u16); TAGS];
     let mut tags = 0usize;
-    let mut increasing = true;
+    let (mut seen, mut collided) = (0u64, false);
     while buf[i] == b',' {
         let eq = next();
         if eq == i + 1 || buf.get(eq) != Some(&b'=') || eq - start > usize::from(u16::MAX) {
@@ -119,16 +120,14 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut Stop
         if value_end == eq + 1 || !matches!(buf.get(value_end), Some(b',' | b' ')) {
             return None;
         }
-        let key = (i + 1 - start) as u16..(eq - start) as u16;
-        if let Some(&(a, b)) = tags.checked_sub(1).and_then(|t| keys.get(t)) {
-            let prev = &buf[start + usize::from(a)..start + usize::from(b)];
-            increasing &= sorts_after(&buf[start + usize::from(key.start)..eq], prev);
-        }
-        *keys.get_mut(tags)? = (key.start, key.end);
+        let bit = key_bit(eq - i - 1, buf[i + 1], buf[eq - 1]);
+        collided |= seen & bit != 0;
+        seen |= bit;
+        *keys.get_mut(tags)? = ((i + 1 - start) as u16, (eq - start) as u16);
         tags += 1;
         i = value_end;
     }
-    if !increasing && has_repeated_key(&buf[start..], &keys[..tags]) {
+    if collided && has_repeated_key(&buf[start..], &keys[..tags]) {
         return None;
     }
     // Fields: `key=value` joined by `,`, right after the one space.
@@ -167,6 +166,12 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut Stop
         return None;
     }
     Some(Good { end, measurement_len, has_timestamp })
+}
+
+/// The bit of a tag key in a line's `seen` mask: equal keys always get the same bit.
+#[inline(always)]
+fn key_bit(len: usize, first: u8, last: u8) -> u64 {
+    1 << ((len as u32).wrapping_mul(7).wrapping_add(u32::from(first)).wrapping_add(u32::from(last) * 3) & 63)
 }
 
 /// The field value `buf[start..end]` is one InfluxDB takes without a range check: `-?` digits with at

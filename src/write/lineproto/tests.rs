@@ -179,6 +179,11 @@ fn what_influxd_takes() {
         "a\\\\,b=c v=1",
         "cpu\\ x v=1",
         "cpu,b=1,a=2 v=1",
+        // Repeated tag keys, side by side and apart; distinct keys the fast path files under one bit.
+        "cpu,host=1,host=2 v=1",
+        "cpu,a=1,b=2,a=3 v=1",
+        "cpu,abc=1,axc=2 v=1",
+        "cpu,t0=a,t1=a,t2=a,t3=a,t4=a,t5=a,t6=a,t7=a,t8=a,t9=a,ta=a,tb=a,tc=a,td=a,t7=b v=1",
     ] {
         assert_eq!(reason(line), "", "{line:?}");
     }
@@ -257,10 +262,17 @@ fn a_special_byte_far_ahead_keeps_fast_lines_fast() {
 
 #[test]
 fn fast_and_careful_paths_agree() {
-    // Each line alone, and followed by a line with a quote (which changes how far the fast walk sees).
+    // Each line alone, followed by a line with a quote (which changes how far the fast walk sees), and
+    // followed by a longer line (the fast path reads values 16 bytes at a time, so it only runs where
+    // that many bytes follow).
     let samples = [
         "cpu,host=a,region=b usage=1.5,idle=2i,ok=t 1700000000000000000",
         "cpu,b=1,a=2 v=1",
+        // Repeated tag keys, side by side and apart; distinct keys the fast path files under one bit.
+        "cpu,host=1,host=2 v=1",
+        "cpu,a=1,b=2,a=3 v=1",
+        "cpu,abc=1,axc=2 v=1",
+        "cpu,t0=a,t1=a,t2=a,t3=a,t4=a,t5=a,t6=a,t7=a,t8=a,t9=a,ta=a,tb=a,tc=a,td=a,t7=b v=1",
         "cpu v=1 123 456",
         "cpu,a=b v=1e5,w=-3 -5",
         "cpu v=tru",
@@ -274,7 +286,8 @@ fn fast_and_careful_paths_agree() {
         let mut tag_keys = Vec::new();
         let text = line.strip_suffix('\r').unwrap_or(line).as_bytes();
         let want = parse_point(text, 1, &mut tag_keys).map(|l| l.measurement_len).map_err(|e| e.to_string());
-        for body in [line.to_string(), format!("{line}\n"), format!("{line}\nq s=\"x\"\n")] {
+        let followed = [format!("{line}\nq s=\"x\"\n"), format!("{line}\nmem used=1i,free=2i 1700000000000000000\n")];
+        for body in [line.to_string(), format!("{line}\n")].into_iter().chain(followed) {
             let got = Lines::new(body.as_bytes())
                 .next()
                 .map(|r| r.map(|l| l.measurement_len).map_err(|b| b.error.to_string()));
