@@ -10,7 +10,7 @@
 //! which repeats from line to line, rather than on its values, which do not.
 //!
 //! This path only ever says "good" or "not sure". A bad line, or any rarer form (a negative or
-//! blank-padded timestamp, an exponent, a long number, many tags out of order, a `\r`), is left to the
+//! blank-padded timestamp, an exponent, a long number, more than 16 tags, a `\r`), is left to the
 //! single walk in `plain` or to the careful path, which give the verdict. So the one way this file can
 //! be wrong is by accepting a line InfluxDB refuses: `fast_and_careful_paths_agree`, the table test
 //! against a real influxd and the `line_verdict` fuzz target (a reference port of InfluxDB's parser)
