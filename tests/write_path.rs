@@ -15,6 +15,17 @@ use util::site::{DB, FAST, FAST_RETRY, Rig, WAIT, influxd_with_db};
 use util::{Behavior, FakeBackend, Influxd, ProxyConfig, wait_until};
 
 /// `n` influxd instances, each with database `db`.
+/// Two influxd replicas, and a proxy sending each of `keymaps` to both.
+fn replicated_rig(keymaps: &[&str]) -> ([Influxd; 2], Rig) {
+    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxds");
+    let mut config = ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST);
+    for keymap in keymaps {
+        config = config.keymap(keymap, &["a", "b"]);
+    }
+    let rig = Rig::start(config, &[]);
+    ([a, b], rig)
+}
+
 fn influxds(n: usize) -> Vec<Influxd> {
     (0..n).map(|_| influxd_with_db()).collect()
 }
@@ -213,13 +224,7 @@ fn retention_policy_reaches_both_backends() {
 
 #[test]
 fn points_without_timestamp_get_one_receive_time_on_every_replica() {
-    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config = ProxyConfig::new()
-        .backend("a", &a.url(), FAST)
-        .backend("b", &b.url(), FAST)
-        .keymap("nots", &["a", "b"])
-        .keymap("nots_s", &["a", "b"]);
-    let rig = Rig::start(config, &[]);
+    let ([a, b], rig) = replicated_rig(&["nots", "nots_s"]);
 
     let before = now_ns();
     rig.write_ok(b"nots,k=1 v=1\nnots,k=2 v=2\n");
@@ -252,10 +257,7 @@ fn points_without_timestamp_get_one_receive_time_on_every_replica() {
 
 #[test]
 fn string_field_with_newline_stored_intact_on_every_replica() {
-    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config =
-        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
-    let rig = Rig::start(config, &[]);
+    let ([a, b], rig) = replicated_rig(&["_default_"]);
 
     rig.write_ok(
         b"log,h=x msg=\"line one\nline two\" 1000\n\
@@ -361,10 +363,7 @@ fn influx_tag_values(influxd: &Influxd, measurement: &str, key: &str) -> Vec<Str
 
 #[test]
 fn hundred_thousand_lines_in_one_request_on_two_replicas() {
-    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxd");
-    let config =
-        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("big", &["a", "b"]);
-    let rig = Rig::start(config, &[]);
+    let ([a, b], rig) = replicated_rig(&["big"]);
 
     const N: u64 = 100_000;
     let base = 1_600_000_000_000_000_000u64;
@@ -838,10 +837,7 @@ fn a_large_gzip_write_reaches_its_backends_as_the_client_compressed_it() {
 #[test]
 fn forwarded_gzip_members_are_stored_by_influxd() {
     // The client's members go to influxd as they came: it must read every member, on both replicas.
-    let [a, b]: [Influxd; 2] = influxds(2).try_into().ok().expect("two influxds");
-    let config =
-        ProxyConfig::new().backend("a", &a.url(), FAST).backend("b", &b.url(), FAST).keymap("_default_", &["a", "b"]);
-    let rig = Rig::start(config, &[]);
+    let ([a, b], rig) = replicated_rig(&["_default_"]);
     let body = stamped_lines("members", 3000);
     let r =
         rig.write_with(&format!("db={DB}"), &[("Content-Encoding", "gzip")], &http::gzip_two_members(body.as_bytes()));
