@@ -128,11 +128,16 @@ python3 -m pip --version >/dev/null 2>&1 || python3 -c 'import redis' 2>/dev/nul
 if ! command -v cargo >/dev/null; then
     command -v cc >/dev/null || missing+=(cc)
 fi
+# Building ISA-L (the isal-sys crate, the proxy's level-1 gzip) from source takes these.
+for cmd in nasm autoreconf aclocal libtoolize make; do
+    command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
 if [[ ${#missing[@]} -gt 0 ]]; then
     command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand"
     info "missing: ${missing[*]}; installing with apt-get"
     packages=(redis-server influxdb influxdb-client curl python3-pip gzip ca-certificates)
     command -v cc >/dev/null || packages+=(build-essential)
+    packages+=(nasm autoconf automake libtool make)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
 else

@@ -27,7 +27,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for cmd in redis-server:redis-server influxd:influxdb influx:influxdb-client python3:python3 curl:curl cc:build-essential openssl:openssl; do
+# nasm, autoconf, automake, libtool, make: building ISA-L (the isal-sys crate's level-1 gzip) from source.
+for cmd in redis-server:redis-server influxd:influxdb influx:influxdb-client python3:python3 curl:curl cc:build-essential \
+    openssl:openssl nasm:nasm autoreconf:autoconf aclocal:automake libtoolize:libtool make:make; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd#*:}")
 done
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)

@@ -29,6 +29,7 @@
 mod classify;
 pub mod deflate;
 mod dirs;
+mod igzip;
 pub mod log;
 mod park;
 pub mod segment;
