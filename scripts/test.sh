@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite of influx-proxy, on a fresh Debian/Ubuntu machine: installs what the tests need
 # (redis-server, InfluxDB 1.x and its CLI, Python's redis and influxdb packages), then checks formatting,
-# runs clippy, runs every unit and integration test (real redis-server and influxd processes on free
+# runs clippy (with and without the `isal` feature), runs every unit and integration test (real redis-server and influxd processes on free
 # loopback ports, started and stopped by the tests), runs the bench programs in their quick mode, and
 # finally runs the README's demo end to end. `.ci/run` runs exactly this.
 #
@@ -53,6 +53,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "==> cargo clippy, without ISA-L (the build the fuzz targets use)"
+cargo clippy --lib --no-default-features -- -D warnings
 echo "==> no import cycles among the files of src/"
 python3 scripts/import_cycles.py src
 echo "==> cargo test"

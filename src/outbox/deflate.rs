@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use libdeflater::{CompressionLvl, Compressor};
 
+#[cfg(feature = "isal")]
 use super::igzip::Igzip;
 use crate::defaults::DEFAULT_BATCH_MAX_BYTES;
 use crate::gunzip::Gunzip;
@@ -151,9 +152,11 @@ impl Deflate {
 }
 
 /// The compressors of one worker, each made when first needed: ISA-L for level 1 (twice as fast as
-/// libdeflate there, for the same size), libdeflate for the other levels.
+/// libdeflate there, for the same size; unless built without the `isal` feature), libdeflate for the
+/// other levels.
 #[derive(Default)]
 struct Compressors {
+    #[cfg(feature = "isal")]
     igzip: Option<Igzip>,
     libdeflate: Vec<(u32, Compressor)>,
 }
@@ -162,6 +165,7 @@ impl Compressors {
     /// `payload` gzipped at `level` into the start of `out`, which grows to the bound the compressor
     /// needs and never shrinks here. The compressed length, or `None` if compression failed.
     fn gzip(&mut self, level: u32, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        #[cfg(feature = "isal")]
         if level == 1 {
             let bound = Igzip::bound(payload.len());
             if out.len() < bound {

@@ -29,6 +29,7 @@
 mod classify;
 pub mod deflate;
 mod dirs;
+#[cfg(feature = "isal")]
 mod igzip;
 pub mod log;
 mod park;
