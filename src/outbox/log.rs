@@ -55,8 +55,11 @@ pub struct OpenRecord {
     len: usize,
     /// Payload bytes covered by the commit word.
     committed: usize,
-    /// Checksum of the target and the committed payload.
+    /// Checksum of the target and the first `summed` payload bytes.
     crc: crc32fast::Hasher,
+    /// Payload bytes in `crc`: the committed ones, and those of a whole record written through the
+    /// file (checksummed from the caller's bytes, not read back from the mapping).
+    summed: usize,
     pub lines: usize,
     pub opened: Instant,
 }
@@ -320,6 +323,7 @@ impl Log {
             len: 0,
             committed: 0,
             crc,
+            summed: 0,
             lines: 0,
             opened: Instant::now(),
         });
@@ -423,11 +427,34 @@ impl Log {
             self.seal();
             return Err(AppendError::Io(io::Error::other("record does not fit in a fresh segment")));
         }
-        self.copy_in(parts, total);
+        let written = self.write_in(parts, total);
         if let Some(open) = &mut self.open {
             open.lines = lines as usize;
         }
+        // Commits what was written; a record whose bytes could not all be written holds nothing yet,
+        // and sealing erases it.
         self.seal();
+        written.map_err(AppendError::Io)
+    }
+
+    /// Writes a whole record's payload through the file rather than the mapping (see
+    /// [`Segment::write_at`]), checksumming the parts as they go in; the record is committed when
+    /// sealed. On error nothing of it is committed.
+    fn write_in(&mut self, parts: &[&[u8]], total: usize) -> io::Result<()> {
+        let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
+            return Err(io::Error::other("write without an open record"));
+        };
+        let mut pos = open.start + RECORD_HEADER + open.target_len + open.len;
+        for p in parts {
+            tail.write_at(p, pos)?;
+            pos += p.len();
+        }
+        tail.write_terminator(pos)?;
+        for p in parts {
+            open.crc.update(p);
+        }
+        open.len += total;
+        open.summed = open.len;
         Ok(())
     }
 
@@ -440,9 +467,10 @@ impl Log {
         if open.len == open.committed {
             return;
         }
-        let from = open.start + RECORD_HEADER + open.target_len + open.committed;
-        let to = open.start + RECORD_HEADER + open.target_len + open.len;
-        open.crc.update(&tail.bytes()[from..to]);
+        let payload = open.start + RECORD_HEADER + open.target_len;
+        let (from, to) = (payload + open.committed, payload + open.len);
+        open.crc.update(&tail.bytes()[payload + open.summed..to]);
+        open.summed = open.len;
         tail.store_commit(open.start, open.len, open.crc.clone().finalize());
         open.committed = open.len;
         if self.sync == SyncPolicy::Always {
