@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Size of one outbox log segment file. A record larger than this gets a segment of its own size.
 pub const DEFAULT_SEGMENT_BYTES: usize = 8 << 20;
+/// Fully acknowledged segments each log keeps for reuse. A sender is often a segment or two behind the
+/// writer under load (a batch is acknowledged milliseconds after its seal, and segments fill in about as
+/// long). With one spare, the load bench's logs created a new file (written full of zeros, 8 MiB) at 28%
+/// of their rotations while deleting about as many emptied ones; with four, 12%, and few deletions.
+pub const SPARE_SEGMENTS: usize = 4;
 /// How long SIGTERM waits for in-flight requests and outbox flushing before exiting.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Config polling period of the config thread.

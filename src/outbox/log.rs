@@ -24,6 +24,7 @@ use super::segment::{
     self, FLAG_GZIP, GZIP_LINES_LEN, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len,
 };
 use crate::cli::SyncPolicy;
+use crate::defaults::SPARE_SEGMENTS;
 use crate::upstream::BackendState;
 
 #[derive(Debug)]
@@ -118,8 +119,8 @@ pub struct Log {
     pub max_disk: u64,
     sync: SyncPolicy,
     state: Arc<BackendState>,
-    /// A fully acknowledged segment kept for reuse.
-    spare: Option<Segment>,
+    /// Fully acknowledged segments kept for reuse (at most `SPARE_SEGMENTS`).
+    spares: Vec<Segment>,
     /// A record moved from another log is being copied: the disk cap does not apply to it.
     moving: bool,
     /// Segments numbered from here on were created by this run; older ones were recovered and are
@@ -186,7 +187,7 @@ impl Log {
             max_disk,
             sync,
             state,
-            spare: None,
+            spares: Vec::new(),
             moving: false,
             first_fresh_seq: 0,
             pending_records: 0,
@@ -533,8 +534,9 @@ impl Log {
             return Ok(());
         }
         let size = self.segment_bytes.max(HEADER_LEN + need);
-        let seg = match self.spare.take() {
-            Some(spare) if spare.size >= size => match spare.recycle(&self.dir, self.next_seq) {
+        let spare = self.spares.iter().position(|s| s.size >= size).map(|i| self.spares.swap_remove(i));
+        let seg = match spare {
+            Some(spare) => match spare.recycle(&self.dir, self.next_seq) {
                 Ok(seg) => seg,
                 Err(e) => {
                     // The spare's file is in an unknown state: forget it, its bytes are not counted.
@@ -542,8 +544,7 @@ impl Log {
                     return Err(AppendError::Io(e));
                 }
             },
-            spare => {
-                self.spare = spare;
+            None => {
                 // The cap is on data waiting for the backend (all workers together), not on files: a
                 // fully acknowledged tail or a spare holds nothing and must not block new data. With
                 // nothing waiting, a segment is always allowed, so each worker can hold one.
@@ -726,10 +727,10 @@ impl Log {
     /// Deletes the head segment (fully acknowledged).
     fn pop_head(&mut self) {
         if let Some(mut seg) = self.segments.pop_front() {
-            if self.writable && self.spare.is_none() && seg.size == self.segment_bytes {
-                // Kept for the next rotation (see `Segment::recycle`).
+            if self.writable && self.spares.len() < SPARE_SEGMENTS && seg.size == self.segment_bytes {
+                // Kept for a later rotation (see `Segment::recycle`).
                 seg.unmap();
-                self.spare = Some(seg);
+                self.spares.push(seg);
                 return;
             }
             BackendState::sub(&self.state.disk_bytes, seg.size as u64);
@@ -754,7 +755,7 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.seal();
-        for seg in self.segments.iter().chain(&self.spare) {
+        for seg in self.segments.iter().chain(&self.spares) {
             BackendState::sub(&self.state.disk_bytes, seg.size as u64);
         }
         BackendState::sub(&self.state.backlog_records, self.pending_records);
@@ -959,7 +960,7 @@ mod tests {
         let st = log.state.clone();
         let mut want = Vec::new();
         log.begin(b"db=a").unwrap();
-        for i in 0..2000 {
+        for i in 0..5000 {
             let l = format!("m v={i}");
             line(&mut log, &l);
             want.push(l);
@@ -968,7 +969,8 @@ mod tests {
             }
         }
         log.seal();
-        assert!(log.segment_count() > 3, "{}", log.segment_count());
+        let segments = log.segment_count();
+        assert!(segments > SPARE_SEGMENTS + 2, "{segments}");
         let files = || std::fs::read_dir(&d.0).unwrap().count();
         let before = files();
         let got: Vec<String> =
@@ -977,7 +979,8 @@ mod tests {
         assert!(files() < before);
         assert_eq!(log.segment_count(), 1, "only the tail remains");
         assert_eq!(st.backlog_records.load(Relaxed), 0);
-        assert_eq!(st.disk_bytes.load(Relaxed), 2 * seg as u64, "the tail and one spare");
+        assert_eq!(files(), 1 + SPARE_SEGMENTS, "the tail and the spares");
+        assert_eq!(st.disk_bytes.load(Relaxed), (1 + SPARE_SEGMENTS) as u64 * seg as u64);
     }
 
     #[test]
