@@ -71,6 +71,33 @@ impl OpenRecord {
     }
 }
 
+/// The checksum of a whole record's payload (see [`Log::append_record`]), made once for every log that
+/// stores the same bytes: the replicas of one body. Each log joins it to the checksum of its own record
+/// header (segment number, flags, target) instead of reading the payload again.
+#[derive(Clone)]
+pub struct PayloadCrc {
+    crc: crc32fast::Hasher,
+    /// Address and length of the bytes it covers, with their line count and kind.
+    of: (usize, usize, u64, bool),
+}
+
+impl PayloadCrc {
+    pub fn of(payload: &[u8], lines: u64, gzip: bool) -> PayloadCrc {
+        let mut crc = crc32fast::Hasher::new();
+        if gzip {
+            crc.update(&lines.to_le_bytes());
+        }
+        crc.update(payload);
+        PayloadCrc { crc, of: (payload.as_ptr() as usize, payload.len(), lines, gzip) }
+    }
+
+    /// Made by [`PayloadCrc::of`] from the bytes at this very place, so that a checksum of another body
+    /// is never taken by mistake. (A caller that refills a buffer in place drops its checksum then.)
+    fn covers(&self, payload: &[u8], lines: u64, gzip: bool) -> bool {
+        self.of == (payload.as_ptr() as usize, payload.len(), lines, gzip)
+    }
+}
+
 /// The oldest unacknowledged sealed record, as positions (no borrow), so the sender can hold it while
 /// the log keeps taking appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,14 +418,22 @@ impl Log {
     /// `lines` points, gzip members if `gzip` (as [`Log::record`] gave them). It is already counted
     /// against `maxdisk`, so the cap does not apply; on error nothing is left open.
     pub fn copy_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
-        self.whole_record(target, payload, lines, gzip, true)
+        self.whole_record(target, payload, lines, gzip, None, true)
     }
 
     /// Appends and seals a record of its own: `payload` holding `lines` lines, or with `gzip` the gzip
-    /// members holding them (a body stored whole, see `Outbox::append_batch`). On error
-    /// nothing is left open.
-    pub fn append_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
-        self.whole_record(target, payload, lines, gzip, false)
+    /// members holding them (a body stored whole, see `Outbox::append_batch`). `crc`: the payload's
+    /// checksum if the caller has it (made for another replica); it is used only if it covers these
+    /// bytes. On error nothing is left open.
+    pub fn append_record(
+        &mut self,
+        target: &[u8],
+        payload: &[u8],
+        lines: u64,
+        gzip: bool,
+        crc: Option<&PayloadCrc>,
+    ) -> Result<(), AppendError> {
+        self.whole_record(target, payload, lines, gzip, crc, false)
     }
 
     fn whole_record(
@@ -407,6 +442,7 @@ impl Log {
         payload: &[u8],
         lines: u64,
         gzip: bool,
+        crc: Option<&PayloadCrc>,
         moving: bool,
     ) -> Result<(), AppendError> {
         self.seal();
@@ -428,7 +464,11 @@ impl Log {
             self.seal();
             return Err(AppendError::Io(io::Error::other("record does not fit in a fresh segment")));
         }
-        let written = self.write_in(parts, total);
+        let sum = match crc {
+            Some(c) if c.covers(payload, lines, gzip) => c.crc.clone(),
+            _ => PayloadCrc::of(payload, lines, gzip).crc,
+        };
+        let written = self.write_in(parts, total, &sum);
         if let Some(open) = &mut self.open {
             open.lines = lines as usize;
         }
@@ -439,9 +479,9 @@ impl Log {
     }
 
     /// Writes a whole record's payload through the file rather than the mapping (see
-    /// [`Segment::write_at`]), checksumming the parts as they go in; the record is committed when
-    /// sealed. On error nothing of it is committed.
-    fn write_in(&mut self, parts: &[&[u8]], total: usize) -> io::Result<()> {
+    /// [`Segment::write_at`]); `sum` is the checksum of the parts. The record is committed when sealed.
+    /// On error nothing of it is committed.
+    fn write_in(&mut self, parts: &[&[u8]], total: usize, sum: &crc32fast::Hasher) -> io::Result<()> {
         let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
             return Err(io::Error::other("write without an open record"));
         };
@@ -451,9 +491,7 @@ impl Log {
             pos += p.len();
         }
         tail.write_terminator(pos)?;
-        for p in parts {
-            open.crc.update(p);
-        }
+        open.crc.combine(sum);
         open.len += total;
         open.summed = open.len;
         Ok(())
@@ -859,6 +897,35 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_checksum_serves_every_replica_and_only_its_own_bytes() {
+        let (a, b) = (Dir::new("crc-a"), Dir::new("crc-b"));
+        let body = b"m v=1 1\nm v=2 2\n";
+        let copy = body.to_vec();
+        let crc = PayloadCrc::of(body, 2, false);
+        {
+            let ((mut la, _), (mut lb, _)) = (open(&a.0, 1 << 16), open(&b.0, 1 << 16));
+            la.append_record(b"db=a", body, 2, false, Some(&crc)).unwrap();
+            lb.append_record(b"db=b", body, 2, false, Some(&crc)).unwrap();
+            // Not these bytes (same text elsewhere, another count, or gzip): each log sums its own.
+            la.append_record(b"db=a", b"n v=3 3\n", 1, false, Some(&crc)).unwrap();
+            la.append_record(b"db=a", &copy, 3, false, Some(&crc)).unwrap();
+            la.append_record(b"db=a", body, 2, true, Some(&crc)).unwrap();
+            std::mem::forget((la, lb));
+        }
+        // Recovery checks every record's checksum.
+        let ((mut la, ra), (mut lb, rb)) = (open(&a.0, 1 << 16), open(&b.0, 1 << 16));
+        assert_eq!(
+            (ra.records, ra.cut_bytes, rb.records, rb.cut_bytes),
+            (4, 0, 1, 0),
+            "{:?} {:?}",
+            ra.problems,
+            rb.problems
+        );
+        assert_eq!(drain(&mut lb), vec![("db=b".to_string(), "m v=1 1\nm v=2 2\n".to_string())]);
+        assert_eq!(drain(&mut la).len(), 4);
+    }
+
+    #[test]
     fn gzip_records_keep_their_members_and_line_count_through_recovery_and_copies() {
         let d = Dir::new("gzip-rec");
         let members = b"\x1f\x8b not checked here";
@@ -866,8 +933,8 @@ mod tests {
             let (mut log, _) = open(&d.0, 1 << 16);
             log.begin(b"db=a").unwrap();
             line(&mut log, "m v=1 1");
-            log.append_record(b"db=a", members, 2000, true).unwrap();
-            log.append_record(b"db=a", b"m v=2 2\nm v=3 3\n", 2, false).unwrap();
+            log.append_record(b"db=a", members, 2000, true, None).unwrap();
+            log.append_record(b"db=a", b"m v=2 2\nm v=3 3\n", 2, false, None).unwrap();
             assert!(log.open_record().is_none(), "a whole record is sealed at once");
             let mut deflate = Deflate::default();
             log.gzip_sealed(1, &mut deflate);

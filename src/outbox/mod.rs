@@ -57,7 +57,7 @@ pub use classify::{Outcome, classify, refused_lines};
 use dirs::{META_FILE, write_meta};
 pub use dirs::{backend_dir, fnv1a, stored_backends};
 use log::Log;
-pub use log::{AppendError, Recovery};
+pub use log::{AppendError, PayloadCrc, Recovery};
 use park::{Parked, parked_dirs, parked_segment_bytes};
 use sender::InFlight;
 
@@ -277,11 +277,18 @@ impl Outbox {
     /// lines, or with `gzip` it is those lines gzipped, stored and sent as it is (see `write::store`).
     /// The batch before it is sealed first, so the order of lines is kept. It is committed (and
     /// counted) when this returns.
-    pub fn append_batch(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
+    pub fn append_batch(
+        &mut self,
+        target: &[u8],
+        payload: &[u8],
+        lines: u64,
+        gzip: bool,
+        crc: Option<&PayloadCrc>,
+    ) -> Result<(), AppendError> {
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
         let begun = log.records_begun();
-        let appended = log.append_record(target, payload, lines, gzip);
+        let appended = log.append_record(target, payload, lines, gzip, crc);
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, target, Instant::now());
         }

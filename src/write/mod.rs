@@ -24,8 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, WHOLE_BATCH_MIN_BYTES};
 use crate::http::params::{Params, encode_into};
-use crate::outbox::AppendError;
 use crate::outbox::set::Outboxes;
+use crate::outbox::{AppendError, PayloadCrc};
 use crate::upstream::BackendState;
 use lineproto::Lines;
 use route::RouteId;
@@ -312,6 +312,9 @@ fn store_whole(
 ) -> Tally {
     let mut tally = Tally::default();
     own_gzip.forget();
+    // Checksums of what the replicas store, each made once: of the body, and of its gzip (the
+    // client's, key 0, or the proxy's at a level).
+    let (mut plain_crc, mut gzip_crc) = (None, None::<(u32, PayloadCrc)>);
     for &b in config.routes.backends(route) {
         let b = usize::from(b);
         if outboxes.of(b).is_none() {
@@ -327,8 +330,18 @@ fn store_whole(
         let Some(outbox) = outboxes.of(b) else {
             continue;
         };
+        let crc = match gzip {
+            None => &*plain_crc.get_or_insert_with(|| PayloadCrc::of(body, lines, false)),
+            Some(members) => {
+                let key = if p.gzip.is_some() { 0 } else { level };
+                if gzip_crc.as_ref().is_none_or(|(k, _)| *k != key) {
+                    gzip_crc = None;
+                }
+                &gzip_crc.get_or_insert_with(|| (key, PayloadCrc::of(members, lines, true))).1
+            }
+        };
         let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
-        match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some()) {
+        match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some(), Some(crc)) {
             // Stored once it is in one outbox, however many take it.
             Ok(()) => tally.stored = lines,
             Err(e) => tally.disk_error(config, b, outbox, lines, e),
