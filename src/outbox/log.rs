@@ -572,6 +572,14 @@ impl Log {
             return Ok(());
         }
         let size = self.segment_bytes.max(HEADER_LEN + need);
+        // The cap is on data waiting for the backend (all workers together), not on files: a fully
+        // acknowledged tail or a spare holds nothing and must not block new data. A new segment, fresh
+        // or reused, is room for `size` more. With nothing waiting, a segment is always allowed, so
+        // each worker can hold one.
+        let waiting = self.state.backlog_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if !self.moving && waiting > 0 && waiting + size as u64 > self.max_disk {
+            return Err(AppendError::DiskFull);
+        }
         let spare = self.spares.iter().position(|s| s.size >= size).map(|i| self.spares.swap_remove(i));
         let seg = match spare {
             Some(spare) => match spare.recycle(&self.dir, self.next_seq) {
@@ -583,13 +591,6 @@ impl Log {
                 }
             },
             None => {
-                // The cap is on data waiting for the backend (all workers together), not on files: a
-                // fully acknowledged tail or a spare holds nothing and must not block new data. With
-                // nothing waiting, a segment is always allowed, so each worker can hold one.
-                let waiting = self.state.backlog_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                if !self.moving && waiting > 0 && waiting + size as u64 > self.max_disk {
-                    return Err(AppendError::DiskFull);
-                }
                 let seg = Segment::create(&self.dir, self.next_seq, size).map_err(AppendError::Io)?;
                 BackendState::add(&self.state.disk_bytes, size as u64);
                 seg
@@ -795,6 +796,13 @@ impl Drop for Log {
         self.seal();
         for seg in self.segments.iter().chain(&self.spares) {
             BackendState::sub(&self.state.disk_bytes, seg.size as u64);
+        }
+        // Spares hold nothing: their files are not left behind (a removed backend's log is dropped
+        // for good, and a restart would delete them anyway).
+        for seg in self.spares.drain(..) {
+            let path = seg.path.clone();
+            drop(seg);
+            let _ = std::fs::remove_file(&path);
         }
         BackendState::sub(&self.state.backlog_records, self.pending_records);
         BackendState::sub(&self.state.backlog_bytes, self.pending_bytes);
@@ -1048,6 +1056,9 @@ mod tests {
         assert_eq!(st.backlog_records.load(Relaxed), 0);
         assert_eq!(files(), 1 + SPARE_SEGMENTS, "the tail and the spares");
         assert_eq!(st.disk_bytes.load(Relaxed), (1 + SPARE_SEGMENTS) as u64 * seg as u64);
+        drop(log);
+        assert_eq!(files(), 1, "spares are deleted with their log; the tail stays");
+        assert_eq!(st.disk_bytes.load(Relaxed), 0);
     }
 
     #[test]
@@ -1069,25 +1080,36 @@ mod tests {
         let d = Dir::new("cap");
         let seg = HEADER_LEN + 4096;
         let (mut log, _) = Log::open(&d.0, true, seg, 2 * seg as u64, SyncPolicy::Never, state()).unwrap();
-        log.begin(b"db=a").unwrap();
-        let mut refused = 0;
-        for i in 0..3000 {
-            if log.append(&[format!("m v={i}\n").as_bytes()]).is_err() {
-                refused += 1;
-                if log.open_record().is_none() && log.begin(b"db=a").is_err() {
-                    continue;
+        let fill = |log: &mut Log| {
+            log.begin(b"db=a").unwrap();
+            let mut refused = 0;
+            for i in 0..3000 {
+                if log.append(&[format!("m v={i}\n").as_bytes()]).is_err() {
+                    refused += 1;
+                    if log.open_record().is_none() && log.begin(b"db=a").is_err() {
+                        continue;
+                    }
                 }
             }
-        }
-        assert!(refused > 0);
+            log.seal();
+            refused
+        };
+        assert!(fill(&mut log) > 0);
         assert!(log.segment_count() <= 2);
         // Acknowledging frees space: appends work again.
-        log.seal();
         drain(&mut log);
         log.begin(b"db=a").unwrap();
         line(&mut log, "again v=1");
         log.seal();
         assert_eq!(drain(&mut log).len(), 1);
+        // Emptied segments kept for reuse are new room too: the cap applies to them as well.
+        log.max_disk = u64::MAX;
+        assert_eq!(fill(&mut log), 0);
+        drain(&mut log);
+        assert_eq!(log.spares.len(), SPARE_SEGMENTS);
+        log.max_disk = 2 * seg as u64;
+        assert!(fill(&mut log) > 0);
+        assert!(log.segment_count() <= 2, "{}", log.segment_count());
     }
 
     #[test]

@@ -288,11 +288,11 @@ impl Outbox {
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
         let begun = log.records_begun();
-        let appended = log.append_record(target, payload, lines, gzip, crc);
+        // On error the record begun for it was erased: it is not a batch the lag board waits for.
+        log.append_record(target, payload, lines, gzip, crc)?;
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, target, Instant::now());
         }
-        appended?;
         // Bytes as stored, as `bytes_sent` counts them when the backend acknowledges the record.
         let c = &self.backend.state.counters;
         BackendState::add(&c.lines_in, lines);

@@ -15,9 +15,11 @@
 //!
 //! Crash safety rests on two single, aligned 8-byte stores: `commit` makes a record's bytes (up to
 //! `payload_len`) valid, `acked` moves the acknowledged position. Payload bytes are always stored before
-//! the commit that covers them (release ordering), so a process killed at any instruction leaves either
-//! the old or the new commit word, each consistent with the bytes it covers. The mapping is `MAP_SHARED`:
-//! stores land in the page cache and survive the process. Power loss is what `--sync` is for.
+//! the commit that covers them (release ordering for stores into the mapping; a whole record's payload
+//! is written with `pwrite`, which has returned before the commit is stored), so a process killed at
+//! any instruction leaves either the old or the new commit word, each consistent with the bytes it
+//! covers. The mapping is `MAP_SHARED`: stores land in the page cache (as do `pwrite`s) and survive the
+//! process. Power loss is what `--sync` is for.
 //!
 //! Files are written full of zeros when created, so a full disk shows up as an error when a segment is
 //! created, never as SIGBUS on a store into a sparse page; it also makes first stores into the mapping
@@ -99,8 +101,9 @@ pub fn read_slot(buf: &[u8], off: usize, seq: u64) -> Slot {
     read_slot_checked(buf, off, seq, true)
 }
 
-/// [`read_slot`], checking the checksum only if `verify`: a record this process wrote is known good (the commit word covers exactly what was stored), and checking it
-/// again would read every payload byte once more on each send.
+/// [`read_slot`], checking the checksum only if `verify`: a record this process wrote is known good (the
+/// commit word covers exactly what was stored), and checking it again would read every payload byte
+/// once more on each send.
 pub fn read_slot_checked(buf: &[u8], off: usize, seq: u64, verify: bool) -> Slot {
     let Some(header) = buf.get(off..off + RECORD_HEADER) else {
         return Slot::End;
@@ -302,15 +305,17 @@ impl Segment {
     pub fn map(&mut self) -> io::Result<()> {
         if self.map.is_none() && self.size > 0 {
             // SAFETY: mapping a file is unsafe because its bytes may change, or vanish (truncation:
-            // SIGBUS on access), behind the program's back. Nothing does that to a segment file while
-            // it is mapped (this `Segment`'s own writes through the file, `write_at`, need `&mut self`,
-            // so no reference into the mapping lives across them, and never go past its end): it lives in the data directory on which `run::lock_data_dir` holds an
-            // exclusive flock, so no other influx-proxy opens it; in this process only this `Segment`
-            // has it open (a worker has one outbox per backend identity, each with its own `w<N>`
-            // directory, see `Outbox::open`; tests use private directories), and no code ever shrinks a
-            // segment (recovery renames or deletes whole files after dropping their mapping). The
-            // mapping is `size` bytes, the file's own length (zero-filled to `size` in `create`, read
-            // from its metadata in `open`), so every mapped page has file bytes behind it.
+            // SIGBUS on access), behind the program's back. Only this `Segment` changes a segment file
+            // while it is mapped: through the mapping, or through the file with `write_at`, which needs
+            // `&mut self` (so no reference into the mapping lives across it) and never writes past the
+            // end. Nothing else does: the file lives in the data directory on which
+            // `run::lock_data_dir` holds an exclusive flock, so no other influx-proxy opens it; in this
+            // process only this `Segment` has it open (a worker has one outbox per backend identity,
+            // each with its own `w<N>` directory, see `Outbox::open`; tests use private directories),
+            // and no code ever shrinks a segment (recovery renames or deletes whole files after
+            // dropping their mapping). The mapping is `size` bytes, the file's own length (zero-filled
+            // to `size` in `create`, read from its metadata in `open`), so every mapped page has file
+            // bytes behind it.
             self.map = Some(unsafe { MmapOptions::new().len(self.size).map_mut(&self.file)? });
             self.released = HEADER_LEN;
         }
