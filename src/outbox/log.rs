@@ -26,6 +26,7 @@ use super::segment::{
 use crate::cli::SyncPolicy;
 use crate::defaults::SPARE_SEGMENTS;
 use crate::upstream::BackendState;
+use crate::upstream::conn::LentBody;
 
 #[derive(Debug)]
 pub enum AppendError {
@@ -727,6 +728,20 @@ impl Log {
             _ => None,
         };
         (target.unwrap_or(&[]), payload)
+    }
+
+    /// The payload [`Log::record`] gives, with its place in the segment file, for sending it from
+    /// the file (see `LentBody`).
+    pub fn lent_payload(&self, front: &Front) -> LentBody<'_> {
+        let bytes = self.record(front).1;
+        let skip = if front.gzip { GZIP_LINES_LEN } else { 0 };
+        let file = match self.segments.front() {
+            Some(seg) if seg.seq == front.seq && !bytes.is_empty() => {
+                Some((seg.file(), (front.payload.0 + skip) as u64))
+            }
+            _ => None,
+        };
+        LentBody { bytes, file }
     }
 
     /// The payload of `front` as stored.

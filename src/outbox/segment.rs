@@ -327,6 +327,11 @@ impl Segment {
         self.map = None;
     }
 
+    /// The segment's file, for sending records from it (`sendfile`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }

@@ -16,7 +16,7 @@ use super::{Cx, Outbox, Source};
 use crate::defaults::{FIRST_RETRY_BACKOFF, MAX_UPSTREAM_ERROR_BODY, READ_CHUNK};
 use crate::http::client::UpstreamRequest;
 use crate::upstream::BackendState;
-use crate::upstream::conn::{Conn, Exchange};
+use crate::upstream::conn::{Conn, Exchange, LentBody};
 
 /// Records moved to parked logs per `pump`.
 const MAX_MOVES_PER_PUMP: usize = 16;
@@ -195,8 +195,8 @@ impl Outbox {
         };
         // The lent body; should the record be gone, the length check in `Conn::flush` fails the send.
         let lent = match log {
-            Some(log) if f.lent => log.record(&f.front).1,
-            _ => &[],
+            Some(log) if f.lent => log.lent_payload(&f.front),
+            _ => LentBody::default(),
         };
         // An answer to a write is small; a backend streaming more than a few MB is not answering a
         // write, and the send timeout will deal with it. The bound keeps this event handler short.

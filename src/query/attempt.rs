@@ -11,7 +11,7 @@ use mio::{Registry, Token};
 use crate::config::{Backend, Config};
 use crate::http::client::UpstreamRequest;
 use crate::http::params::encode_into;
-use crate::upstream::conn::{Conn, ConnError, Drive, Exchange};
+use crate::upstream::conn::{Conn, ConnError, Drive, Exchange, LentBody};
 use crate::upstream::{BackendState, pool};
 
 /// Answer bytes one merged query may buffer, all its sub-answers together (parsed JSON takes a few
@@ -224,7 +224,7 @@ impl Attempt {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ConnError::NotConnected.to_string());
         };
-        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry, &[]) {
+        let d = match conn.drive(&mut self.ex, &mut self.body, budget, registry, LentBody::default()) {
             Ok(d) => d,
             Err(e) if self.reused && !self.answered && conn.inbuf.is_empty() && self.ex.head.is_none() => {
                 return self.retry_fresh(registry, e);

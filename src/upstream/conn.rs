@@ -11,7 +11,16 @@ use mio::{Interest, Registry, Token};
 use crate::config::Backend;
 use crate::http::client::{BodyReader, ClientError, ResponseHead, parse_response_head};
 use crate::net::stream::Stream;
-use crate::net::{SocketResult, read_into, write_from};
+use crate::net::{SocketResult, read_into, send_file, write_from};
+
+/// A request body the caller keeps (see [`Conn::lend_body`]): its bytes and, when they lie in a file
+/// (a batch in its outbox log), the file and their offset in it. A plain connection then sends them
+/// with `sendfile`; TLS encrypts the bytes.
+#[derive(Clone, Copy, Default)]
+pub struct LentBody<'a> {
+    pub bytes: &'a [u8],
+    pub file: Option<(&'a std::fs::File, u64)>,
+}
 
 pub struct Conn {
     pub token: Token,
@@ -128,7 +137,7 @@ impl Conn {
 
     /// Completes the connect if needed, then writes what is left of `out` and of the `lent` body.
     /// `Ok(true)`: all written.
-    pub fn flush(&mut self, lent: &[u8]) -> Result<bool, ConnError> {
+    pub fn flush(&mut self, lent: LentBody<'_>) -> Result<bool, ConnError> {
         if !self.connected {
             if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
                 return Err(ConnError::Connect(e));
@@ -146,11 +155,14 @@ impl Conn {
         let mut result = write_from(&mut self.stream, &self.out, &mut pos);
         self.sent = self.sent.max(pos);
         if self.lent > 0 && self.sent >= head && matches!(result, SocketResult::Continue) {
-            if lent.len() != self.lent {
+            if lent.bytes.len() != self.lent {
                 return Err(ConnError::Write(io::Error::other("the request body changed while it was sent")));
             }
             let mut pos = self.sent - head;
-            result = write_from(&mut self.stream, lent, &mut pos);
+            result = match (&self.stream, lent.file) {
+                (Stream::Plain(tcp), Some((file, offset))) => send_file(tcp, file, offset, self.lent, &mut pos),
+                _ => write_from(&mut self.stream, lent.bytes, &mut pos),
+            };
             self.sent = head + pos;
         }
         match result {
@@ -188,7 +200,7 @@ impl Conn {
         body: &mut Vec<u8>,
         budget: usize,
         registry: &Registry,
-        lent: &[u8],
+        lent: LentBody<'_>,
     ) -> Result<Drive, ConnError> {
         if !self.request_sent() {
             if !self.flush(lent)? {

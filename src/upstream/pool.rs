@@ -131,7 +131,7 @@ mod tests {
         let mut conn = Conn::connect_to(addr, None, token, poll.registry()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !conn.flush(&[]).unwrap() {
+        while !conn.flush(crate::upstream::conn::LentBody::default()).unwrap() {
             assert!(Instant::now() < deadline, "connect did not complete");
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -175,7 +175,7 @@ mod tests {
         // And it is the one whose server end is still open: it carries a request.
         survivor.begin_request(poll.registry());
         survivor.out.extend_from_slice(b"ping");
-        assert!(survivor.flush(&[]).unwrap());
+        assert!(survivor.flush(crate::upstream::conn::LentBody::default()).unwrap());
         let mut got = [0u8; 4];
         servers[2].set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         servers[2].read_exact(&mut got).unwrap();
