@@ -72,6 +72,21 @@ impl OpenRecord {
     }
 }
 
+/// A record stored whole: `payload` holding `lines` lines, or with `gzip` the gzip members holding them
+/// (as [`Log::record`] gives them back).
+#[derive(Clone, Copy, Debug)]
+pub struct Whole<'a> {
+    pub payload: &'a [u8],
+    pub lines: u64,
+    pub gzip: bool,
+}
+
+impl<'a> Whole<'a> {
+    pub fn new(payload: &'a [u8], lines: u64, gzip: bool) -> Self {
+        Whole { payload, lines, gzip }
+    }
+}
+
 /// The checksum of a whole record's payload (see [`Log::append_record`]), made once for every log that
 /// stores the same bytes: the replicas of one body. Each log joins it to the checksum of its own record
 /// header (segment number, flags, target) instead of reading the payload again.
@@ -83,19 +98,23 @@ pub struct PayloadCrc {
 }
 
 impl PayloadCrc {
-    pub fn of(payload: &[u8], lines: u64, gzip: bool) -> PayloadCrc {
+    pub fn of(w: Whole<'_>) -> PayloadCrc {
         let mut crc = crc32fast::Hasher::new();
-        if gzip {
-            crc.update(&lines.to_le_bytes());
+        if w.gzip {
+            crc.update(&w.lines.to_le_bytes());
         }
-        crc.update(payload);
-        PayloadCrc { crc, of: (payload.as_ptr() as usize, payload.len(), lines, gzip) }
+        crc.update(w.payload);
+        PayloadCrc { crc, of: Self::place(w) }
     }
 
     /// Made by [`PayloadCrc::of`] from the bytes at this very place, so that a checksum of another body
     /// is never taken by mistake. (A caller that refills a buffer in place drops its checksum then.)
-    fn covers(&self, payload: &[u8], lines: u64, gzip: bool) -> bool {
-        self.of == (payload.as_ptr() as usize, payload.len(), lines, gzip)
+    fn covers(&self, w: Whole<'_>) -> bool {
+        self.of == Self::place(w)
+    }
+
+    fn place(w: Whole<'_>) -> (usize, usize, u64, bool) {
+        (w.payload.as_ptr() as usize, w.payload.len(), w.lines, w.gzip)
     }
 }
 
@@ -415,37 +434,28 @@ impl Log {
         Ok(())
     }
 
-    /// Appends a whole record moved from another log of the same backend (parking): `payload` of
-    /// `lines` points, gzip members if `gzip` (as [`Log::record`] gave them). It is already counted
-    /// against `maxdisk`, so the cap does not apply; on error nothing is left open.
-    pub fn copy_record(&mut self, target: &[u8], payload: &[u8], lines: u64, gzip: bool) -> Result<(), AppendError> {
-        self.whole_record(target, payload, lines, gzip, None, true)
+    /// Appends a whole record moved from another log of the same backend (parking), as [`Log::record`]
+    /// gave it. It is already counted against `maxdisk`, so the cap does not apply; on error nothing
+    /// is left open.
+    pub fn copy_record(&mut self, target: &[u8], w: Whole<'_>) -> Result<(), AppendError> {
+        self.whole_record(target, w, None, true)
     }
 
-    /// Appends and seals a record of its own: `payload` holding `lines` lines, or with `gzip` the gzip
-    /// members holding them (a body stored whole, see `Outbox::append_batch`). `crc`: the payload's
-    /// checksum if the caller has it (made for another replica); it is used only if it covers these
-    /// bytes. On error nothing is left open.
-    pub fn append_record(
-        &mut self,
-        target: &[u8],
-        payload: &[u8],
-        lines: u64,
-        gzip: bool,
-        crc: Option<&PayloadCrc>,
-    ) -> Result<(), AppendError> {
-        self.whole_record(target, payload, lines, gzip, crc, false)
+    /// Appends and seals a record of its own (a body stored whole, see `Outbox::append_batch`).
+    /// `crc`: the payload's checksum if the caller has it (made for another replica); it is used only
+    /// if it covers these bytes. On error nothing is left open.
+    pub fn append_record(&mut self, target: &[u8], w: Whole<'_>, crc: Option<&PayloadCrc>) -> Result<(), AppendError> {
+        self.whole_record(target, w, crc, false)
     }
 
     fn whole_record(
         &mut self,
         target: &[u8],
-        payload: &[u8],
-        lines: u64,
-        gzip: bool,
+        w: Whole<'_>,
         crc: Option<&PayloadCrc>,
         moving: bool,
     ) -> Result<(), AppendError> {
+        let Whole { payload, lines, gzip } = w;
         self.seal();
         if !self.writable {
             return Err(AppendError::Io(io::Error::other("log is read-only")));
@@ -466,8 +476,8 @@ impl Log {
             return Err(AppendError::Io(io::Error::other("record does not fit in a fresh segment")));
         }
         let sum = match crc {
-            Some(c) if c.covers(payload, lines, gzip) => c.crc.clone(),
-            _ => PayloadCrc::of(payload, lines, gzip).crc,
+            Some(c) if c.covers(w) => c.crc.clone(),
+            _ => PayloadCrc::of(w).crc,
         };
         let written = self.write_in(parts, total, &sum);
         if let Some(open) = &mut self.open {
@@ -900,7 +910,7 @@ mod tests {
             line(&mut log, "m v=1");
             line(&mut log, "m v=2");
             log.seal();
-            log.copy_record(b"db=b", b"n v=1\nn v=2\nn v=3\n", 3, false).unwrap();
+            log.copy_record(b"db=b", Whole::new(b"n v=1\nn v=2\nn v=3\n", 3, false)).unwrap();
             let first = log.front().unwrap();
             assert_eq!(log.record_lines(&first), 2);
             log.ack(&first);
@@ -924,15 +934,15 @@ mod tests {
         let (a, b) = (Dir::new("crc-a"), Dir::new("crc-b"));
         let body = b"m v=1 1\nm v=2 2\n";
         let copy = body.to_vec();
-        let crc = PayloadCrc::of(body, 2, false);
+        let crc = PayloadCrc::of(Whole::new(body, 2, false));
         {
             let ((mut la, _), (mut lb, _)) = (open(&a.0, 1 << 16), open(&b.0, 1 << 16));
-            la.append_record(b"db=a", body, 2, false, Some(&crc)).unwrap();
-            lb.append_record(b"db=b", body, 2, false, Some(&crc)).unwrap();
+            la.append_record(b"db=a", Whole::new(body, 2, false), Some(&crc)).unwrap();
+            lb.append_record(b"db=b", Whole::new(body, 2, false), Some(&crc)).unwrap();
             // Not these bytes (same text elsewhere, another count, or gzip): each log sums its own.
-            la.append_record(b"db=a", b"n v=3 3\n", 1, false, Some(&crc)).unwrap();
-            la.append_record(b"db=a", &copy, 3, false, Some(&crc)).unwrap();
-            la.append_record(b"db=a", body, 2, true, Some(&crc)).unwrap();
+            la.append_record(b"db=a", Whole::new(b"n v=3 3\n", 1, false), Some(&crc)).unwrap();
+            la.append_record(b"db=a", Whole::new(&copy, 3, false), Some(&crc)).unwrap();
+            la.append_record(b"db=a", Whole::new(body, 2, true), Some(&crc)).unwrap();
             std::mem::forget((la, lb));
         }
         // Recovery checks every record's checksum.
@@ -956,8 +966,8 @@ mod tests {
             let (mut log, _) = open(&d.0, 1 << 16);
             log.begin(b"db=a").unwrap();
             line(&mut log, "m v=1 1");
-            log.append_record(b"db=a", members, 2000, true, None).unwrap();
-            log.append_record(b"db=a", b"m v=2 2\nm v=3 3\n", 2, false, None).unwrap();
+            log.append_record(b"db=a", Whole::new(members, 2000, true), None).unwrap();
+            log.append_record(b"db=a", Whole::new(b"m v=2 2\nm v=3 3\n", 2, false), None).unwrap();
             assert!(log.open_record().is_none(), "a whole record is sealed at once");
             let mut deflate = Deflate::default();
             log.gzip_sealed(1, &mut deflate);
@@ -980,7 +990,7 @@ mod tests {
         let p = Dir::new("gzip-rec-parked");
         let (mut parked, _) = open(&p.0, 1 << 16);
         let (target, payload) = log.record(&gz);
-        parked.copy_record(target, payload, log.record_lines(&gz), gz.is_gzip()).unwrap();
+        parked.copy_record(target, Whole::new(payload, log.record_lines(&gz), gz.is_gzip())).unwrap();
         let copy = parked.front().unwrap();
         assert!(copy.is_gzip());
         assert_eq!((parked.record(&copy).1, parked.record_lines(&copy)), (&members[..], 2000));

@@ -57,7 +57,7 @@ pub use classify::{Outcome, classify, refused_lines};
 use dirs::{META_FILE, write_meta};
 pub use dirs::{backend_dir, fnv1a, stored_backends};
 use log::Log;
-pub use log::{AppendError, PayloadCrc, Recovery};
+pub use log::{AppendError, PayloadCrc, Recovery, Whole};
 use park::{Parked, parked_dirs, parked_segment_bytes};
 use sender::InFlight;
 
@@ -277,26 +277,19 @@ impl Outbox {
     /// lines, or with `gzip` it is those lines gzipped, stored and sent as it is (see `write::store`).
     /// The batch before it is sealed first, so the order of lines is kept. It is committed (and
     /// counted) when this returns.
-    pub fn append_batch(
-        &mut self,
-        target: &[u8],
-        payload: &[u8],
-        lines: u64,
-        gzip: bool,
-        crc: Option<&PayloadCrc>,
-    ) -> Result<(), AppendError> {
+    pub fn append_batch(&mut self, target: &[u8], w: Whole<'_>, crc: Option<&PayloadCrc>) -> Result<(), AppendError> {
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
         let begun = log.records_begun();
         // On error the record begun for it was erased: it is not a batch the lag board waits for.
-        log.append_record(target, payload, lines, gzip, crc)?;
+        log.append_record(target, w, crc)?;
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, target, Instant::now());
         }
         // Bytes as stored, as `bytes_sent` counts them when the backend acknowledges the record.
         let c = &self.backend.state.counters;
-        BackendState::add(&c.lines_in, lines);
-        BackendState::add(&c.bytes_in, (payload.len() + if gzip { segment::GZIP_LINES_LEN } else { 0 }) as u64);
+        BackendState::add(&c.lines_in, w.lines);
+        BackendState::add(&c.bytes_in, (w.payload.len() + if w.gzip { segment::GZIP_LINES_LEN } else { 0 }) as u64);
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::log::{AppendError, Front, Log};
+use super::log::{AppendError, Front, Log, Whole};
 use super::{LogOptions, Outbox, Source, fnv1a};
 use crate::upstream::BackendState;
 
@@ -68,7 +68,7 @@ impl Outbox {
         };
         let (target, payload) = from.record(&front);
         let lines = from.record_lines(&front);
-        p.log.copy_record(target, payload, lines, front.is_gzip())?;
+        p.log.copy_record(target, Whole::new(payload, lines, front.is_gzip()))?;
         BackendState::add(&backend.state.counters.parked, lines);
         lag.done(&backend.state.lag, target, from.is_recovered(&front));
         from.ack(&front);

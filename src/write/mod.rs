@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::defaults::{DEFAULT_BATCH_MAX_BYTES, WHOLE_BATCH_MIN_BYTES};
 use crate::http::params::{Params, encode_into};
 use crate::outbox::set::Outboxes;
-use crate::outbox::{AppendError, PayloadCrc};
+use crate::outbox::{AppendError, PayloadCrc, Whole};
 use crate::upstream::BackendState;
 use lineproto::Lines;
 use route::RouteId;
@@ -330,18 +330,19 @@ fn store_whole(
         let Some(outbox) = outboxes.of(b) else {
             continue;
         };
+        let whole = Whole::new(gzip.unwrap_or(body), lines, gzip.is_some());
         let crc = match gzip {
-            None => &*plain_crc.get_or_insert_with(|| PayloadCrc::of(body, lines, false)),
-            Some(members) => {
+            None => &*plain_crc.get_or_insert_with(|| PayloadCrc::of(whole)),
+            Some(_) => {
                 let key = if p.gzip.is_some() { 0 } else { level };
                 if gzip_crc.as_ref().is_none_or(|(k, _)| *k != key) {
                     gzip_crc = None;
                 }
-                &gzip_crc.get_or_insert_with(|| (key, PayloadCrc::of(members, lines, true))).1
+                &gzip_crc.get_or_insert_with(|| (key, PayloadCrc::of(whole))).1
             }
         };
         let target = target(config.backends[b].db.as_deref().unwrap_or(p.db), p);
-        match outbox.append_batch(target.as_bytes(), gzip.unwrap_or(body), lines, gzip.is_some(), Some(crc)) {
+        match outbox.append_batch(target.as_bytes(), whole, Some(crc)) {
             // Stored once it is in one outbox, however many take it.
             Ok(()) => tally.stored = lines,
             Err(e) => tally.disk_error(config, b, outbox, lines, e),
