@@ -66,6 +66,12 @@ pub struct Args {
     #[argh(option, default = "DEFAULT_SEGMENT_BYTES")]
     pub segment_bytes: usize,
 
+    /// while a backend takes writes but more than this many bytes of batches wait for it in one worker's
+    /// outbox, that worker stops reading connections that sent writes until fewer wait; 0: never
+    /// (default 67108864)
+    #[argh(option, default = "DEFAULT_PAUSE_BACKLOG_BYTES")]
+    pub pause_backlog_bytes: u64,
+
     /// milliseconds between two reads of the configuration (default 5000)
     #[argh(option, default = "DEFAULT_POLL_INTERVAL_MS")]
     pub poll_interval: u64,

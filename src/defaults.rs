@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 25_000_000;
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
 /// Client connections per worker; further accepts are closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Backlog of one worker's outbox log (payload bytes of sealed batches not yet acknowledged) past which
+/// the worker pauses its writers while the backend is up and taking batches (`--pause-backlog-bytes`).
+pub const DEFAULT_PAUSE_BACKLOG_BYTES: u64 = 64 << 20;
 /// Size of one outbox log segment file. A record larger than this gets a segment of its own size.
 pub const DEFAULT_SEGMENT_BYTES: usize = 8 << 20;
 /// Fully acknowledged segments each log keeps for reuse. A sender is often a segment or two behind the
@@ -71,6 +74,9 @@ pub const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 // ---- the worker loop ----
 /// Idle and lingering client connections are looked for this often (while there are connections).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker with paused writers looks again whether its backlogs have shrunk (besides
+/// looking after every outbox event).
+pub const PAUSE_RECHECK: Duration = Duration::from_millis(10);
 /// While data waits for a backend the health checker says is down (or a deadline nothing can act on
 /// yet), its outbox looks again this often.
 pub const HEALTH_RECHECK: Duration = Duration::from_millis(100);

@@ -21,6 +21,8 @@ pub struct Settings {
     pub max_inflight_bytes: usize,
     pub max_connections: usize,
     pub segment_bytes: usize,
+    /// Backlog per worker and backend past which writers are paused (0: never).
+    pub pause_backlog_bytes: u64,
     pub sync: SyncPolicy,
     pub shutdown_timeout: std::time::Duration,
 }
@@ -34,6 +36,7 @@ impl Settings {
             max_inflight_bytes: args.max_inflight_bytes.max(args.max_body_bytes),
             max_connections: args.max_connections.max(1),
             segment_bytes: args.segment_bytes,
+            pause_backlog_bytes: args.pause_backlog_bytes,
             sync: args.sync,
             shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
         }

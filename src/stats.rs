@@ -30,6 +30,8 @@ pub struct ProxyStats {
     pub connections_refused: AtomicU64,
     /// Connections closed at once because the process was out of file descriptors (`net::fds`).
     pub connections_shed: AtomicU64,
+    /// Times a worker stopped reading its writers' connections because a backend was outpaced.
+    pub writer_pauses: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_failures: AtomicU64,
     pub write_latency: Histogram,

@@ -404,3 +404,53 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
     assert!(on_b.is_subset(&acked), "b holds replicated lines that were never acknowledged");
     assert!(on_b.len() < acked.len(), "b holds every replicated line although lines were dropped");
 }
+
+// ------------------------------------------------------------------------------------------------ 9
+
+/// A backend that is up but takes batches more slowly than a writer sends them: once the backlog passes
+/// `--pause-backlog-bytes` the proxy stops reading the writer (TCP slows it down) instead of growing the
+/// backlog, and every acknowledged line arrives once. A backend that is down pauses no one: its backlog
+/// is what the outbox is for.
+#[test]
+fn slow_backend_pauses_writers_and_a_down_one_does_not() {
+    const LIMIT: u64 = 128 << 10;
+    let fake = FakeBackend::start();
+    // 1000-line batches, one every 50 ms at most: about 0.8 MB/s of these lines.
+    fake.set_write(Behavior::delay(50, Behavior::Ok));
+    let config =
+        ProxyConfig::new().backend("f", &fake.url(), &fast_with(&[("maxrowlimit", "1000")])).keymap("slow", &["f"]);
+    let site = Site::new(config, "pause-data");
+    let limit = LIMIT.to_string();
+    let proxy = site.proxy(1, &["--segment-bytes", "32768", "--pause-backlog-bytes", &limit]);
+    let spec = LoadSpec { lines_per_request: 500, ..site.spec(DB, "slow") };
+
+    // 2 MB of lines, sent as fast as the proxy reads them, while /health is watched.
+    let writer = {
+        let spec = spec.clone();
+        std::thread::spawn(move || load::write_acked(&spec, 0, 0, 100, Duration::ZERO))
+    };
+    let mut most = 0;
+    while !writer.is_finished() {
+        most = most.max(site.health("f")["backlog_bytes"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let acked = writer.join().expect("writer");
+    // The limit, plus what can come on top before a pause: the segment being filled, the request being
+    // read and the open batch.
+    assert!(most <= 4 * LIMIT, "the backlog grew to {most} bytes although the backend took batches");
+    let pauses = inspect::metric(&proxy.addr(), "influx_proxy_writer_pauses_total", &[]);
+    assert!(pauses.is_some_and(|p| p >= 1.0), "writer_pauses_total: {pauses:?}");
+    assert_fake_got_exactly(&fake, &lines_of(&spec, 0, &acked));
+
+    // Down: the same amount is taken at once, far past the limit.
+    fake.stop();
+    fake.clear();
+    fake.set_write(Behavior::Ok);
+    let t = Instant::now();
+    let while_down = load::write_acked(&spec, 1, 0, 100, Duration::ZERO);
+    assert!(t.elapsed() < Duration::from_secs(10), "writes took {:?} while the backend was down", t.elapsed());
+    let backlog = site.health("f")["backlog_bytes"].as_u64().unwrap_or(0);
+    assert!(backlog > 4 * LIMIT, "backlog of {backlog} bytes while down: were the writes held back?");
+    fake.start_again();
+    assert_fake_got_exactly(&fake, &lines_of(&spec, 1, &while_down));
+}

@@ -128,6 +128,10 @@ pub struct Connection {
     /// The peer closed its side (or reset): no more requests will come.
     peer_closed: bool,
     interest: Interest,
+    /// It has sent a write: it is a writer, paused while a backend is outpaced.
+    pub wrote: bool,
+    /// Not read for now: its worker paused its writers.
+    pub paused: bool,
 }
 
 impl Connection {
@@ -145,6 +149,8 @@ impl Connection {
             reserved: 0,
             peer_closed: false,
             interest: Interest::READABLE,
+            wrote: false,
+            paused: false,
         }
     }
 
@@ -174,12 +180,13 @@ impl Connection {
         self.out.pending() + usize::from(self.stream.wants_write())
     }
 
-    /// Timed out: idle too long (not while an answer is produced elsewhere), done lingering, or idle
-    /// while the proxy stops.
+    /// Timed out: idle too long (not while an answer is produced elsewhere or while paused), done
+    /// lingering, or idle while the proxy stops.
     pub fn expired(&self, now: Instant, idle_timeout: Duration, stopping: bool) -> bool {
         match self.state {
             State::Lingering { until } => now >= until,
             State::Awaiting { .. } => false,
+            _ if self.paused => false,
             _ => now.duration_since(self.last_active) > idle_timeout || (stopping && self.is_idle()),
         }
     }

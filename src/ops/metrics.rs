@@ -35,6 +35,9 @@ const PROXY_COUNTERS: &[Counter<ProxyStats>] = &[
     ("influx_proxy_connections_shed_total", "Client connections closed at once: out of file descriptors.", |s| {
         &s.connections_shed
     }),
+    ("influx_proxy_writer_pauses_total", "Times a worker paused its writers: a backend took batches slower.", |s| {
+        &s.writer_pauses
+    }),
     ("influx_proxy_config_reloads_total", "New configurations applied.", |s| &s.config_reloads),
     ("influx_proxy_config_failures_total", "Configurations rejected or unreadable.", |s| &s.config_failures),
 ];

@@ -335,6 +335,11 @@ impl Log {
         self.pending_records
     }
 
+    /// Payload bytes of the sealed records not yet acknowledged.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -387,6 +387,16 @@ impl Outbox {
         !main_pending || !self.state().is_up() || self.retry_at.is_some_and(|t| t > now)
     }
 
+    /// The backend takes this outbox's batches (up, not failing, not backing off) and yet more than
+    /// `limit` bytes of them wait in the worker's own log: writers are outpacing it.
+    pub fn outpaced(&self, limit: u64) -> bool {
+        self.logs.last().is_some_and(|own| own.pending_bytes() > limit)
+            && !self.retired
+            && self.failing.is_none()
+            && self.retry_at.is_none()
+            && self.state().is_up()
+    }
+
     /// Sealed batches not yet acknowledged, parked ones included.
     pub fn pending_records(&self) -> u64 {
         self.logs.iter().chain(self.parked.iter().map(|p| &p.log)).map(Log::pending_records).sum()

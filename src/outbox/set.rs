@@ -188,6 +188,11 @@ impl Outboxes {
         self.outboxes.iter().all(|(_, o)| o.settled(now))
     }
 
+    /// Some outbox's backend takes batches more slowly than writers bring them (`Outbox::outpaced`).
+    pub fn outpaced(&self, limit: u64) -> bool {
+        self.outboxes.iter().any(|(_, o)| o.outpaced(limit))
+    }
+
     /// Batches not yet acknowledged, all outboxes together.
     pub fn pending_records(&self) -> u64 {
         self.outboxes.iter().map(|(_, o)| o.pending_records()).sum()

@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::control::{ClientRef, Message, ReloadRequest};
-use crate::defaults::{ACCEPT_RETRY, HEALTH_RECHECK, MAX_READ_ROUNDS, STOP_STEP, SWEEP_EVERY};
+use crate::defaults::{ACCEPT_RETRY, HEALTH_RECHECK, MAX_READ_ROUNDS, PAUSE_RECHECK, STOP_STEP, SWEEP_EVERY};
 use crate::http::auth;
 use crate::http::conn::{Connection, Next, Producer, ReadEnd, Request, State, Verdict};
 use crate::http::params::Params;
@@ -87,6 +87,8 @@ pub struct Worker {
     tasks: Slab<Running>,
     /// Clients with unread data the last turn did not get to (readiness is edge-triggered).
     revisit: Vec<usize>,
+    /// Writers' connections not read while a backend is outpaced (see `client_ready`).
+    paused: Vec<usize>,
     scratch: write::Scratch,
     request_seq: u64,
     next_sweep: Instant,
@@ -156,6 +158,7 @@ impl Worker {
             outboxes,
             tasks: Slab::default(),
             revisit: Vec::new(),
+            paused: Vec::new(),
             scratch: write::Scratch::default(),
             request_seq: 0,
             next_sweep: now + SWEEP_EVERY,
@@ -184,6 +187,7 @@ impl Worker {
                     self.drop_token(token);
                 }
             }
+            self.resume_writers();
             for i in std::mem::take(&mut self.revisit) {
                 if catch_unwind(AssertUnwindSafe(|| self.client_ready(i))).is_err() {
                     log::error!("worker {}: bug: panic while reading client {i}; connection dropped", self.id);
@@ -216,6 +220,9 @@ impl Worker {
         }
         if let Some(t) = self.accept_again {
             consider(t);
+        }
+        if !self.paused.is_empty() {
+            consider(now + PAUSE_RECHECK);
         }
         if self.id == 0 && self.config.node.stats_interval.is_some() && !self.shared.shutting_down() {
             consider(self.next_stats);
@@ -356,9 +363,34 @@ impl Worker {
         }
     }
 
+    /// Some backend that takes batches gets them more slowly than this worker's writers bring them: its
+    /// backlog has passed `--pause-backlog-bytes`. Growing it further only costs disk and delays every
+    /// line behind it (a backend that is down or failing is another matter: its backlog is what the
+    /// outbox is for, and never pauses anyone).
+    fn writers_outpace(&self) -> bool {
+        let limit = self.shared.settings.pause_backlog_bytes;
+        limit > 0 && !self.shared.shutting_down() && self.outboxes.outpaced(limit)
+    }
+
+    /// Reads the paused writers again once no backend is outpaced any more.
+    fn resume_writers(&mut self) {
+        if self.paused.is_empty() || self.writers_outpace() {
+            return;
+        }
+        for i in std::mem::take(&mut self.paused) {
+            if let Some(c) = self.conn_mut(i) {
+                c.paused = false;
+                self.revisit.push(i);
+            }
+        }
+    }
+
     /// Readiness on a client: write what is pending, move its query along, read, answer every
-    /// complete request, then let the connection settle its state.
+    /// complete request, then let the connection settle its state. A connection that has sent writes
+    /// is not read while a backend is outpaced (`writers_outpace`): its requests wait in the socket, and
+    /// TCP slows its client down to what the backends take.
     fn client_ready(&mut self, i: usize) {
+        let pause = self.writers_outpace();
         let Some(c) = self.conn_mut(i) else { return };
         if let State::Lingering { .. } = c.state() {
             if !c.drain_lingering() {
@@ -369,10 +401,30 @@ impl Worker {
         if !c.flush() {
             return self.close_client(i);
         }
+        let hold = pause && c.wrote && c.state() == State::Open;
+        let newly_paused = hold && !std::mem::replace(&mut c.paused, true);
         if let Some(task) = c.task() {
             // The client made room: the relay may read more from its backend.
             self.pump_task(task);
         }
+        if newly_paused {
+            self.paused.push(i);
+            BackendState::add(&self.shared.stats.writer_pauses, 1);
+        }
+        if !hold {
+            self.read_requests(i);
+        }
+        let registry = self.poll.registry();
+        if let Some(Slot::Client(c)) = self.slots.get_mut(i)
+            && c.settle(registry, Instant::now()) == Verdict::Close
+        {
+            self.close_client(i);
+        }
+    }
+
+    /// Reads what client `i` sent and handles every complete request, a few rounds at most (then it is
+    /// revisited after the other events).
+    fn read_requests(&mut self, i: usize) {
         let max_body = self.shared.settings.max_body_bytes;
         let shared = self.shared.clone();
         for round in 0.. {
@@ -393,12 +445,6 @@ impl Worker {
                 break;
             }
         }
-        let registry = self.poll.registry();
-        if let Some(Slot::Client(c)) = self.slots.get_mut(i)
-            && c.settle(registry, Instant::now()) == Verdict::Close
-        {
-            self.close_client(i);
-        }
     }
 
     /// Answers one complete request, at once or by starting what will answer it.
@@ -407,6 +453,8 @@ impl Worker {
         let body = c.take_body(&mut req);
         let peer = c.peer;
         let generation = c.generation;
+        c.wrote |=
+            matches!(router::route(req.head.method, &req.head.path), Route::Write | Route::WriteV2 | Route::PromWrite);
         let close = !req.head.keep_alive || self.shared.shutting_down();
         let mut out = Vec::new();
         let handled = self.dispatch(
