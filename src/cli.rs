@@ -66,9 +66,9 @@ pub struct Args {
     #[argh(option, default = "DEFAULT_SEGMENT_BYTES")]
     pub segment_bytes: usize,
 
-    /// while a backend takes writes but more than this many bytes of batches wait for it in one worker's
-    /// outbox, that worker stops reading connections that sent writes until fewer wait; 0: never
-    /// (default 67108864)
+    /// while a backend takes batches but what waits for it in a worker's outbox has grown by more than
+    /// this many bytes, that worker stops reading connections that sent writes; 0: never (default
+    /// 67108864)
     #[argh(option, default = "DEFAULT_PAUSE_BACKLOG_BYTES")]
     pub pause_backlog_bytes: u64,
 

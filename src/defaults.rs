@@ -16,8 +16,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 25_000_000;
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
 /// Client connections per worker; further accepts are closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-/// Backlog of one worker's outbox log (payload bytes of sealed batches not yet acknowledged) past which
-/// the worker pauses its writers while the backend is up and taking batches (`--pause-backlog-bytes`).
+/// Growth of what waits in one worker's outbox (payload bytes of sealed batches not yet acknowledged)
+/// past which the worker pauses its writers while the backend is up and taking batches
+/// (`--pause-backlog-bytes`).
 pub const DEFAULT_PAUSE_BACKLOG_BYTES: u64 = 64 << 20;
 /// Size of one outbox log segment file. A record larger than this gets a segment of its own size.
 pub const DEFAULT_SEGMENT_BYTES: usize = 8 << 20;

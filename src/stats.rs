@@ -30,7 +30,7 @@ pub struct ProxyStats {
     pub connections_refused: AtomicU64,
     /// Connections closed at once because the process was out of file descriptors (`net::fds`).
     pub connections_shed: AtomicU64,
-    /// Times a worker stopped reading its writers' connections because a backend was outpaced.
+    /// Writers' connections paused (each time one is) because a backend was outpaced.
     pub writer_pauses: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_failures: AtomicU64,

@@ -407,10 +407,11 @@ fn disk_cap_drops_lines_for_the_full_backend_only_and_503_when_nothing_can_store
 
 // ------------------------------------------------------------------------------------------------ 9
 
-/// A backend that is up but takes batches more slowly than a writer sends them: once the backlog passes
-/// `--pause-backlog-bytes` the proxy stops reading the writer (TCP slows it down) instead of growing the
-/// backlog, and every acknowledged line arrives once. A backend that is down pauses no one: its backlog
-/// is what the outbox is for.
+/// A backend that is up but takes batches more slowly than a writer sends them: once the backlog has
+/// grown by `--pause-backlog-bytes` the proxy stops reading the writer (TCP slows it down) instead of
+/// growing the backlog, and every acknowledged line arrives once. A backend that is down pauses no one:
+/// its backlog is what the outbox is for. Nor does that backlog, once the backend is back, pause writers
+/// who write more slowly than it drains.
 #[test]
 fn slow_backend_pauses_writers_and_a_down_one_does_not() {
     const LIMIT: u64 = 128 << 10;
@@ -445,12 +446,23 @@ fn slow_backend_pauses_writers_and_a_down_one_does_not() {
     // Down: the same amount is taken at once, far past the limit.
     fake.stop();
     fake.clear();
-    fake.set_write(Behavior::Ok);
     let t = Instant::now();
     let while_down = load::write_acked(&spec, 1, 0, 100, Duration::ZERO);
     assert!(t.elapsed() < Duration::from_secs(10), "writes took {:?} while the backend was down", t.elapsed());
     let backlog = site.health("f")["backlog_bytes"].as_u64().unwrap_or(0);
     assert!(backlog > 4 * LIMIT, "backlog of {backlog} bytes while down: were the writes held back?");
+
+    // Back (as slow as before): a writer slower than the drain is not paused by the backlog.
+    let pauses = inspect::metric(&proxy.addr(), "influx_proxy_writer_pauses_total", &[]);
     fake.start_again();
-    assert_fake_got_exactly(&fake, &lines_of(&spec, 1, &while_down));
+    wait_until(WAIT, "the first batch delivered after the outage", || !fake.write_lines().is_empty());
+    let trickle = LoadSpec { lines_per_request: 100, ..spec.clone() };
+    let after = load::write_acked(&trickle, 2, 0, 10, Duration::from_millis(20));
+    let backlog = site.health("f")["backlog_bytes"].as_u64().unwrap_or(0);
+    assert!(backlog > LIMIT, "the outage's backlog ({backlog} bytes left) drained before the test wrote on");
+    let pauses_after = inspect::metric(&proxy.addr(), "influx_proxy_writer_pauses_total", &[]);
+    assert_eq!(pauses_after, pauses, "a writer was paused by the backlog the outage left");
+    let mut expected = lines_of(&spec, 1, &while_down);
+    expected.extend(lines_of(&trickle, 2, &after));
+    assert_fake_got_exactly(&fake, &expected);
 }

@@ -128,9 +128,9 @@ pub struct Connection {
     /// The peer closed its side (or reset): no more requests will come.
     peer_closed: bool,
     interest: Interest,
-    /// It has sent a write: it is a writer, paused while a backend is outpaced.
+    /// It has sent a write: a writer, paused while a backend is outpaced.
     pub wrote: bool,
-    /// Not read for now: its worker paused its writers.
+    /// Not read for now: its worker paused its writers. Still expires when idle too long.
     pub paused: bool,
 }
 
@@ -170,9 +170,14 @@ impl Connection {
         matches!(self.state, State::Awaiting { .. })
     }
 
-    /// Idle between requests: nothing buffered either way, nothing in progress.
+    /// Idle between requests: nothing buffered either way, nothing in progress, not paused (a paused
+    /// connection may have a request waiting in its socket).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Open && matches!(self.phase, Phase::Head) && self.rbuf.is_empty() && self.unsent() == 0
+        self.state == State::Open
+            && matches!(self.phase, Phase::Head)
+            && self.rbuf.is_empty()
+            && self.unsent() == 0
+            && !self.paused
     }
 
     /// Output not yet on the socket: `out`, plus one for TLS records still waiting in the stream.
@@ -180,15 +185,20 @@ impl Connection {
         self.out.pending() + usize::from(self.stream.wants_write())
     }
 
-    /// Timed out: idle too long (not while an answer is produced elsewhere or while paused), done
-    /// lingering, or idle while the proxy stops.
+    /// Timed out: idle too long (not while an answer is produced elsewhere), done lingering, or idle
+    /// while the proxy stops.
     pub fn expired(&self, now: Instant, idle_timeout: Duration, stopping: bool) -> bool {
         match self.state {
             State::Lingering { until } => now >= until,
             State::Awaiting { .. } => false,
-            _ if self.paused => false,
             _ => now.duration_since(self.last_active) > idle_timeout || (stopping && self.is_idle()),
         }
+    }
+
+    /// A writer between two requests: it may be paused (a request already begun is read to its end,
+    /// so no paused connection holds in-flight budget).
+    pub fn may_pause(&self) -> bool {
+        self.wrote && self.state == State::Open && matches!(self.phase, Phase::Head)
     }
 
     /// Releases the budget the connection holds; the caller returns it to the shared pool.

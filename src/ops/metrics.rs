@@ -35,7 +35,7 @@ const PROXY_COUNTERS: &[Counter<ProxyStats>] = &[
     ("influx_proxy_connections_shed_total", "Client connections closed at once: out of file descriptors.", |s| {
         &s.connections_shed
     }),
-    ("influx_proxy_writer_pauses_total", "Times a worker paused its writers: a backend took batches slower.", |s| {
+    ("influx_proxy_writer_pauses_total", "Writer connections paused: a backend took batches slower.", |s| {
         &s.writer_pauses
     }),
     ("influx_proxy_config_reloads_total", "New configurations applied.", |s| &s.config_reloads),

@@ -113,6 +113,9 @@ pub struct Outbox {
     pub retired: bool,
     /// Publishes how old the pending data of each target is (read by the planner).
     lag: LagTracker,
+    /// The least backlog (payload bytes of the main logs) seen since the backend last began taking
+    /// batches (see `outpaced`); `None` while it does not.
+    least_pending: Option<u64>,
 }
 
 impl Outbox {
@@ -188,6 +191,7 @@ impl Outbox {
             refused_gzip: None,
             retired: false,
             lag: LagTracker::new(opts.worker),
+            least_pending: None,
         };
         let recovered = outbox.logs.iter().map(Log::pending_records).sum();
         outbox.lag.recovered(&outbox.backend.state.lag, recovered, now);
@@ -387,14 +391,22 @@ impl Outbox {
         !main_pending || !self.state().is_up() || self.retry_at.is_some_and(|t| t > now)
     }
 
-    /// The backend takes this outbox's batches (up, not failing, not backing off) and yet more than
-    /// `limit` bytes of them wait in the worker's own log: writers are outpacing it.
-    pub fn outpaced(&self, limit: u64) -> bool {
-        self.logs.last().is_some_and(|own| own.pending_bytes() > limit)
-            && !self.retired
-            && self.failing.is_none()
-            && self.retry_at.is_none()
-            && self.state().is_up()
+    /// The backend takes this outbox's batches (up, not failing, not backing off) and yet what waits
+    /// for it has grown by more than `limit` bytes since it was least: writers are outpacing it.
+    ///
+    /// Growth, not size: a backlog left by an outage, recovered at start or adopted shrinks while it is
+    /// delivered, and pauses no one unless new writes come faster than it goes out.
+    pub fn outpaced(&mut self, limit: u64) -> bool {
+        let taking = !self.retired && self.failing.is_none() && self.retry_at.is_none() && self.state().is_up();
+        if !taking {
+            // Growth while the backend does not take batches is what the outbox is for.
+            self.least_pending = None;
+            return false;
+        }
+        let pending: u64 = self.logs.iter().map(Log::pending_bytes).sum();
+        let least = self.least_pending.get_or_insert(pending);
+        *least = (*least).min(pending);
+        pending - *least > limit
     }
 
     /// Sealed batches not yet acknowledged, parked ones included.

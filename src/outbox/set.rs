@@ -189,8 +189,9 @@ impl Outboxes {
     }
 
     /// Some outbox's backend takes batches more slowly than writers bring them (`Outbox::outpaced`).
-    pub fn outpaced(&self, limit: u64) -> bool {
-        self.outboxes.iter().any(|(_, o)| o.outpaced(limit))
+    /// Every outbox is looked at, so each one's least backlog stays current.
+    pub fn outpaced(&mut self, limit: u64) -> bool {
+        self.outboxes.iter_mut().fold(false, |any, (_, o)| o.outpaced(limit) | any)
     }
 
     /// Batches not yet acknowledged, all outboxes together.

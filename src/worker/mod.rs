@@ -364,10 +364,10 @@ impl Worker {
     }
 
     /// Some backend that takes batches gets them more slowly than this worker's writers bring them: its
-    /// backlog has passed `--pause-backlog-bytes`. Growing it further only costs disk and delays every
-    /// line behind it (a backend that is down or failing is another matter: its backlog is what the
-    /// outbox is for, and never pauses anyone).
-    fn writers_outpace(&self) -> bool {
+    /// backlog has grown by more than `--pause-backlog-bytes` (`Outbox::outpaced`). Growing it further
+    /// only costs disk and delays every line behind it (a backend that is down or failing is another
+    /// matter: its backlog is what the outbox is for, and never pauses anyone).
+    fn writers_outpace(&mut self) -> bool {
         let limit = self.shared.settings.pause_backlog_bytes;
         limit > 0 && !self.shared.shutting_down() && self.outboxes.outpaced(limit)
     }
@@ -401,7 +401,7 @@ impl Worker {
         if !c.flush() {
             return self.close_client(i);
         }
-        let hold = pause && c.wrote && c.state() == State::Open;
+        let hold = pause && c.may_pause();
         let newly_paused = hold && !std::mem::replace(&mut c.paused, true);
         if let Some(task) = c.task() {
             // The client made room: the relay may read more from its backend.
