@@ -41,7 +41,7 @@ pub struct Scratch {
     /// A body stored whole, compressed by the proxy.
     own_gzip: OwnGzip,
     measurement: Vec<u8>,
-    last_route: LastRoute,
+    routes: RouteCache,
     /// Lines and bytes per config backend index, for this request.
     lines: Vec<u64>,
     bytes: Vec<u64>,
@@ -121,22 +121,55 @@ fn target(db: &str, p: &WriteParams) -> String {
     s
 }
 
-/// The route of the measurement last looked up: lines come in runs of one measurement.
-#[derive(Default)]
-struct LastRoute {
-    measurement: Vec<u8>,
+/// The routes of the measurements a request has named so far: the lines of a body mix a few
+/// measurements (a Telegraf flush interleaves its inputs, in runs or not), and each is looked up in the
+/// keymaps once. A few slots, picked by the name's length and some of its bytes; a name longer than a
+/// slot holds is looked up every time. Emptied for every request, so a new config is seen at once.
+struct RouteCache {
+    slots: [CachedRoute; ROUTE_SLOTS],
+}
+
+const ROUTE_SLOTS: usize = 16;
+/// The longest measurement name a slot holds.
+const ROUTE_NAME_MAX: usize = 48;
+
+#[derive(Clone, Copy)]
+struct CachedRoute {
+    /// Length of the name; 0: an empty slot (no measurement is empty).
+    len: u8,
+    name: [u8; ROUTE_NAME_MAX],
     route: Option<RouteId>,
 }
 
-impl LastRoute {
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache { slots: [CachedRoute { len: 0, name: [0; ROUTE_NAME_MAX], route: None }; ROUTE_SLOTS] }
+    }
+}
+
+impl RouteCache {
     #[inline]
     fn lookup(&mut self, routes: &route::Routes, m: &[u8]) -> Option<RouteId> {
-        if self.measurement.is_empty() || self.measurement != m {
-            self.measurement.clear();
-            self.measurement.extend_from_slice(m);
-            self.route = routes.lookup(m);
+        let len = m.len();
+        if !(1..=ROUTE_NAME_MAX).contains(&len) {
+            return routes.lookup(m);
         }
-        self.route
+        let pick = len ^ usize::from(m[0]) ^ usize::from(m[len / 2]) << 1 ^ usize::from(m[len - 1]) << 2;
+        let slot = &mut self.slots[pick % ROUTE_SLOTS];
+        if usize::from(slot.len) == len && slot.name[..len] == *m {
+            return slot.route;
+        }
+        let route = routes.lookup(m);
+        slot.len = len as u8;
+        slot.name[..len].copy_from_slice(m);
+        slot.route = route;
+        route
+    }
+
+    fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.len = 0;
+        }
     }
 }
 
@@ -245,13 +278,13 @@ pub fn store(
 /// after the last line), and no more lines than a batch of those backends may hold (`maxrowlimit`).
 /// The first line that is not ends the look.
 fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Option<(RouteId, u64)> {
-    let Scratch { measurement, last_route, .. } = scratch;
-    last_route.measurement.clear();
+    let Scratch { measurement, routes, .. } = scratch;
+    routes.clear();
     let (mut route, mut max_rows, mut lines, mut covered) = (None, 0, 0u64, 0usize);
     for line in Lines::with_precision(body, p.precision) {
         let line = line.ok()?;
         let whole = line.with_newline.filter(|_| line.has_timestamp)?;
-        let r = last_route.lookup(&config.routes, line.measurement(measurement))?;
+        let r = routes.lookup(&config.routes, line.measurement(measurement))?;
         match route {
             None => {
                 route = Some(r);
@@ -358,14 +391,14 @@ fn store_whole(
 fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Outboxes, scratch: &mut Scratch) -> Tally {
     let request = p.request;
     let n = config.backends.len();
-    let Scratch { measurement, last_route, lines, bytes, targets, logged_unrouted, .. } = scratch;
+    let Scratch { measurement, routes, lines, bytes, targets, logged_unrouted, .. } = scratch;
     lines.clear();
     lines.resize(n, 0);
     bytes.clear();
     bytes.resize(n, 0);
     targets.clear();
     targets.resize(n, None);
-    last_route.measurement.clear();
+    routes.clear();
 
     let mut ts = String::with_capacity(24);
     let _ = write!(ts, " {}", now_in_precision(p.precision, SystemTime::now()));
@@ -382,7 +415,7 @@ fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Out
             }
         };
         let m = line.measurement(measurement);
-        let Some(route) = last_route.lookup(&config.routes, m) else {
+        let Some(route) = routes.lookup(&config.routes, m) else {
             note_unrouted(&mut tally.unrouted, logged_unrouted, m);
             continue;
         };
@@ -489,6 +522,32 @@ fn note_unrouted(unrouted: &mut Vec<(String, u64)>, logged: &mut std::collection
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_cache_answers_as_the_keymaps_do() {
+        let long = "m".repeat(ROUTE_NAME_MAX + 5);
+        let maps: Vec<(&[u8], Vec<usize>)> =
+            vec![(b"cpu", vec![0]), (b"mem", vec![1]), (b"disk", vec![0, 1]), (long.as_bytes(), vec![1])];
+        let keymaps = route::Routes::build(&maps, b"_default_", &[]);
+        let other = route::Routes::build(&[(b"cpu", vec![1]), (b"_default_", vec![2])], b"_default_", &[]);
+        // Many names, so that slots are shared and overwritten; each asked several times, interleaved.
+        let mut names: Vec<String> = ["cpu", "mem", "disk", "net", "c", "cpux", "dis", &long].map(String::from).into();
+        names.extend((0..40).map(|i| format!("m{i}")));
+        let mut cache = RouteCache::default();
+        for round in 0..3 {
+            for (k, n) in names.iter().enumerate().filter(|(k, _)| (k + round) % 2 == 0).chain(names.iter().enumerate())
+            {
+                assert_eq!(cache.lookup(&keymaps, n.as_bytes()), keymaps.lookup(n.as_bytes()), "{n} ({k})");
+            }
+        }
+        // Emptied, it answers for the keymaps it is given next.
+        let backends = |r: &route::Routes, id: Option<RouteId>| id.map(|id| r.backends(id).to_vec());
+        assert_eq!(cache.lookup(&keymaps, b"net"), None);
+        cache.clear();
+        assert_eq!(backends(&other, cache.lookup(&other, b"cpu")), Some(vec![1]));
+        assert_eq!(backends(&other, cache.lookup(&other, b"mem")), Some(vec![2]), "mem goes to the default now");
+        assert_eq!(backends(&other, cache.lookup(&other, b"net")), Some(vec![2]), "net was routed nowhere before");
+    }
 
     #[test]
     fn precision_units() {
