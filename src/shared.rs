@@ -21,7 +21,8 @@ pub struct Settings {
     pub max_inflight_bytes: usize,
     pub max_connections: usize,
     pub segment_bytes: usize,
-    /// Backlog per worker and backend past which writers are paused (0: never).
+    /// Growth of a worker's backlog for a backend that takes batches past which its writers are paused
+    /// (0: never).
     pub pause_backlog_bytes: u64,
     pub sync: SyncPolicy,
     pub shutdown_timeout: std::time::Duration,
