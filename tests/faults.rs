@@ -466,3 +466,47 @@ fn slow_backend_pauses_writers_and_a_down_one_does_not() {
     expected.extend(lines_of(&trickle, 2, &after));
     assert_fake_got_exactly(&fake, &expected);
 }
+
+/// Stopping the proxy while a writer is paused (behind a batch the backend has not answered yet) answers
+/// the request waiting in its socket: a stop resumes paused connections and reads them before closing.
+#[test]
+fn a_writer_paused_at_stop_gets_its_answer() {
+    let fake = FakeBackend::start();
+    fake.set_write(Behavior::delay(300, Behavior::Ok));
+    let fields = fast_with(&[("maxrowlimit", "1000"), ("timeout", "20000")]);
+    let config = ProxyConfig::new().backend("f", &fake.url(), &fields).keymap("slow", &["f"]);
+    let site = Site::new(config, "pause-stop-data");
+    let args = ["--segment-bytes", "32768", "--pause-backlog-bytes", "65536", "--shutdown-timeout", "3"];
+    let mut proxy = site.proxy(1, &args);
+    let spec = LoadSpec { lines_per_request: 500, ..site.spec(DB, "slow") };
+    let addr = site.addr();
+    // Writes until told to close; the number of requests answered, or what went wrong.
+    let writer = std::thread::spawn(move || {
+        let mut conn = http::HttpConn::connect(&addr);
+        conn.set_timeout(WAIT);
+        for r in 0..100_000u64 {
+            let body: String = (r * 500..(r + 1) * 500).map(|id| spec.line(0, id) + "\n").collect();
+            if let Err(e) = conn.try_send("POST", &format!("/write?db={DB}"), &[], body.as_bytes()) {
+                return Err(format!("request {r}: not sent: {e}"));
+            }
+            match conn.try_read_response() {
+                Ok(a) if a.status == 204 && a.header("connection") == Some("close") => return Ok(r + 1),
+                Ok(a) if a.status == 204 => {}
+                Ok(a) => return Err(format!("request {r}: {} {}", a.status, a.text())),
+                Err(e) => return Err(format!("request {r}: no answer: {e}")),
+            }
+        }
+        Err("never told to close".to_string())
+    });
+    wait_until(WAIT, "the writer paused", || {
+        inspect::metric(&site.addr(), "influx_proxy_writer_pauses_total", &[]).is_some_and(|p| p >= 1.0)
+    });
+    // From now on no batch is answered: the writer stays paused until the stop.
+    fake.set_write(Behavior::Hang);
+    // Kept sleep: the batches sent before are answered, and the writer is paused again behind the next.
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.signal(libc::SIGTERM);
+    let answered = writer.join().expect("writer thread");
+    assert!(answered.is_ok(), "the writer paused at stop: {answered:?}");
+    assert!(proxy.wait_exit(WAIT).is_some(), "the proxy did not stop");
+}
