@@ -390,7 +390,8 @@ impl Worker {
     /// is not read while a backend is outpaced (`writers_outpace`): its requests wait in the socket, and
     /// TCP slows its client down to what the backends take.
     fn client_ready(&mut self, i: usize) {
-        let pause = self.writers_outpace();
+        // Only a writer between requests may be paused: the outboxes are looked at for it alone.
+        let pause = self.conn_mut(i).is_some_and(|c| c.may_pause()) && self.writers_outpace();
         let Some(c) = self.conn_mut(i) else { return };
         if let State::Lingering { .. } = c.state() {
             if !c.drain_lingering() {
@@ -453,8 +454,6 @@ impl Worker {
         let body = c.take_body(&mut req);
         let peer = c.peer;
         let generation = c.generation;
-        c.wrote |=
-            matches!(router::route(req.head.method, &req.head.path), Route::Write | Route::WriteV2 | Route::PromWrite);
         let close = !req.head.keep_alive || self.shared.shutting_down();
         let mut out = Vec::new();
         let handled = self.dispatch(
@@ -505,6 +504,9 @@ impl Worker {
         match route {
             Route::Ping => ops::ping(&Params::parse(&head.query), head_only, close, out),
             Route::Write | Route::WriteV2 | Route::PromWrite => {
+                if let Some(c) = self.conn_mut(client.conn) {
+                    c.wrote = true;
+                }
                 self.request_seq += 1;
                 let cx = WriteContext {
                     config: &self.config,
