@@ -10,17 +10,14 @@
 //! which repeats from line to line, rather than on its values, which do not.
 //!
 //! This path only ever says "good" or "not sure". A bad line, or any rarer form (a negative or
-//! blank-padded timestamp, an exponent, a long number, more than 16 tags, a `\r`), is left to the
+//! blank-padded timestamp, an exponent, a long number, a `\r`), is left to the
 //! single walk in `plain` or to the careful path, which give the verdict. So the one way this file can
 //! be wrong is by accepting a line InfluxDB refuses: `fast_and_careful_paths_agree`, the table test
 //! against a real influxd and the `line_verdict` fuzz target (a reference port of InfluxDB's parser)
 //! all check it.
 
 use super::errors::MAX_KEY_LENGTH;
-use super::validate::{FIELD_KEY_SEPARATOR, check_nanos, has_repeated_key};
-
-/// Tags of one line whose places are kept to look for a repeated key (more: not sure).
-const TAGS: usize = 16;
+use super::validate::{FIELD_KEY_SEPARATOR, PAIRWISE_TAGS, check_nanos, has_duplicate_tag_pairwise};
 
 /// InfluxDB's largest storable time (`MAX_NANO_TIME`) written out: a 19-digit timestamp in nanoseconds is storable when it sorts no
 /// higher (digit strings of the same length sort as their numbers).
@@ -89,6 +86,15 @@ impl StopMasks {
 /// the lines after it are still there whatever this returns.
 #[inline(always)]
 pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
+    // The walk works on a copy, which can stay in registers, and hands it back at the end.
+    let mut walk = StopMasks { ..*masks };
+    let good = accept_with(buf, start, multiplier, &mut walk);
+    *masks = walk;
+    good
+}
+
+#[inline(always)]
+fn accept_with(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
     if matches!(buf.get(start), None | Some(b',' | b'"' | b'\\')) {
         return None;
     }
@@ -105,15 +111,14 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut Stop
         }
     };
     let measurement_len = i - start;
-    // Tags: `,key=value`, each ended by the stop the format expects. Key places are kept (as offsets
-    // in the line), and each key sets one bit of `seen` picked by its length and its first and last
-    // bytes: only when a key finds its bit already set can two keys be the same, and they are compared.
-    let mut keys = [(0u16, 0u16); TAGS];
+    // Tags: `,key=value`, each ended by the stop the format expects. Each key sets one bit of `seen`
+    // picked by its length and its first and last bytes: only when a key finds its bit already set can
+    // two keys be the same, and then the keys are compared.
     let mut tags = 0usize;
     let (mut seen, mut collided) = (0u64, false);
     while buf[i] == b',' {
         let eq = next();
-        if eq == i + 1 || buf.get(eq) != Some(&b'=') || eq - start > usize::from(u16::MAX) {
+        if eq == i + 1 || buf.get(eq) != Some(&b'=') {
             return None;
         }
         let value_end = next();
@@ -123,11 +128,10 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut Stop
         let bit = key_bit(eq - i - 1, buf[i + 1], buf[eq - 1]);
         collided |= seen & bit != 0;
         seen |= bit;
-        *keys.get_mut(tags)? = ((i + 1 - start) as u16, (eq - start) as u16);
         tags += 1;
         i = value_end;
     }
-    if collided && has_repeated_key(&buf[start..], &keys[..tags]) {
+    if collided && (tags > PAIRWISE_TAGS || has_duplicate_tag_pairwise(&buf[start + measurement_len..i])) {
         return None;
     }
     // Fields: `key=value` joined by `,`, right after the one space.
@@ -322,6 +326,26 @@ mod tests {
         assert_eq!(masks.pop(&body), 63);
         masks.seek(&body, 100);
         assert_eq!((masks.pop(&body), masks.pop(&body), masks.pop(&body)), (130, 199, 200));
+    }
+
+    #[test]
+    fn many_tags_are_compared_pairwise_up_to_32() {
+        let accepts = |tags: &[usize]| {
+            let tags: String = tags.iter().map(|k| format!(",k{k}=v")).collect();
+            let line = format!("cpu{tags} v=1 1700000000000000000\n");
+            let mut masks = StopMasks::new(line.as_bytes());
+            accept(line.as_bytes(), 0, 1, &mut masks).is_some()
+        };
+        let distinct: Vec<usize> = (0..32).collect();
+        assert!(accepts(&distinct[..20]) && accepts(&distinct));
+        // Keys that differ only inside share their bit with another key (same length, ends): still told apart.
+        assert!(accepts(&[10, 20, 30, 11, 21, 31]));
+        let mut repeated = distinct.clone();
+        repeated[19] = 0;
+        assert!(!accepts(&repeated[..20]) && !accepts(&repeated));
+        // Over 32 tags with keys sharing a bit: not sure (the other paths decide).
+        let more: Vec<usize> = (0..40).collect();
+        assert!(!accepts(&more));
     }
 
     #[test]

@@ -115,8 +115,9 @@ pub struct BadLine<'a> {
 pub struct Lines<'a> {
     buf: &'a [u8],
     pos: usize,
-    /// Position of the next `"` or `\` at or after `pos` (`buf.len()` if none).
-    next_special: usize,
+    /// Position of the next `"` or `\` at or after `pos` (`buf.len()` if none); looked for only when a
+    /// line is not for `fast`, which sees those bytes itself.
+    next_special: Option<usize>,
     /// Nanoseconds per timestamp unit ([`precision_multiplier`]).
     multiplier: i64,
     /// Tag key positions, only for the duplicate check of a large unsorted tag set (rare).
@@ -133,11 +134,10 @@ impl<'a> Lines<'a> {
 
     /// Lines whose timestamps are in units of `precision` (the `/write` parameter).
     pub fn with_precision(buf: &'a [u8], precision: Option<&str>) -> Self {
-        let next_special = memchr2(b'"', b'\\', buf).unwrap_or(buf.len());
         Lines {
             buf,
             pos: 0,
-            next_special,
+            next_special: None,
             multiplier: precision_multiplier(precision),
             tag_keys: Vec::new(),
             masks: StopMasks::new(buf),
@@ -160,11 +160,16 @@ impl<'a> Lines<'a> {
             return (good.end, Ok(line));
         }
         // Otherwise one walk over the stretch up to the next `"`/`\`, if the line ends within it.
-        if self.next_special < start {
-            self.next_special = memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
-        }
-        let stretch = &buf[start..self.next_special];
-        let body_end = self.next_special == buf.len();
+        let next_special = match self.next_special {
+            Some(at) if at >= start => at,
+            _ => {
+                let at = memchr2(b'"', b'\\', &buf[start..]).map_or(buf.len(), |i| start + i);
+                self.next_special = Some(at);
+                at
+            }
+        };
+        let stretch = &buf[start..next_special];
+        let body_end = next_special == buf.len();
         match check_plain(stretch, body_end, self.multiplier) {
             Plain::Good { end, measurement_len, has_timestamp } => {
                 let text = strip_cr(&stretch[..end]);

@@ -282,7 +282,15 @@ fn fast_and_careful_paths_agree() {
         "cpu v=1,",
         "x",
     ];
-    for line in samples {
+    // Many tags: the fast path compares keys pairwise up to 32 tags and leaves more to the others.
+    let many = |n: usize, repeat: Option<(usize, usize)>| {
+        let key = |k: usize| repeat.filter(|&(_, to)| to == k).map_or(k, |(from, _)| from);
+        let tags: String = (0..n).map(|k| format!(",k{}=v", key(k))).collect();
+        format!("cpu{tags} v=1 1700000000000000000")
+    };
+    let many =
+        [many(20, None), many(20, Some((3, 17))), many(32, Some((0, 31))), many(40, None), many(40, Some((5, 39)))];
+    for line in samples.iter().copied().chain(many.iter().map(String::as_str)) {
         let mut tag_keys = Vec::new();
         let text = line.strip_suffix('\r').unwrap_or(line).as_bytes();
         let want = parse_point(text, 1, &mut tag_keys).map(|l| l.measurement_len).map_err(|e| e.to_string());
