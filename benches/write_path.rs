@@ -4,7 +4,8 @@
 //! * `split_route`: plus the keymap lookup (`write::route`);
 //! * `store`: the whole `/write` body path into two replicated outboxes (split, route, copy into the
 //!   mmap logs, commit), as a 5000-line request costs a worker, network excluded; the outboxes are new
-//!   for every iteration, so this includes the first touch of fresh segment pages;
+//!   for every iteration, so this includes the first touch of fresh segment pages; and the same with
+//!   the measurements sharded over the two, in runs of 500 lines (the body is not one batch);
 //! * `log`: one outbox log in steady state: append 5000 lines, commit, seal, acknowledge (segments are
 //!   recycled as they would be with a healthy backend);
 //! * `gzip1`: compressing a sealed batch at level 1 as the proxy does (ISA-L), what sending costs per line;
@@ -101,13 +102,37 @@ fn bench_split(c: &mut Criterion) {
     }
 }
 
+/// Measurements sharded: each to one of the two backends, in turn.
+fn sharded_config() -> Config {
+    let keymaps: String =
+        MEASUREMENTS.iter().enumerate().map(|(i, m)| format!("\"{m}\": [\"{}\"], ", ["a", "b"][i % 2])).collect();
+    let json = format!(
+        r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
+            "BACKENDS": {{"a": {{"url": "http://127.0.0.1:9"}}, "b": {{"url": "http://127.0.0.1:10"}}}},
+            "KEYMAPS": {{ {keymaps} "_default_": ["a"] }}}}"#
+    );
+    let raw = RawConfig::from_json(&json).expect("bench config");
+    Config::build(raw, "l1", &Registry::default()).expect("valid bench config")
+}
+
 fn bench_store(c: &mut Criterion) {
-    let config = Arc::new(config());
-    let body = telegraf_body();
-    let stats = ProxyStats::default();
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(LINES as u64));
-    g.bench_function("5000_lines_to_2_replicas", |b| {
+    for (name, config) in [("5000_lines_to_2_replicas", config()), ("5000_lines_in_runs_to_2_shards", sharded_config())]
+    {
+        bench_store_with(&mut g, name, Arc::new(config));
+    }
+    g.finish();
+}
+
+fn bench_store_with(
+    g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    name: &str,
+    config: Arc<Config>,
+) {
+    let body = telegraf_body();
+    let stats = ProxyStats::default();
+    g.bench_function(name, |b| {
         let mut scratch = Scratch::default();
         let mut request = 0;
         b.iter_batched(
@@ -135,7 +160,6 @@ fn bench_store(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    g.finish();
 }
 
 fn bench_log(c: &mut Criterion) {

@@ -835,6 +835,50 @@ fn a_large_gzip_write_reaches_its_backends_as_the_client_compressed_it() {
 }
 
 #[test]
+fn a_body_that_begins_as_a_batch_is_stored_line_by_line_from_its_first_line() {
+    // Stamped lines for one route, then a line for other backends: the body is not one batch, and the
+    // lines the batch check has read are stored line by line without being checked again. Each must
+    // arrive once, in order, and a string holding a newline stays one line, also where `maxrowlimit`
+    // ends a batch right after it.
+    let (a, b) = (FakeBackend::start(), FakeBackend::start());
+    let capped = util::site::fast_with(&[("gzip", "0"), ("maxrowlimit", "651")]);
+    let plain = util::site::fast_with(&[("gzip", "0")]);
+    let config = ProxyConfig::new()
+        .backend("a", &a.url(), &capped)
+        .backend("b", &b.url(), &plain)
+        .keymap("first", &["a"])
+        .keymap("_default_", &["b"]);
+    let rig = Rig::start(config, &[]);
+    let two_rows = "first,host=s text=\"two\nrows\",value=1 999\n";
+    let for_a = [stamped_lines("first", 650).as_str(), two_rows, &stamped_lines("first", 1000)].concat();
+    let (other, tail) = (stamped_lines("other", 10), stamped_lines("first", 5));
+    let body = format!("{for_a}{other}{tail}");
+    assert!(body.len() > 64 << 10, "{} bytes", body.len());
+
+    let r = rig.write(&format!("db={DB}&precision=ns"), body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    util::fake::wait_lines(&b, "other", 10, "b");
+    util::fake::wait_lines(&a, "first", 1656, "a");
+    let batches: Vec<String> = a.requests_to("/write").iter().map(|w| w.text()).collect();
+    assert_eq!(batches.concat(), format!("{for_a}{tail}"), "a: every line once, in order");
+    assert!(batches[0].ends_with(two_rows), "the first batch ends with the 651st line, whole");
+    assert_eq!(b.requests_to("/write").iter().map(|w| w.text()).collect::<String>(), other);
+
+    // A blank and a comment line among the first lines: they are not part of what is stored.
+    let (first, second) = (stamped_lines("first", 600), stamped_lines("first", 1000));
+    for gap in ["\n", "# a comment\n", "  \n"] {
+        a.clear();
+        let body = format!("{first}{gap}{second}{other}");
+        assert!(body.len() > 64 << 10, "{} bytes", body.len());
+        let r = rig.write(&format!("db={DB}&precision=ns"), body.as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+        util::fake::wait_lines(&a, "first", 1600, "a");
+        let stored: String = a.requests_to("/write").iter().map(|w| w.text()).collect();
+        assert_eq!(stored, format!("{first}{second}"), "{gap:?}");
+    }
+}
+
+#[test]
 fn forwarded_gzip_members_are_stored_by_influxd() {
     // The client's members go to influxd as they came: it must read every member, on both replicas.
     let ([a, b], rig) = replicated_rig(&["_default_"]);

@@ -264,43 +264,80 @@ pub fn store(
     scratch: &mut Scratch,
     stats: &crate::stats::ProxyStats,
 ) -> WriteResult {
-    if (WHOLE_BATCH_MIN_BYTES..=DEFAULT_BATCH_MAX_BYTES).contains(&body.len())
-        && body.ends_with(b"\n")
-        && let Some((route, lines)) = whole_batch(config, p, body, scratch)
-    {
-        return store_whole(config, p, body, route, lines, outboxes, &mut scratch.own_gzip).answer(body.len(), stats);
+    let mut checked = None;
+    if (WHOLE_BATCH_MIN_BYTES..=DEFAULT_BATCH_MAX_BYTES).contains(&body.len()) && body.ends_with(b"\n") {
+        match whole_batch(config, p, body, scratch) {
+            Batch::Whole(route, lines) => {
+                return store_whole(config, p, body, route, lines, outboxes, &mut scratch.own_gzip)
+                    .answer(body.len(), stats);
+            }
+            Batch::Prefix(prefix) => checked = prefix,
+        }
     }
-    store_lines(config, p, body, outboxes, scratch).answer(body.len(), stats)
+    store_lines(config, p, body, checked, outboxes, scratch).answer(body.len(), stats)
 }
 
-/// The route and line count of `body` when it is a batch as it stands: every line good, with its
-/// timestamp and for the same backends, nothing else in the body (no blank or comment line, a newline
-/// after the last line), and no more lines than a batch of those backends may hold (`maxrowlimit`).
-/// The first line that is not ends the look.
-fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Option<(RouteId, u64)> {
+/// How much of a body [`whole_batch`] found to be a batch as it stands.
+enum Batch {
+    /// All of it: its route and line count.
+    Whole(RouteId, u64),
+    /// Only its first bytes, if any (this many): good lines with their timestamps and newlines, for
+    /// this route, none holding a newline of its own. Storing line by line need not check them again.
+    Prefix(Option<(RouteId, usize)>),
+}
+
+/// How much of `body` is a batch as it stands: every line good, with its timestamp and for the same
+/// backends, nothing else in the body (no blank or comment line, a newline after the last line), and
+/// no more lines than a batch of those backends may hold (`maxrowlimit`). The first line that is not
+/// ends the look.
+fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Batch {
     let Scratch { measurement, routes, .. } = scratch;
     routes.clear();
     let (mut route, mut max_rows, mut lines, mut covered) = (None, 0, 0u64, 0usize);
-    for line in Lines::with_precision(body, p.precision) {
-        let line = line.ok()?;
-        let whole = line.with_newline.filter(|_| line.has_timestamp)?;
-        let r = routes.lookup(&config.routes, line.measurement(measurement))?;
+    let mut all = Lines::with_precision(body, p.precision);
+    // The text of the line that ends the look, if one does.
+    let stopped_at = loop {
+        let line = match all.next() {
+            None => break None,
+            Some(Err(bad)) => break Some(bad.text),
+            Some(Ok(line)) => line,
+        };
+        let Some(whole) = line.with_newline.filter(|_| line.has_timestamp) else {
+            break Some(line.text);
+        };
+        let Some(r) = routes.lookup(&config.routes, line.measurement(measurement)) else {
+            break Some(line.text);
+        };
         match route {
             None => {
-                route = Some(r);
                 let backends = config.routes.backends(r).iter();
-                max_rows = backends.map(|&b| config.backends[usize::from(b)].max_row_limit).min()?;
+                let Some(rows) = backends.map(|&b| config.backends[usize::from(b)].max_row_limit).min() else {
+                    break Some(line.text);
+                };
+                (route, max_rows) = (Some(r), rows);
             }
-            Some(first) if first != r => return None,
+            Some(first) if first != r => break Some(line.text),
             Some(_) => {}
         }
-        lines += 1;
-        if lines as usize > max_rows {
-            return None;
+        if lines as usize >= max_rows {
+            break Some(line.text);
         }
+        lines += 1;
         covered += whole.len();
-    }
-    (covered == body.len()).then_some((route?, lines))
+    };
+    let Some(route) = route else {
+        return Batch::Prefix(None);
+    };
+    // The lines taken are the body's first bytes only if nothing was skipped between them (a blank or
+    // comment line): then the line that ended the look starts right after them. And they can be told
+    // apart at their newlines only if none holds one of its own (in a string).
+    let prefix = match stopped_at {
+        None if covered == body.len() => return Batch::Whole(route, lines),
+        None => false,
+        Some(text) => text.as_ptr().addr().wrapping_sub(body.as_ptr().addr()) == covered,
+    };
+    let splits = prefix && memchr::memchr_iter(b'\n', &body[..covered]).count() as u64 == lines;
+    Batch::Prefix(splits.then_some((route, covered)))
 }
 
 /// The body being stored whole, compressed by the proxy for the gzip backends of its route: once per
@@ -387,8 +424,17 @@ fn store_whole(
     tally
 }
 
-/// Stores the lines of `body` one by one into the open batch of each of their backends.
-fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Outboxes, scratch: &mut Scratch) -> Tally {
+/// Stores the lines of `body` one by one into the open batch of each of their backends. `checked`: the
+/// body's first bytes are already known to be good lines with timestamps for this route
+/// ([`Batch::Prefix`]).
+fn store_lines(
+    config: &Config,
+    p: &WriteParams,
+    body: &[u8],
+    checked: Option<(RouteId, usize)>,
+    outboxes: &mut Outboxes,
+    scratch: &mut Scratch,
+) -> Tally {
     let request = p.request;
     let n = config.backends.len();
     let Scratch { measurement, routes, lines, bytes, targets, logged_unrouted, .. } = scratch;
@@ -399,13 +445,21 @@ fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Out
     targets.clear();
     targets.resize(n, None);
     routes.clear();
+    let mut open = OpenBatches { config, p, lines, bytes, targets };
 
+    let mut tally = Tally::default();
+    let checked_len = checked.map_or(0, |(_, len)| len);
+    if let Some((route, len)) = checked {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &body[..len]) {
+            open.append(outboxes, &mut tally, route, &[&body[start..=end]]);
+            start = end + 1;
+        }
+    }
     let mut ts = String::with_capacity(24);
     let _ = write!(ts, " {}", now_in_precision(p.precision, SystemTime::now()));
     let ts = ts.as_bytes();
-
-    let mut tally = Tally::default();
-    for line in Lines::with_precision(body, p.precision) {
+    for line in Lines::with_precision(&body[checked_len..], p.precision) {
         let line = match line {
             Ok(l) => l,
             Err(bad) => {
@@ -420,17 +474,42 @@ fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Out
             continue;
         };
         // One copy where the body holds the line as it is stored; else text, receive time, newline.
-        let (whole, pieces);
-        let parts: &[&[u8]] = match line.with_newline.filter(|_| line.has_timestamp) {
-            Some(w) => {
-                whole = [w];
-                &whole
-            }
+        match line.with_newline.filter(|_| line.has_timestamp) {
+            Some(whole) => open.append(outboxes, &mut tally, route, &[whole]),
             None => {
-                pieces = [line.text, if line.has_timestamp { b"" } else { ts }, b"\n"];
-                &pieces
+                let stamp: &[u8] = if line.has_timestamp { b"" } else { ts };
+                open.append(outboxes, &mut tally, route, &[line.text, stamp, b"\n"]);
             }
-        };
+        }
+    }
+
+    for b in 0..n {
+        if let Some(outbox) = outboxes.of(b)
+            && outbox.current_request() == request
+        {
+            outbox.finish_request(open.lines[b], open.bytes[b]);
+        }
+    }
+    tally
+}
+
+/// The open batches a request's lines go into, and what each backend took of them.
+struct OpenBatches<'s> {
+    config: &'s Config,
+    p: &'s WriteParams<'s>,
+    /// Lines and bytes per config backend index, for this request.
+    lines: &'s mut [u64],
+    bytes: &'s mut [u64],
+    /// The batch target (`db=..`) per backend, made the first time a line goes there.
+    targets: &'s mut [Option<String>],
+}
+
+impl OpenBatches<'_> {
+    /// Appends one line (`parts` joined) to the open batch of each backend of `route`, and counts it
+    /// stored if one took it, refused if none did.
+    #[inline]
+    fn append(&mut self, outboxes: &mut Outboxes, tally: &mut Tally, route: RouteId, parts: &[&[u8]]) {
+        let (config, p) = (self.config, self.p);
         let size = parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let mut taken = false;
         for &b in config.routes.backends(route) {
@@ -438,15 +517,16 @@ fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Out
             let Some(outbox) = outboxes.of(b) else {
                 continue;
             };
-            if outbox.current_request() != request {
-                let t = targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
-                outbox.enter_request(request, t.as_bytes());
+            if outbox.current_request() != p.request {
+                let t =
+                    self.targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
+                outbox.enter_request(p.request, t.as_bytes());
             }
             match outbox.append_line(parts) {
                 Ok(()) => {
                     taken = true;
-                    lines[b] += 1;
-                    bytes[b] += size;
+                    self.lines[b] += 1;
+                    self.bytes[b] += size;
                 }
                 Err(e) => tally.disk_error(config, b, outbox, 1, e),
             }
@@ -457,15 +537,6 @@ fn store_lines(config: &Config, p: &WriteParams, body: &[u8], outboxes: &mut Out
             tally.refused += 1;
         }
     }
-
-    for b in 0..n {
-        if let Some(outbox) = outboxes.of(b)
-            && outbox.current_request() == request
-        {
-            outbox.finish_request(lines[b], bytes[b]);
-        }
-    }
-    tally
 }
 
 /// Most bytes of refused lines quoted in one answer; influxd quotes them all, but a body of bad lines
