@@ -10,14 +10,17 @@
 //! which repeats from line to line, rather than on its values, which do not.
 //!
 //! This path only ever says "good" or "not sure". A bad line, or any rarer form (a negative or
-//! blank-padded timestamp, an exponent, a long number, a `\r`), is left to the
-//! single walk in `plain` or to the careful path, which give the verdict. So the one way this file can
-//! be wrong is by accepting a line InfluxDB refuses: `fast_and_careful_paths_agree`, the table test
-//! against a real influxd and the `line_verdict` fuzz target (a reference port of InfluxDB's parser)
-//! all check it.
+//! blank-padded timestamp, an exponent, a long number, a `\r`, more than 32 tags of which two keys
+//! might be the same), is left to the single walk in `plain` or to the careful path, which give the
+//! verdict. So the one way this file can be wrong is by accepting a line InfluxDB refuses:
+//! `fast_and_careful_paths_agree`, the table test against a real influxd and the `line_verdict` fuzz
+//! target (a reference port of InfluxDB's parser) all check it.
 
 use super::errors::MAX_KEY_LENGTH;
-use super::validate::{FIELD_KEY_SEPARATOR, PAIRWISE_TAGS, check_nanos, has_duplicate_tag_pairwise};
+use super::validate::{FIELD_KEY_SEPARATOR, check_nanos};
+
+/// Tags of one line this path compares for a repeated key (more, when two might repeat: not sure).
+const TAGS: usize = 32;
 
 /// InfluxDB's largest storable time (`MAX_NANO_TIME`) written out: a 19-digit timestamp in nanoseconds is storable when it sorts no
 /// higher (digit strings of the same length sort as their numbers).
@@ -37,6 +40,7 @@ pub(super) struct Good {
 /// The walk takes the stops one after the other ([`StopMasks::pop`]): the only work carried from one
 /// stop to the next is clearing the lowest bit, so finding the next stop does not wait for the checks
 /// of the last one.
+#[derive(Clone, Copy)]
 pub(super) struct StopMasks {
     block: usize,
     mask: u64,
@@ -87,14 +91,14 @@ impl StopMasks {
 #[inline(always)]
 pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
     // The walk works on a copy, which can stay in registers, and hands it back at the end.
-    let mut walk = StopMasks { ..*masks };
-    let good = accept_with(buf, start, multiplier, &mut walk);
+    let mut walk = *masks;
+    let good = accept_common(buf, start, multiplier, &mut walk);
     *masks = walk;
     good
 }
 
 #[inline(always)]
-fn accept_with(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
+fn accept_common(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks) -> Option<Good> {
     if matches!(buf.get(start), None | Some(b',' | b'"' | b'\\')) {
         return None;
     }
@@ -114,7 +118,6 @@ fn accept_with(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks)
     // Tags: `,key=value`, each ended by the stop the format expects. Each key sets one bit of `seen`
     // picked by its length and its first and last bytes: only when a key finds its bit already set can
     // two keys be the same, and then the keys are compared.
-    let mut tags = 0usize;
     let (mut seen, mut collided) = (0u64, false);
     while buf[i] == b',' {
         let eq = next();
@@ -128,10 +131,9 @@ fn accept_with(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks)
         let bit = key_bit(eq - i - 1, buf[i + 1], buf[eq - 1]);
         collided |= seen & bit != 0;
         seen |= bit;
-        tags += 1;
         i = value_end;
     }
-    if collided && (tags > PAIRWISE_TAGS || has_duplicate_tag_pairwise(&buf[start + measurement_len..i])) {
+    if collided && repeated_tag_key(&buf[start + measurement_len..i]) != Some(false) {
         return None;
     }
     // Fields: `key=value` joined by `,`, right after the one space.
@@ -170,6 +172,30 @@ fn accept_with(buf: &[u8], start: usize, multiplier: i64, masks: &mut StopMasks)
         return None;
     }
     Some(Good { end, measurement_len, has_timestamp })
+}
+
+/// Whether two of the tags in `tags` (`,key=value` repeated, as the walk found them: no `\`, `"` or
+/// `=` in a value, no empty key) have the same key: their places are found in one pass, then only keys
+/// that share a bit of the `seen` mask are compared. `None` (not sure) for more than [`TAGS`] tags.
+#[cold]
+fn repeated_tag_key(tags: &[u8]) -> Option<bool> {
+    // The stops of `tags` alternate: the `,` before a key, the `=` after it.
+    let mut stops = StopMasks::new(tags);
+    let mut keys = [(0usize, 0usize, 0u64); TAGS];
+    let mut n = 0;
+    loop {
+        let comma = stops.pop(tags);
+        if comma == tags.len() {
+            break;
+        }
+        let eq = stops.pop(tags);
+        let key = tags.get(comma + 1..eq)?;
+        *keys.get_mut(n)? = (comma + 1, eq, key_bit(key.len(), *key.first()?, *key.last()?));
+        n += 1;
+    }
+    let key = |(a, b, _): (usize, usize, u64)| &tags[a..b];
+    let keys = &keys[..n];
+    Some((1..n).any(|j| (0..j).any(|k| keys[k].2 == keys[j].2 && key(keys[k]) == key(keys[j]))))
 }
 
 /// The bit of a tag key in a line's `seen` mask: equal keys always get the same bit.

@@ -11,7 +11,7 @@ const FLOAT_RANGE_CHECK_LEN: usize = 25;
 /// An integer with at least this many characters (sign included, `i` excluded) is range-checked.
 pub(super) const INT_RANGE_CHECK_LEN: usize = 19;
 /// Up to this many tags, duplicate keys of an unsorted tag set are found by comparing every pair.
-pub(super) const PAIRWISE_TAGS: usize = 32;
+const PAIRWISE_TAGS: usize = 32;
 
 pub(super) fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | 0)
@@ -53,10 +53,16 @@ pub(super) fn has_repeated_key(line: &[u8], keys: &[(u16, u16)]) -> bool {
 /// Whether two of the `count` tags in `tags` (`,k=v,k=v...` as written) have the same key. Keys end
 /// at the first `=` not right after a backslash, as in InfluxDB's `scanTo`.
 pub(super) fn has_duplicate_tag(tags: &[u8], count: usize, scratch: &mut Vec<(usize, usize)>) -> bool {
-    if count <= PAIRWISE_TAGS {
-        return has_duplicate_tag_pairwise(tags);
-    }
     let keys = TagKeys { tags, pos: 0 };
+    if count <= PAIRWISE_TAGS {
+        let mut pairs = keys.clone();
+        while let Some(a) = pairs.next() {
+            if pairs.clone().any(|b| b == a) {
+                return true;
+            }
+        }
+        return false;
+    }
     scratch.clear();
     for k in keys {
         let start = k.as_ptr() as usize - tags.as_ptr() as usize;
@@ -64,18 +70,6 @@ pub(super) fn has_duplicate_tag(tags: &[u8], count: usize, scratch: &mut Vec<(us
     }
     scratch.sort_unstable_by(|a, b| tags[a.0..a.1].cmp(&tags[b.0..b.1]));
     scratch.windows(2).any(|w| tags[w[0].0..w[0].1] == tags[w[1].0..w[1].1])
-}
-
-/// Whether two of the tags in `tags` (as for [`has_duplicate_tag`]) have the same key, comparing every
-/// pair: for up to [`PAIRWISE_TAGS`] tags.
-pub(super) fn has_duplicate_tag_pairwise(tags: &[u8]) -> bool {
-    let mut pairs = TagKeys { tags, pos: 0 };
-    while let Some(a) = pairs.next() {
-        if pairs.clone().any(|b| b == a) {
-            return true;
-        }
-    }
-    false
 }
 
 /// The keys of a tag set already found well-formed: `,key=value` repeated.
