@@ -266,37 +266,40 @@ pub fn store(
 ) -> WriteResult {
     let mut checked = None;
     if (WHOLE_BATCH_MIN_BYTES..=DEFAULT_BATCH_MAX_BYTES).contains(&body.len()) && body.ends_with(b"\n") {
-        match whole_batch(config, p, body, scratch) {
+        match look_for_batch(config, p, body, scratch) {
             Batch::Whole(route, lines) => {
                 return store_whole(config, p, body, route, lines, outboxes, &mut scratch.own_gzip)
                     .answer(body.len(), stats);
             }
-            Batch::Prefix(prefix) => checked = prefix,
+            Batch::Begins { route, len } => checked = Some((route, len)),
+            Batch::Not => {}
         }
     }
     store_lines(config, p, body, checked, outboxes, scratch).answer(body.len(), stats)
 }
 
-/// How much of a body [`whole_batch`] found to be a batch as it stands.
+/// How much of a body [`look_for_batch`] found to be a batch as it stands.
 enum Batch {
     /// All of it: its route and line count.
     Whole(RouteId, u64),
-    /// Only its first bytes, if any (this many): good lines with their timestamps and newlines, for
-    /// this route, none holding a newline of its own. Storing line by line need not check them again.
-    Prefix(Option<(RouteId, usize)>),
+    /// Its first `len` bytes: good lines with their timestamps and newlines, for `route`, none holding
+    /// a newline of its own. Storing line by line need not check them again.
+    Begins { route: RouteId, len: usize },
+    /// None of it that can be used.
+    Not,
 }
 
-/// How much of `body` is a batch as it stands: every line good, with its timestamp and for the same
+/// Whether `body` is a batch as it stands: every line good, with its timestamp and for the same
 /// backends, nothing else in the body (no blank or comment line, a newline after the last line), and
 /// no more lines than a batch of those backends may hold (`maxrowlimit`). The first line that is not
-/// ends the look.
-fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Batch {
+/// ends the look; the lines read before it may still spare `store_lines` their check.
+fn look_for_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scratch) -> Batch {
     let Scratch { measurement, routes, .. } = scratch;
     routes.clear();
     let (mut route, mut max_rows, mut lines, mut covered) = (None, 0, 0u64, 0usize);
     let mut all = Lines::with_precision(body, p.precision);
     // The text of the line that ends the look, if one does.
-    let stopped_at = loop {
+    let stopper = loop {
         let line = match all.next() {
             None => break None,
             Some(Err(bad)) => break Some(bad.text),
@@ -326,18 +329,21 @@ fn whole_batch(config: &Config, p: &WriteParams, body: &[u8], scratch: &mut Scra
         covered += whole.len();
     };
     let Some(route) = route else {
-        return Batch::Prefix(None);
+        return Batch::Not;
     };
     // The lines taken are the body's first bytes only if nothing was skipped between them (a blank or
     // comment line): then the line that ended the look starts right after them. And they can be told
     // apart at their newlines only if none holds one of its own (in a string).
-    let prefix = match stopped_at {
+    let contiguous = match stopper {
         None if covered == body.len() => return Batch::Whole(route, lines),
         None => false,
         Some(text) => text.as_ptr().addr().wrapping_sub(body.as_ptr().addr()) == covered,
     };
-    let splits = prefix && memchr::memchr_iter(b'\n', &body[..covered]).count() as u64 == lines;
-    Batch::Prefix(splits.then_some((route, covered)))
+    if contiguous && memchr::memchr_iter(b'\n', &body[..covered]).count() as u64 == lines {
+        Batch::Begins { route, len: covered }
+    } else {
+        Batch::Not
+    }
 }
 
 /// The body being stored whole, compressed by the proxy for the gzip backends of its route: once per
@@ -368,7 +374,7 @@ impl OwnGzip {
     }
 }
 
-/// Stores a body [`whole_batch`] approved as a batch of its own in each outbox of `route`: gzip for
+/// Stores a body [`look_for_batch`] approved as a batch of its own in each outbox of `route`: gzip for
 /// backends with `gzip` on (the client's bytes, or the body compressed here once for all of them),
 /// the body as it is for the others.
 fn store_whole(
@@ -426,7 +432,7 @@ fn store_whole(
 
 /// Stores the lines of `body` one by one into the open batch of each of their backends. `checked`: the
 /// body's first bytes are already known to be good lines with timestamps for this route
-/// ([`Batch::Prefix`]).
+/// ([`Batch::Begins`]).
 fn store_lines(
     config: &Config,
     p: &WriteParams,
