@@ -56,11 +56,24 @@ fn short_body() -> Vec<u8> {
         .into_bytes()
 }
 
+/// Every measurement to both backends (and a second keymap each, to `a`).
 fn config() -> Config {
     let mut keymaps = String::new();
     for (i, m) in MEASUREMENTS.iter().enumerate() {
         keymaps.push_str(&format!("\"{m}\": [\"a\", \"b\"], \"{m}_extra{i}\": [\"a\"], "));
     }
+    config_with(&keymaps)
+}
+
+/// Measurements sharded: each to one of the two backends, in turn.
+fn sharded_config() -> Config {
+    let keymaps: String =
+        MEASUREMENTS.iter().enumerate().map(|(i, m)| format!("\"{m}\": [\"{}\"], ", ["a", "b"][i % 2])).collect();
+    config_with(&keymaps)
+}
+
+/// Two backends `a` and `b`, `keymaps` (JSON members, each followed by `, `) and `_default_` to `a`.
+fn config_with(keymaps: &str) -> Config {
     let json = format!(
         r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
             "BACKENDS": {{"a": {{"url": "http://127.0.0.1:9"}}, "b": {{"url": "http://127.0.0.1:10"}}}},
@@ -100,19 +113,6 @@ fn bench_split(c: &mut Criterion) {
         });
         g.finish();
     }
-}
-
-/// Measurements sharded: each to one of the two backends, in turn.
-fn sharded_config() -> Config {
-    let keymaps: String =
-        MEASUREMENTS.iter().enumerate().map(|(i, m)| format!("\"{m}\": [\"{}\"], ", ["a", "b"][i % 2])).collect();
-    let json = format!(
-        r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
-            "BACKENDS": {{"a": {{"url": "http://127.0.0.1:9"}}, "b": {{"url": "http://127.0.0.1:10"}}}},
-            "KEYMAPS": {{ {keymaps} "_default_": ["a"] }}}}"#
-    );
-    let raw = RawConfig::from_json(&json).expect("bench config");
-    Config::build(raw, "l1", &Registry::default()).expect("valid bench config")
 }
 
 fn bench_store(c: &mut Criterion) {
