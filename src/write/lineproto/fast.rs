@@ -355,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn many_tags_are_compared_pairwise_up_to_32() {
+    fn many_tags_are_compared_up_to_32() {
         let accepts = |tags: &[usize]| {
             let tags: String = tags.iter().map(|k| format!(",k{k}=v")).collect();
             let line = format!("cpu{tags} v=1 1700000000000000000\n");

@@ -282,7 +282,8 @@ fn fast_and_careful_paths_agree() {
         "cpu v=1,",
         "x",
     ];
-    // Many tags: the fast path compares keys pairwise up to 32 tags and leaves more to the others.
+    // Many tags: the fast path compares keys that share a mask bit, up to 32 tags, and leaves more to
+    // the other paths.
     let many = |n: usize, repeat: Option<(usize, usize)>| {
         let key = |k: usize| repeat.filter(|&(_, to)| to == k).map_or(k, |(from, _)| from);
         let tags: String = (0..n).map(|k| format!(",k{}=v", key(k))).collect();
