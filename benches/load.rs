@@ -13,7 +13,8 @@
 //! `cargo bench --bench load` — knobs: LOAD_SECS (default 10), LOAD_CONNS (default 4),
 //! LOAD_THREADS (proxy workers, default 2), LOAD_SERIES (default 5000), LOAD_LINES (lines per
 //! request, default 5000), LOAD_BATCHES (distinct pre-built batches cycled through, default 40:
-//! timestamps are unique within them),
+//! timestamps are unique within them), LOAD_ORDER (`random`, the default: each batch interleaves its
+//! measurements line by line; `runs`: each measurement's lines together, as one Telegraf agent sends them),
 //! LOAD_MODES (comma list of b1c0,b1c1,b0c0,b0c1,sink0,sink1: backend gzip 1/off × client gzip
 //! off/on, and sinks alone; default all, in quick mode b1c1,b0c0,sink1).
 
@@ -42,9 +43,11 @@ fn float(rng: &mut Rng, max: usize) -> String {
 
 /// Batch `b` of the pool, `lines` long: lines of `series` series in random order (as a Telegraf
 /// fleet's flushes interleave), random values, timestamp `base + b * lines + i` ns (unique in the pool).
-fn batch(b: usize, lines: usize, series: usize, rng: &mut Rng) -> Vec<u8> {
+/// `runs`: the lines of each measurement together instead, as one Telegraf agent lists each input's
+/// metrics (same lines, same timestamps).
+fn batch(b: usize, lines: usize, series: usize, runs: bool, rng: &mut Rng) -> Vec<u8> {
     const BASE: u64 = 1_700_000_000_000_000_000;
-    let mut body = String::with_capacity(lines * 110);
+    let mut body: Vec<(usize, String)> = Vec::with_capacity(lines);
     for i in 0..lines {
         let s = rng.below(series);
         let host = s / 5;
@@ -87,10 +90,10 @@ fn batch(b: usize, lines: usize, series: usize, rng: &mut Rng) -> Vec<u8> {
                 rng.below(1 << 26)
             ),
         };
-        body.push_str(&line);
-        body.push('\n');
+        body.push((if runs { s % 5 } else { 0 }, line + "\n"));
     }
-    body.into_bytes()
+    body.sort_by_key(|&(measurement, _)| measurement);
+    body.into_iter().flat_map(|(_, line)| line.into_bytes()).collect()
 }
 
 /// CPU seconds of the calling thread.
@@ -306,13 +309,18 @@ fn main() {
         lines: env_or("LOAD_LINES", 5000).max(1) as usize,
     };
     let series = env_or("LOAD_SERIES", 5000) as usize;
+    let runs = match std::env::var("LOAD_ORDER").as_deref() {
+        Ok("runs") => true,
+        Ok("random") | Err(_) => false,
+        Ok(other) => panic!("LOAD_ORDER is random or runs, not {other:?}"),
+    };
     let batches = if quick { 4 } else { env_or("LOAD_BATCHES", 40) as usize };
     // A quick run smokes the paths (gzip both ways, plain, sinks alone), not every combination.
     let all = if quick { "b1c1,b0c0,sink1" } else { "b1c0,b1c1,b0c0,b0c1,sink0,sink1" };
     let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| all.into());
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, k.lines, series, &mut rng)).collect();
+    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, k.lines, series, runs, &mut rng)).collect();
     let total: usize = plain.iter().map(Vec::len).sum();
     let t = thread_cpu();
     let zipped: Vec<Vec<u8>> = plain.iter().map(|b| gzip(b)).collect();
@@ -332,9 +340,10 @@ fn main() {
     let gunzip_us = (thread_cpu() - t) * 1e6 / (batches * k.lines) as f64;
     let ztotal: usize = zipped.iter().map(Vec::len).sum();
     let nlines = (batches * k.lines) as f64;
+    let order = if runs { "each measurement's lines in a run" } else { "measurements interleaved line by line" };
     println!(
         "load: {} keep-alive connections x {}-line batches for {} s, proxy --threads {}, 2 sinks \
-         (every line replicated to both; sinks gunzip and count lines); {series} series, {batches} distinct batches, \
+         (every line replicated to both; sinks gunzip and count lines); {series} series, {batches} distinct batches ({order}), \
          {:.1} B/line plain, {:.1} B/line client gzip 1 (libdeflate here: gzip 1 {gzip_us:.3} CPU-µs/line, \
          gunzip {gunzip_us:.3} CPU-µs/line; the proxy's gzip 1, ISA-L: {proxy_gzip_us:.3} CPU-µs/line)",
         k.conns,
