@@ -29,72 +29,13 @@ use std::time::{Duration, Instant};
 use common::util::http::{self, HttpConn};
 use common::util::rng::Rng;
 use common::util::{ProxyConfig, TempDir};
+use common::varied;
 use common::{env_or, proxy_builder, proxy_pid};
 use influx_proxy::gunzip::Gunzip;
 use influx_proxy::outbox::deflate::Deflate;
 use libdeflater::CompressionLvl;
 
 // ------------------------------------------------------------------------------------------ data
-
-/// A float with 3 decimals below `max`, as a string.
-fn float(rng: &mut Rng, max: usize) -> String {
-    format!("{}.{:0>3}", rng.below(max), rng.below(1000))
-}
-
-/// Batch `b` of the pool, `lines` long: lines of `series` series in random order (as a Telegraf
-/// fleet's flushes interleave), random values, timestamp `base + b * lines + i` ns (unique in the pool).
-/// `runs`: the lines of each measurement together instead, as one Telegraf agent lists each input's
-/// metrics (same lines, same timestamps).
-fn batch(b: usize, lines: usize, series: usize, runs: bool, rng: &mut Rng) -> Vec<u8> {
-    const BASE: u64 = 1_700_000_000_000_000_000;
-    let mut body: Vec<(usize, String)> = Vec::with_capacity(lines);
-    for i in 0..lines {
-        let s = rng.below(series);
-        let host = s / 5;
-        let ts = BASE + (b * lines + i) as u64;
-        let line = match s % 5 {
-            0 => format!(
-                "cpu,host=web-{host:05},region=eu-west-{},cpu=cpu{} usage_user={},usage_system={},usage_idle={} {ts}",
-                host % 3,
-                host % 8,
-                float(rng, 100),
-                float(rng, 30),
-                float(rng, 100)
-            ),
-            1 => format!(
-                "mem,host=web-{host:05},region=eu-west-{} used={}i,free={}i,used_percent={} {ts}",
-                host % 3,
-                rng.below(1 << 34),
-                rng.below(1 << 33),
-                float(rng, 100)
-            ),
-            2 => format!(
-                "disk,host=web-{host:05},path=/var/lib/d{},fstype=ext4 used={}i,inodes_free={}i {ts}",
-                host % 4,
-                rng.below(1 << 40),
-                rng.below(1 << 24)
-            ),
-            3 => format!(
-                "net,host=web-{host:05},interface=eth{} bytes_recv={}i,bytes_sent={}i,drop_in={}i {ts}",
-                host % 2,
-                rng.below(1 << 42),
-                rng.below(1 << 42),
-                rng.below(100)
-            ),
-            _ => format!(
-                "system,host=web-{host:05},region=eu-west-{} load1={},load5={},n_users={}i,uptime={}i {ts}",
-                host % 3,
-                float(rng, 8),
-                float(rng, 8),
-                rng.below(20),
-                rng.below(1 << 26)
-            ),
-        };
-        body.push((if runs { s % 5 } else { 0 }, line + "\n"));
-    }
-    body.sort_by_key(|&(measurement, _)| measurement);
-    body.into_iter().flat_map(|(_, line)| line.into_bytes()).collect()
-}
 
 /// CPU seconds of the calling thread.
 fn thread_cpu() -> f64 {
@@ -320,7 +261,7 @@ fn main() {
     let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| all.into());
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let plain: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, k.lines, series, runs, &mut rng)).collect();
+    let plain: Vec<Vec<u8>> = (0..batches).map(|b| varied::batch(b, k.lines, series, runs, &mut rng)).collect();
     let total: usize = plain.iter().map(Vec::len).sum();
     let t = thread_cpu();
     let zipped: Vec<Vec<u8>> = plain.iter().map(|b| gzip(b)).collect();

@@ -2,6 +2,10 @@
 //! * `split`: finding line ends, measurements and timestamps, and checking each line as influxd 1.6
 //!   would (`write::lineproto`);
 //! * `split_route`: plus the keymap lookup (`write::route`);
+//! * `split/varied_interleaved`, `split/varied_runs`: the same check on the load bench's data (five
+//!   measurements of different shapes), interleaved line by line as that bench sends them, and the same
+//!   lines with each measurement's lines together: what the line shapes changing from line to line
+//!   cost the checker's branches;
 //! * `store`: the whole `/write` body path into two replicated outboxes (split, route, copy into the
 //!   mmap logs, commit), as a 5000-line request costs a worker, network excluded; the outboxes are new
 //!   for every iteration, so this includes the first touch of fresh segment pages; and the same with
@@ -13,8 +17,12 @@
 //!
 //! Throughput is reported per byte and per line (`cargo bench --bench write_path`).
 
+mod common;
+
 use std::sync::Arc;
 
+use common::util::rng::Rng;
+use common::varied;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use influx_proxy::cli::SyncPolicy;
 use influx_proxy::config::{Config, RawConfig};
@@ -110,6 +118,15 @@ fn bench_split(c: &mut Criterion) {
                 }
                 routed
             })
+        });
+        g.finish();
+    }
+    for (name, runs) in [("varied_interleaved", false), ("varied_runs", true)] {
+        let body = varied::batch(0, LINES, 5000, runs, &mut Rng(0x9e37_79b9_7f4a_7c15));
+        let mut g = c.benchmark_group(format!("split/{name}"));
+        g.throughput(Throughput::Elements(LINES as u64));
+        g.bench_function("lines", |b| {
+            b.iter(|| Lines::new(&body).flatten().map(|line| line.measurement_len).sum::<usize>())
         });
         g.finish();
     }

@@ -10,6 +10,7 @@
 
 #[path = "../../tests/util/mod.rs"]
 pub mod util;
+pub mod varied;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
