@@ -346,10 +346,12 @@ impl Log {
 
     /// Starts a new record for `target`, sealing the open one.
     pub fn begin(&mut self, target: &[u8]) -> Result<(), AppendError> {
-        self.begin_flagged(target, 0)
+        self.begin_flagged(target, 0, false)
     }
 
-    fn begin_flagged(&mut self, target: &[u8], flags: u8) -> Result<(), AppendError> {
+    /// Starts a record; `through_file`: its header goes through the file, as a whole record's payload
+    /// and commit word do (see [`Log::whole_record`]), else through the mapping.
+    fn begin_flagged(&mut self, target: &[u8], flags: u8, through_file: bool) -> Result<(), AppendError> {
         self.seal();
         if !self.writable {
             return Err(AppendError::Io(io::Error::other("log is read-only")));
@@ -360,13 +362,23 @@ impl Log {
         self.ensure_room(record_len(target.len(), 1))?;
         let tail = self.segments.back_mut().ok_or(AppendError::DiskFull)?;
         let start = tail.end;
-        let b = tail.bytes_mut();
-        b[start..start + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-        b[start + 4..start + 6].copy_from_slice(&(target.len() as u16).to_le_bytes());
-        b[start + 6..start + 16].fill(0);
-        b[start + 6] = flags;
-        b[start + RECORD_HEADER..start + RECORD_HEADER + target.len()].copy_from_slice(target);
-        tail.terminate(start + RECORD_HEADER + target.len());
+        // Magic, target length, flags, a zero byte and a zero commit word (nothing committed yet).
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        header[4..6].copy_from_slice(&(target.len() as u16).to_le_bytes());
+        header[6] = flags;
+        if through_file {
+            // No terminator after it: a header whose commit word is zero ends the log (`read_slot`),
+            // and the payload and its terminator are written next.
+            tail.write_at(&header, start)
+                .and_then(|()| tail.write_at(target, start + RECORD_HEADER))
+                .map_err(AppendError::Io)?;
+        } else {
+            let b = tail.bytes_mut();
+            b[start..start + RECORD_HEADER].copy_from_slice(&header);
+            b[start + RECORD_HEADER..start + RECORD_HEADER + target.len()].copy_from_slice(target);
+            tail.terminate(start + RECORD_HEADER + target.len());
+        }
         let mut crc = segment::record_crc(tail.seq, flags);
         crc.update(target);
         self.open = Some(OpenRecord {
@@ -431,7 +443,7 @@ impl Log {
         self.seal();
         // A line bigger than a whole segment gets a segment of its own size.
         self.ensure_room(record_len(target.len(), total))?;
-        self.begin_flagged(&target, flags)?;
+        self.begin_flagged(&target, flags, false)?;
         if !self.fits(total) {
             return Err(AppendError::Io(io::Error::other("line does not fit in a fresh segment")));
         }
@@ -472,7 +484,7 @@ impl Log {
         self.moving = moving;
         let begun = self
             .ensure_room(record_len(target.len(), total))
-            .and_then(|()| self.begin_flagged(target, if gzip { FLAG_GZIP } else { 0 }));
+            .and_then(|()| self.begin_flagged(target, if gzip { FLAG_GZIP } else { 0 }, true));
         self.moving = false;
         begun?;
         if !self.fits(total) {
@@ -484,19 +496,39 @@ impl Log {
             Some(c) if c.covers(w) => c.crc.clone(),
             _ => PayloadCrc::of(w).crc,
         };
-        let written = self.write_in(parts, total, &sum);
+        let written = self.write_in(parts, total, &sum).and_then(|()| self.commit_through_file());
         if let Some(open) = &mut self.open {
             open.lines = lines as usize;
         }
-        // Commits what was written; a record whose bytes could not all be written holds nothing yet,
-        // and sealing erases it.
+        // A record whose bytes or commit could not all be written holds nothing, and sealing erases it.
         self.seal();
         written.map_err(AppendError::Io)
     }
 
+    /// [`Log::commit`] of a whole record, whose header and payload were written through the file: its
+    /// commit word goes the same way. Their page was filled by `pwrite` and is not mapped yet (or no
+    /// longer writable): a store through the mapping would fault it in for writing, which cost ~1.5% of
+    /// the proxy's CPU under load (`ext4_page_mkwrite`, once per record). The eight bytes are one
+    /// aligned copy into the page cache, whole or not at all for a process that dies.
+    fn commit_through_file(&mut self) -> io::Result<()> {
+        let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
+            return Err(io::Error::other("commit without an open record"));
+        };
+        // The payload is all checksummed (`write_in`): nothing to read back from the mapping.
+        debug_assert_eq!(open.summed, open.len);
+        tail.write_commit(open.start, open.len, open.crc.clone().finalize())?;
+        open.committed = open.len;
+        let payload = open.start + RECORD_HEADER + open.target_len;
+        let (from, to) = (payload, payload + open.len);
+        if self.sync == SyncPolicy::Always {
+            self.sync_open(from, to);
+        }
+        Ok(())
+    }
+
     /// Writes a whole record's payload through the file rather than the mapping (see
-    /// [`Segment::write_at`]); `sum` is the checksum of the parts. The record is committed when sealed.
-    /// On error nothing of it is committed.
+    /// [`Segment::write_at`]); `sum` is the checksum of the parts. The record is committed by
+    /// [`Log::commit_through_file`]; on error nothing of it is.
     fn write_in(&mut self, parts: &[&[u8]], total: usize, sum: &crc32fast::Hasher) -> io::Result<()> {
         let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
             return Err(io::Error::other("write without an open record"));
@@ -961,6 +993,39 @@ mod tests {
         );
         assert_eq!(drain(&mut lb), vec![("db=b".to_string(), "m v=1 1\nm v=2 2\n".to_string())]);
         assert_eq!(drain(&mut la).len(), 4);
+    }
+
+    /// Minor page faults taken by this thread so far.
+    fn thread_faults() -> i64 {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `getrusage` writes one `rusage` into the pointer it is given, valid and writable here.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: initialised: zeroed, then filled by the successful call.
+        unsafe { usage.assume_init() }.ru_minflt
+    }
+
+    #[test]
+    fn whole_records_are_stored_without_faulting_in_the_mapping() {
+        // Header, payload and commit word all go through the file. A store into the mapping would
+        // fault in, for writing, the page the last record's `pwrite` ended on: once per record.
+        let d = Dir::new("no-faults");
+        let body = b"cpu,host=a usage=1.5 1700000000000000000\n".repeat(1000);
+        {
+            let (mut log, _) = open(&d.0, 8 << 20);
+            log.append_record(b"db=a", Whole::new(&body, 1000, false), None).unwrap();
+            let before = thread_faults();
+            for _ in 0..50 {
+                log.append_record(b"db=a", Whole::new(&body, 1000, false), None).unwrap();
+            }
+            let faults = thread_faults() - before;
+            assert!(faults < 10, "{faults} page faults for 50 records");
+            std::mem::forget(log);
+        }
+        let (mut log, rec) = open(&d.0, 8 << 20);
+        assert_eq!((rec.records, rec.cut_bytes), (51, 0), "{:?}", rec.problems);
+        let sent = drain(&mut log);
+        assert!(sent.len() == 51 && sent.iter().all(|(t, p)| t == "db=a" && p.as_bytes() == body));
     }
 
     #[test]

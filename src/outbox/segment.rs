@@ -13,12 +13,12 @@
 //! Logs written before `FLAG_GZIP` existed hold only flag-0 records and read the same; a binary from
 //! before it calls a gzip record damaged (it keeps a `.damaged` copy of the file and skips the record).
 //!
-//! Crash safety rests on two single, aligned 8-byte stores: `commit` makes a record's bytes (up to
+//! Crash safety rests on two single, aligned 8-byte writes: `commit` makes a record's bytes (up to
 //! `payload_len`) valid, `acked` moves the acknowledged position. Payload bytes are always stored before
-//! the commit that covers them (release ordering for stores into the mapping; a whole record's payload
-//! is written with `pwrite`, which has returned before the commit is stored), so a process killed at
-//! any instruction leaves either the old or the new commit word, each consistent with the bytes it
-//! covers. The mapping is `MAP_SHARED`: stores land in the page cache (as do `pwrite`s) and survive the
+//! the commit that covers them (release ordering for stores into the mapping; a whole record's header,
+//! payload and then commit word are written with `pwrite`, each call returning before the next), so a
+//! process killed at any instruction leaves either the old or the new commit word, each consistent with
+//! the bytes it covers. The mapping is `MAP_SHARED`: stores land in the page cache (as do `pwrite`s) and survive the
 //! process. Power loss is what `--sync` is for.
 //!
 //! Files are written full of zeros when created, so a full disk shows up as an error when a segment is
@@ -409,6 +409,12 @@ impl Segment {
         if let Some(w) = self.word_mut(off + COMMIT_AT) {
             w.store((u64::from(crc) << 32 | payload_len as u64).to_le(), Ordering::Release);
         }
+    }
+
+    /// [`Segment::store_commit`] through the file (see [`Segment::write_at`]): the same eight bytes, at
+    /// the same aligned place, copied into the page cache by one `pwrite`.
+    pub fn write_commit(&mut self, off: usize, payload_len: usize, crc: u32) -> io::Result<()> {
+        self.write_at(&(u64::from(crc) << 32 | payload_len as u64).to_le_bytes(), off + COMMIT_AT)
     }
 
     /// Gives acknowledged pages back to the kernel once [`RELEASE_STEP`] of them have gathered: they
