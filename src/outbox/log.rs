@@ -516,7 +516,11 @@ impl Log {
         };
         // The payload is all checksummed (`write_in`): nothing to read back from the mapping.
         debug_assert_eq!(open.summed, open.len);
-        tail.write_commit(open.start, open.len, open.crc.clone().finalize())?;
+        if let Err(e) = tail.write_commit(open.start, open.len, open.crc.clone().finalize()) {
+            // Nothing of it counts: `seal` must not commit it through the mapping instead, but erase it.
+            open.len = open.committed;
+            return Err(e);
+        }
         open.committed = open.len;
         let payload = open.start + RECORD_HEADER + open.target_len;
         let (from, to) = (payload, payload + open.len);
