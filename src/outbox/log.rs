@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::deflate::{Deflate, KeptGzip};
 use super::segment::{
-    self, FLAG_GZIP, GZIP_LINES_LEN, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, record_len,
+    self, FLAG_GZIP, GZIP_LINES_LEN, HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, Segment, Slot, TERMINATOR, record_len,
 };
 use crate::cli::SyncPolicy;
 use crate::defaults::SPARE_SEGMENTS;
@@ -368,11 +368,15 @@ impl Log {
         header[4..6].copy_from_slice(&(target.len() as u16).to_le_bytes());
         header[6] = flags;
         if through_file {
-            // No terminator after it: a header whose commit word is zero ends the log (`read_slot`),
-            // and the payload and its terminator are written next.
-            tail.write_at(&header, start)
-                .and_then(|()| tail.write_at(target, start + RECORD_HEADER))
-                .map_err(AppendError::Io)?;
+            // Header, target and the terminator after them in one write, as `terminate` leaves it below:
+            // until the payload is written over those zeros, a kill leaves a log that ends at this
+            // header (its commit word is zero) with nothing of a file's previous life after it.
+            let mut head = Vec::with_capacity(RECORD_HEADER + target.len() + TERMINATOR);
+            head.extend_from_slice(&header);
+            head.extend_from_slice(target);
+            let end = (start + head.len() + TERMINATOR).min(tail.size).max(start + head.len());
+            head.resize(end - start, 0);
+            tail.write_at(&head, start).map_err(AppendError::Io)?;
         } else {
             let b = tail.bytes_mut();
             b[start..start + RECORD_HEADER].copy_from_slice(&header);
@@ -1030,6 +1034,34 @@ mod tests {
         assert_eq!((rec.records, rec.cut_bytes), (51, 0), "{:?}", rec.problems);
         let sent = drain(&mut log);
         assert!(sent.len() == 51 && sent.iter().all(|(t, p)| t == "db=a" && p.as_bytes() == body));
+    }
+
+    #[test]
+    fn a_whole_record_cut_short_by_a_kill_is_not_recovered() {
+        // A kill after the header and target (1), after the payload but before the commit word (2), in a
+        // file whose bytes further on are not zero (a recycled file's previous life): recovery keeps the
+        // record before, and cuts exactly what was written of the unfinished one.
+        let body = b"m v=1 1\nm v=2 2\n";
+        for (case, stop_after_payload) in [("header", false), ("payload", true)] {
+            let d = Dir::new(&format!("cut-whole-{case}"));
+            {
+                let (mut log, _) = open(&d.0, 1 << 16);
+                log.append_record(b"db=a", Whole::new(body, 2, false), None).unwrap();
+                let tail = log.segments.back_mut().unwrap();
+                let end = tail.end;
+                tail.write_at(&[0x5a; 4096], end + TERMINATOR).unwrap();
+                log.begin_flagged(b"db=b", 0, true).unwrap();
+                if stop_after_payload {
+                    let sum = PayloadCrc::of(Whole::new(body, 2, false)).crc;
+                    log.write_in(&[body], body.len(), &sum).unwrap();
+                }
+                std::mem::forget(log);
+            }
+            let (mut log, rec) = open(&d.0, 1 << 16);
+            let written = RECORD_HEADER + 4 + if stop_after_payload { body.len() } else { 0 };
+            assert_eq!((rec.records, rec.cut_bytes), (1, written as u64), "{case}: {:?}", rec.problems);
+            assert_eq!(drain(&mut log), vec![("db=a".to_string(), String::from_utf8_lossy(body).into_owned())]);
+        }
     }
 
     #[test]

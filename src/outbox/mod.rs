@@ -285,7 +285,8 @@ impl Outbox {
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
         let begun = log.records_begun();
-        // On error the record begun for it was erased: it is not a batch the lag board waits for.
+        // On error no record was kept for it (none begun, or the one begun erased): it is not a batch the lag
+        // board waits for.
         log.append_record(target, w, crc)?;
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, target, Instant::now());

@@ -210,7 +210,7 @@ impl Segment {
         self.read = HEADER_LEN;
         self.holes.clear();
         // Records of the old life beyond `end` are never read (`slot_at` stops at `end`); the new ones
-        // are written into this mapping.
+        // are written over them (through this mapping, or through the file for whole records).
         self.trusted = true;
         self.write_header();
         Ok(self)
