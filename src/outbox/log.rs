@@ -51,8 +51,6 @@ pub struct OpenRecord {
     /// Offset of the record in the tail segment.
     start: usize,
     target_len: usize,
-    /// The target's bytes, kept for the sender once sealed (see `Sealed::target`).
-    target: Box<[u8]>,
     /// The record's flags (`FLAG_GZIP`).
     flags: u8,
     /// Payload bytes appended so far.
@@ -192,11 +190,6 @@ pub struct Log {
 struct Sealed {
     seq: u64,
     off: usize,
-    /// The record's target, as stored in its header. With this and the places below, sending the
-    /// record reads nothing of it through the mapping: a plain connection sends it with `sendfile`, and
-    /// a page of a whole record (written with `pwrite`) is then never mapped in, for reading or
-    /// writing, nor unmapped again.
-    target: Box<[u8]>,
     /// Where its payload is in its segment.
     payload: (usize, usize),
     lines: u64,
@@ -208,7 +201,7 @@ struct Sealed {
     considered: bool,
 }
 
-/// Sealed records remembered (about 100 bytes each, and the target); beyond, through a long outage, the sender
+/// Sealed records remembered (about 80 bytes each); beyond, through a long outage, the sender
 /// counts their lines and compresses them when it sends them.
 const SEALED_KEPT: usize = 8192;
 
@@ -395,7 +388,6 @@ impl Log {
         self.open = Some(OpenRecord {
             start,
             target_len: target.len(),
-            target: target.into(),
             flags,
             len: 0,
             committed: 0,
@@ -615,7 +607,6 @@ impl Log {
             self.sealed.push_back(Sealed {
                 seq: tail.seq,
                 off: open.start,
-                target: open.target,
                 payload: (payload, payload + open.committed),
                 lines: open.lines as u64,
                 stored_gzip: open.flags & FLAG_GZIP != 0,
@@ -706,24 +697,6 @@ impl Log {
             {
                 return Some(cached);
             }
-            let off = seg.skip_holes(seg.read);
-            if let Some(s) = self.sealed.front()
-                && (s.seq, s.off) == (seg.seq, off)
-                && off < limit
-            {
-                // Sealed by this run: its place is known without reading its header.
-                let target = (off + RECORD_HEADER, off + RECORD_HEADER + s.target.len());
-                let front = Front {
-                    seq: seg.seq,
-                    off,
-                    target,
-                    payload: s.payload,
-                    next: segment::align8(s.payload.1),
-                    gzip: s.stored_gzip,
-                };
-                self.front_cache = Some(front);
-                return Some(front);
-            }
             let (off, slot) = seg.slot_at(seg.read);
             if off < limit {
                 match slot {
@@ -765,14 +738,14 @@ impl Log {
     /// Lines (points) of `front`: a gzip record says; one this run sealed is remembered; else its
     /// newlines are counted.
     pub fn record_lines(&self, front: &Front) -> u64 {
-        if let Some(s) = self.sealed_front(front) {
-            return s.lines;
-        }
         if front.gzip {
             let count = self.stored_payload(front).get(..GZIP_LINES_LEN).and_then(|c| c.try_into().ok());
             return count.map_or(0, u64::from_le_bytes);
         }
-        memchr::memchr_iter(b'\n', self.record(front).1).count() as u64
+        match self.sealed_front(front) {
+            Some(s) => s.lines,
+            None => memchr::memchr_iter(b'\n', self.record(front).1).count() as u64,
+        }
     }
 
     /// The payload of `front` gzipped at `level`, when it was compressed at its seal.
@@ -805,9 +778,8 @@ impl Log {
     pub fn record(&self, front: &Front) -> (&[u8], &[u8]) {
         let payload = self.stored_payload(front);
         let payload = if front.gzip { payload.get(GZIP_LINES_LEN..).unwrap_or(&[]) } else { payload };
-        let target = match (self.sealed_front(front), self.segments.front()) {
-            (Some(s), _) => Some(&s.target[..]),
-            (None, Some(seg)) if seg.seq == front.seq => seg.bytes().get(front.target.0..front.target.1),
+        let target = match self.segments.front() {
+            Some(seg) if seg.seq == front.seq => seg.bytes().get(front.target.0..front.target.1),
             _ => None,
         };
         (target.unwrap_or(&[]), payload)
@@ -1062,78 +1034,6 @@ mod tests {
         assert_eq!((rec.records, rec.cut_bytes), (51, 0), "{:?}", rec.problems);
         let sent = drain(&mut log);
         assert!(sent.len() == 51 && sent.iter().all(|(t, p)| t == "db=a" && p.as_bytes() == body));
-    }
-
-    /// Fills `log` with records of every kind: line by line, whole, whole gzip.
-    fn mixed_records(log: &mut Log) {
-        log.begin(b"db=lines").unwrap();
-        line(log, "m v=1 1");
-        line(log, "m v=2 2");
-        log.seal();
-        log.append_record(b"db=whole", Whole::new(b"m v=3 3\nm v=4 4\nm v=5 5\n", 3, false), None).unwrap();
-        log.append_record(b"db=gz", Whole::new(b"\x1f\x8b members", 7, true), None).unwrap();
-        log.begin(b"db=lines").unwrap();
-        line(log, "m v=6 6");
-        log.seal();
-    }
-
-    /// What sending each record of `log` sees: where it is, its target and payload, its lines.
-    fn sent(log: &mut Log) -> Vec<(Front, Vec<u8>, Vec<u8>, u64)> {
-        let mut out = Vec::new();
-        while let Some(f) = log.front() {
-            let (t, p) = log.record(&f);
-            out.push((f, t.to_vec(), p.to_vec(), log.record_lines(&f)));
-            log.ack(&f);
-        }
-        out
-    }
-
-    #[test]
-    fn records_sealed_by_this_run_are_sent_as_their_headers_say() {
-        // The sender takes a record this run sealed from what was kept of it, not from its header:
-        // the same records read back by a later run from their headers must look the same.
-        let (a, b) = (Dir::new("kept-a"), Dir::new("kept-b"));
-        let (mut kept, _) = open(&a.0, 1 << 16);
-        mixed_records(&mut kept);
-        let from_kept = sent(&mut kept);
-        {
-            let (mut log, _) = open(&b.0, 1 << 16);
-            mixed_records(&mut log);
-            std::mem::forget(log);
-        }
-        let (mut read, rec) = open(&b.0, 1 << 16);
-        assert_eq!(rec.records, 4);
-        assert!(read.sealed.is_empty(), "recovered records are read from their headers");
-        assert_eq!(from_kept, sent(&mut read));
-        let targets: Vec<&[u8]> = from_kept.iter().map(|r| &r.1[..]).collect();
-        assert_eq!(targets, [&b"db=lines"[..], b"db=whole", b"db=gz", b"db=lines"]);
-        assert_eq!(from_kept.iter().map(|r| r.3).collect::<Vec<_>>(), [2, 3, 7, 1]);
-    }
-
-    #[test]
-    fn whole_records_are_sent_without_faulting_in_the_mapping() {
-        // What a plain connection needs to send a whole record (its place, target, line count and the
-        // file to `sendfile` from) and to acknowledge it is known without reading its pages.
-        let d = Dir::new("send-no-faults");
-        let body = b"cpu,host=a usage=1.5 1700000000000000000\n".repeat(1000);
-        let (mut log, _) = open(&d.0, 8 << 20);
-        for _ in 0..51 {
-            log.append_record(b"db=a", Whole::new(&body, 1000, false), None).unwrap();
-        }
-        let send = |log: &mut Log| {
-            let f = log.front().unwrap();
-            let lent = log.lent_payload(&f);
-            assert!(lent.file.is_some() && lent.bytes.len() == body.len());
-            assert_eq!((log.record(&f).0, log.record_lines(&f)), (&b"db=a"[..], 1000));
-            log.ack(&f);
-        };
-        send(&mut log);
-        let before = thread_faults();
-        for _ in 0..50 {
-            send(&mut log);
-        }
-        let faults = thread_faults() - before;
-        assert!(faults < 10, "{faults} page faults for 50 records");
     }
 
     #[test]
