@@ -408,13 +408,25 @@ impl Log {
         if !self.fits(total) {
             return self.append_in_new_segment(parts, total);
         }
-        self.copy_in(parts, total);
+        self.copy_in(parts, total, 1);
         Ok(())
+    }
+
+    /// Appends `lines` lines that lie one after the other in `run`, each with its newline, to the open
+    /// record in one copy, if they fit in the tail segment; whether they did (if not, nothing is
+    /// appended, and [`Log::append`] line by line continues the record in a new segment).
+    #[inline]
+    pub fn append_run(&mut self, run: &[u8], lines: usize) -> bool {
+        if !self.fits(run.len()) {
+            return false;
+        }
+        self.copy_in(&[run], run.len(), lines);
+        true
     }
 
     /// The open record can take `total` more bytes in the tail segment, padding included.
     #[inline]
-    fn fits(&self, total: usize) -> bool {
+    pub(super) fn fits(&self, total: usize) -> bool {
         match (&self.open, self.segments.back()) {
             (Some(open), Some(tail)) => open.start + record_len(open.target_len, open.len + total) <= tail.size,
             _ => false,
@@ -422,7 +434,7 @@ impl Log {
     }
 
     #[inline]
-    fn copy_in(&mut self, parts: &[&[u8]], total: usize) {
+    fn copy_in(&mut self, parts: &[&[u8]], total: usize, lines: usize) {
         let (Some(open), Some(tail)) = (&mut self.open, self.segments.back_mut()) else {
             return;
         };
@@ -434,7 +446,7 @@ impl Log {
         }
         tail.terminate(pos);
         open.len += total;
-        open.lines += 1;
+        open.lines += lines;
     }
 
     #[cold]
@@ -451,7 +463,7 @@ impl Log {
         if !self.fits(total) {
             return Err(AppendError::Io(io::Error::other("line does not fit in a fresh segment")));
         }
-        self.copy_in(parts, total);
+        self.copy_in(parts, total, 1);
         Ok(())
     }
 

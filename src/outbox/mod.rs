@@ -256,6 +256,49 @@ impl Outbox {
     /// Appends one line (its parts are concatenated: text, optional timestamp, newline).
     #[inline]
     pub fn append_line(&mut self, parts: &[&[u8]]) -> Result<(), AppendError> {
+        self.append_to_open(|log| log.append(parts).map(|()| 1)).map(|_| ())
+    }
+
+    /// Appends lines that lie one after the other in `run`, each with its newline (`ends[i]`: where
+    /// line `i` ends in `run`), as [`Outbox::append_line`] would one by one: the same bytes, the same
+    /// batches (sealed at `maxrowlimit` lines or [`DEFAULT_BATCH_MAX_BYTES`]), in one copy per batch
+    /// instead of one per line. On error, how many lines were appended before it.
+    pub fn append_lines(&mut self, run: &[u8], ends: &[usize]) -> Result<(), (usize, AppendError)> {
+        let max_rows = self.backend.max_row_limit;
+        let mut done = 0;
+        while done < ends.len() {
+            let from = if done == 0 { 0 } else { ends[done - 1] };
+            let taken = self.append_to_open(|log| {
+                // The open batch takes lines while it has fewer than `max_rows` and is under its byte
+                // limit before each (as when they come one by one), and as many as the segment holds.
+                let (lines, len) = log.open_record().map_or((0, 0), |o| (o.lines, o.payload_len()));
+                let room = DEFAULT_BATCH_MAX_BYTES.saturating_sub(len);
+                let rest = &ends[done..];
+                let by_bytes = 1 + rest[..rest.len() - 1].partition_point(|&e| e - from < room);
+                let want = &rest[..by_bytes.min(max_rows.saturating_sub(lines)).max(1)];
+                let fit = want.partition_point(|&e| log.fits(e - from));
+                if fit == 0 {
+                    // Not even the first line fits: it goes on in a new segment, the way single lines do.
+                    return log.append(&[&run[from..rest[0]]]).map(|()| 1);
+                }
+                log.append_run(&run[from..want[fit - 1]], fit);
+                Ok(fit)
+            });
+            match taken {
+                Ok(n) => done += n,
+                Err(e) => return Err((done, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `append` on the own log with a record open for the current target (begun if none is), then
+    /// seals that record if it is full; `append` says how many lines it appended.
+    #[inline]
+    fn append_to_open(
+        &mut self,
+        append: impl FnOnce(&mut Log) -> Result<usize, AppendError>,
+    ) -> Result<usize, AppendError> {
         let max_rows = self.backend.max_row_limit;
         let last = self.logs.len() - 1;
         let log = &mut self.logs[last];
@@ -263,18 +306,18 @@ impl Outbox {
         if log.open_record().is_none() {
             log.begin(&self.target)?;
         }
-        let appended = log.append(parts);
+        let appended = append(log);
         // A batch begins here, or inside `append` when the segment is full: either way, once per batch.
         for _ in begun..log.records_begun() {
             self.lag.begun(&self.backend.state.lag, &self.target, Instant::now());
         }
-        appended?;
+        let n = appended?;
         if let Some(open) = log.open_record()
             && (open.lines >= max_rows || open.payload_len() >= DEFAULT_BATCH_MAX_BYTES)
         {
             log.seal();
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Appends a request's lines as a batch of their own, sealed at once: `payload` holds `lines`
@@ -413,5 +456,99 @@ impl Outbox {
     /// Sealed batches not yet acknowledged, parked ones included.
     pub fn pending_records(&self) -> u64 {
         self.logs.iter().chain(self.parked.iter().map(|p| &p.log)).map(Log::pending_records).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RawConfig};
+    use crate::upstream::Registry;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An outbox of a backend with `maxrowlimit` rows, in a fresh directory with segments of `segment_bytes`.
+    fn outbox(name: &str, max_rows: usize, segment_bytes: usize) -> (Outbox, Dir) {
+        let json = format!(
+            r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
+                "BACKENDS": {{"b": {{"url": "http://127.0.0.1:9", "maxrowlimit": "{max_rows}", "interval": "60000"}}}},
+                "KEYMAPS": {{"_default_": ["b"]}}}}"#
+        );
+        let config = Config::build(RawConfig::from_json(&json).unwrap(), "l1", &Registry::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("ifxp-outbox-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = LogOptions { data_dir: dir.clone(), worker: 0, threads: 1, segment_bytes, sync: SyncPolicy::Never };
+        let (outbox, _) = Outbox::open(config.backends[0].clone(), Token(0), &opts).unwrap();
+        (outbox, Dir(dir))
+    }
+
+    /// Every record the outbox would send: its target, payload and line count.
+    fn records(outbox: &mut Outbox) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        let log = outbox.own();
+        log.seal();
+        let mut out = Vec::new();
+        while let Some(f) = log.front() {
+            let (target, payload) = log.record(&f);
+            out.push((target.to_vec(), payload.to_vec(), log.record_lines(&f)));
+            log.ack(&f);
+        }
+        out
+    }
+
+    #[test]
+    fn a_run_of_lines_makes_the_batches_its_lines_make_one_by_one() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut below = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        // (maxrowlimit, segment size, lines): batches cut by rows and by segments (a line longer than a
+        // segment among them), then by DEFAULT_BATCH_MAX_BYTES.
+        for (case, (max_rows, segment_bytes, count)) in
+            [(7, 4096, 3000), (1_000_000, 16 << 20, 90_000)].into_iter().enumerate()
+        {
+            let lines: Vec<Vec<u8>> = (0..count)
+                .map(|i| {
+                    let len = if i == 1234 { 6000 } else { 20 + below(200) as usize };
+                    let mut l = format!("m{i},t=v f={} ", "1".repeat(len)).into_bytes();
+                    l.extend_from_slice(format!("{}\n", 1_700_000_000_000_000_000u64 + i as u64).as_bytes());
+                    l
+                })
+                .collect();
+            let (mut one_by_one, _d1) = outbox(&format!("{case}-lines"), max_rows, segment_bytes);
+            let (mut runs, _d2) = outbox(&format!("{case}-runs"), max_rows, segment_bytes);
+            for (request, chunk) in lines.chunks(1000).enumerate() {
+                one_by_one.enter_request(request as u64, b"db=x");
+                runs.enter_request(request as u64, b"db=x");
+                for line in chunk {
+                    one_by_one.append_line(&[line]).unwrap();
+                }
+                // Runs of random lengths, as the lines of a body fall into them.
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let (run, after) = rest.split_at((1 + below(400) as usize).min(rest.len()));
+                    let ends: Vec<usize> =
+                        run.iter().scan(0, |end, l| Some(*end + l.len()).inspect(|e| *end = *e)).collect();
+                    runs.append_lines(&run.concat(), &ends).unwrap();
+                    rest = after;
+                }
+                one_by_one.finish_request(0, 0);
+                runs.finish_request(0, 0);
+            }
+            let (a, b) = (records(&mut one_by_one), records(&mut runs));
+            assert!(a.len() > 2, "case {case}: {} batches", a.len());
+            assert_eq!(a.len(), b.len(), "case {case}: batch count");
+            for (k, (a, b)) in a.iter().zip(&b).enumerate() {
+                assert!(a == b, "case {case}: batch {k} differs ({} and {} lines)", a.2, b.2);
+            }
+            assert_eq!(b.iter().map(|r| r.2).sum::<u64>(), count as u64);
+        }
     }
 }

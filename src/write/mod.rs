@@ -46,6 +46,8 @@ pub struct Scratch {
     lines: Vec<u64>,
     bytes: Vec<u64>,
     targets: Vec<Option<String>>,
+    /// Where each line of a run ends (see `OpenBatches::line`).
+    run_ends: Vec<usize>,
     /// Unroutable measurement names already logged by this worker (bounded).
     logged_unrouted: std::collections::HashSet<Vec<u8>>,
 }
@@ -443,7 +445,7 @@ fn store_lines(
 ) -> Tally {
     let request = p.request;
     let n = config.backends.len();
-    let Scratch { measurement, routes, lines, bytes, targets, logged_unrouted, .. } = scratch;
+    let Scratch { measurement, routes, lines, bytes, targets, run_ends, logged_unrouted, .. } = scratch;
     lines.clear();
     lines.resize(n, 0);
     bytes.clear();
@@ -451,14 +453,15 @@ fn store_lines(
     targets.clear();
     targets.resize(n, None);
     routes.clear();
-    let mut open = OpenBatches { config, p, lines, bytes, targets };
+    run_ends.clear();
+    let mut open = OpenBatches { config, p, body, lines, bytes, targets, run: None, run_ends };
 
     let mut tally = Tally::default();
     let checked_len = checked.map_or(0, |(_, len)| len);
     if let Some((route, len)) = checked {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', &body[..len]) {
-            open.append(outboxes, &mut tally, route, &[&body[start..=end]]);
+            open.line(outboxes, &mut tally, route, start..end + 1);
             start = end + 1;
         }
     }
@@ -479,15 +482,21 @@ fn store_lines(
             note_unrouted(&mut tally.unrouted, logged_unrouted, m);
             continue;
         };
-        // One copy where the body holds the line as it is stored; else text, receive time, newline.
+        // Stored as the body holds it where it can be (with its timestamp and newline): with the lines
+        // around it; else text, receive time, newline.
         match line.with_newline.filter(|_| line.has_timestamp) {
-            Some(whole) => open.append(outboxes, &mut tally, route, &[whole]),
+            Some(whole) => {
+                let at = whole.as_ptr().addr() - body.as_ptr().addr();
+                open.line(outboxes, &mut tally, route, at..at + whole.len());
+            }
             None => {
+                open.end_run(outboxes, &mut tally);
                 let stamp: &[u8] = if line.has_timestamp { b"" } else { ts };
                 open.append(outboxes, &mut tally, route, &[line.text, stamp, b"\n"]);
             }
         }
     }
+    open.end_run(outboxes, &mut tally);
 
     for b in 0..n {
         if let Some(outbox) = outboxes.of(b)
@@ -499,35 +508,105 @@ fn store_lines(
     tally
 }
 
+/// Most lines of a run: `run_ends` stays small whatever the body.
+const RUN_LINES: usize = 4096;
+
 /// The open batches a request's lines go into, and what each backend took of them.
+///
+/// Lines stored as the body holds them, one right after the other and for the same route, make a run,
+/// appended to each outbox in one go when a line that does not continue it comes (one copy per batch
+/// instead of one per line and backend).
 struct OpenBatches<'s> {
     config: &'s Config,
     p: &'s WriteParams<'s>,
+    body: &'s [u8],
     /// Lines and bytes per config backend index, for this request.
     lines: &'s mut [u64],
     bytes: &'s mut [u64],
     /// The batch target (`db=..`) per backend, made the first time a line goes there.
     targets: &'s mut [Option<String>],
+    /// The run being gathered: its route and where it lies in `body`; `run_ends`: where each of its
+    /// lines ends, from the run's start.
+    run: Option<(RouteId, std::ops::Range<usize>)>,
+    run_ends: &'s mut Vec<usize>,
 }
 
 impl OpenBatches<'_> {
+    /// Takes the line at `at` in the body (with its timestamp and newline) for `route`: it joins the
+    /// run if it continues it, else the run is appended and a new one starts with it.
+    #[inline]
+    fn line(&mut self, outboxes: &mut Outboxes, tally: &mut Tally, route: RouteId, at: std::ops::Range<usize>) {
+        match &mut self.run {
+            Some((r, run)) if *r == route && run.end == at.start && self.run_ends.len() < RUN_LINES => {
+                run.end = at.end;
+                self.run_ends.push(at.end - run.start);
+            }
+            _ => {
+                self.end_run(outboxes, tally);
+                self.run_ends.push(at.len());
+                self.run = Some((route, at));
+            }
+        }
+    }
+
+    /// Appends the run gathered so far, if any, to the open batch of each backend of its route, and
+    /// counts each of its lines stored if one took it, refused if none did.
+    fn end_run(&mut self, outboxes: &mut Outboxes, tally: &mut Tally) {
+        let Some((route, run)) = self.run.take() else {
+            return;
+        };
+        let (config, ends) = (self.config, std::mem::take(self.run_ends));
+        // Each backend takes the run's first lines, all of them unless its disk fails: a line is stored if
+        // the backend that took the most took it.
+        let mut stored = 0;
+        for &b in config.routes.backends(route) {
+            let b = usize::from(b);
+            let Some(outbox) = self.enter(outboxes, b) else {
+                continue;
+            };
+            let took = match outbox.append_lines(&self.body[run.clone()], &ends) {
+                Ok(()) => ends.len(),
+                Err((took, e)) => {
+                    tally.disk_error(config, b, outbox, (ends.len() - took) as u64, e);
+                    took
+                }
+            };
+            if took > 0 {
+                self.lines[b] += took as u64;
+                self.bytes[b] += ends[took - 1] as u64;
+            }
+            stored = stored.max(took);
+        }
+        tally.stored += stored as u64;
+        tally.refused += (ends.len() - stored) as u64;
+        *self.run_ends = ends;
+        self.run_ends.clear();
+    }
+
+    /// The outbox of backend `b`, told of this request when it is the first line going there.
+    #[inline]
+    fn enter<'o>(&mut self, outboxes: &'o mut Outboxes, b: usize) -> Option<&'o mut crate::outbox::Outbox> {
+        let (config, p) = (self.config, self.p);
+        let outbox = outboxes.of(b)?;
+        if outbox.current_request() != p.request {
+            let t = self.targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
+            outbox.enter_request(p.request, t.as_bytes());
+        }
+        Some(outbox)
+    }
+
     /// Appends one line (`parts` joined) to the open batch of each backend of `route`, and counts it
     /// stored if one took it, refused if none did.
     #[inline]
     fn append(&mut self, outboxes: &mut Outboxes, tally: &mut Tally, route: RouteId, parts: &[&[u8]]) {
-        let (config, p) = (self.config, self.p);
+        let config = self.config;
         let size = parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let mut taken = false;
         for &b in config.routes.backends(route) {
             let b = usize::from(b);
-            let Some(outbox) = outboxes.of(b) else {
+            let Some(outbox) = self.enter(outboxes, b) else {
                 continue;
             };
-            if outbox.current_request() != p.request {
-                let t =
-                    self.targets[b].get_or_insert_with(|| target(config.backends[b].db.as_deref().unwrap_or(p.db), p));
-                outbox.enter_request(p.request, t.as_bytes());
-            }
             match outbox.append_line(parts) {
                 Ok(()) => {
                     taken = true;
