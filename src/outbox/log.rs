@@ -414,7 +414,8 @@ impl Log {
 
     /// Appends `lines` lines that lie one after the other in `run`, each with its newline, to the open
     /// record in one copy, if they fit in the tail segment; whether they did (if not, nothing is
-    /// appended, and [`Log::append`] line by line continues the record in a new segment).
+    /// appended: the caller takes fewer, or gives the first line to [`Log::append`], which continues the
+    /// record in a new segment).
     #[inline]
     pub fn append_run(&mut self, run: &[u8], lines: usize) -> bool {
         if !self.fits(run.len()) {

@@ -262,8 +262,9 @@ impl Outbox {
     /// Appends lines that lie one after the other in `run`, each with its newline (`ends[i]`: where
     /// line `i` ends in `run`), as [`Outbox::append_line`] would one by one: the same bytes, the same
     /// batches (sealed at `maxrowlimit` lines or [`DEFAULT_BATCH_MAX_BYTES`]), in one copy per batch
-    /// instead of one per line. On error, how many lines were appended before it.
-    pub fn append_lines(&mut self, run: &[u8], ends: &[usize]) -> Result<(), (usize, AppendError)> {
+    /// instead of one per line. A line that cannot be stored (disk limit, file error) is pushed to
+    /// `failed` with its error, and the lines after it are still tried, as one by one.
+    pub fn append_lines(&mut self, run: &[u8], ends: &[usize], failed: &mut Vec<(usize, AppendError)>) {
         let max_rows = self.backend.max_row_limit;
         let mut done = 0;
         while done < ends.len() {
@@ -281,15 +282,19 @@ impl Outbox {
                     // Not even the first line fits: it goes on in a new segment, the way single lines do.
                     return log.append(&[&run[from..rest[0]]]).map(|()| 1);
                 }
-                log.append_run(&run[from..want[fit - 1]], fit);
+                let appended = log.append_run(&run[from..want[fit - 1]], fit);
+                debug_assert!(appended, "the lines were found to fit");
                 Ok(fit)
             });
             match taken {
                 Ok(n) => done += n,
-                Err(e) => return Err((done, e)),
+                // Nothing of this pass was appended: its first line is lost, the next one is tried.
+                Err(e) => {
+                    failed.push((done, e));
+                    done += 1;
+                }
             }
         }
-        Ok(())
     }
 
     /// Runs `append` on the own log with a record open for the current target (begun if none is), then
@@ -472,11 +477,13 @@ mod tests {
         }
     }
 
-    /// An outbox of a backend with `maxrowlimit` rows, in a fresh directory with segments of `segment_bytes`.
-    fn outbox(name: &str, max_rows: usize, segment_bytes: usize) -> (Outbox, Dir) {
+    /// An outbox of a backend of its own with `maxrowlimit` rows and `maxdisk` bytes, in a fresh directory
+    /// with segments of `segment_bytes`.
+    fn outbox(name: &str, max_rows: usize, max_disk: u64, segment_bytes: usize) -> (Outbox, Dir) {
         let json = format!(
             r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
-                "BACKENDS": {{"b": {{"url": "http://127.0.0.1:9", "maxrowlimit": "{max_rows}", "interval": "60000"}}}},
+                "BACKENDS": {{"b": {{"url": "http://127.0.0.1:9", "maxrowlimit": "{max_rows}",
+                                   "maxdisk": "{max_disk}", "interval": "60000"}}}},
                 "KEYMAPS": {{"_default_": ["b"]}}}}"#
         );
         let config = Config::build(RawConfig::from_json(&json).unwrap(), "l1", &Registry::default()).unwrap();
@@ -509,11 +516,11 @@ mod tests {
             x ^= x << 17;
             x % n
         };
-        // (maxrowlimit, segment size, lines): batches cut by rows and by segments (a line longer than a
-        // segment among them), then by DEFAULT_BATCH_MAX_BYTES.
-        for (case, (max_rows, segment_bytes, count)) in
-            [(7, 4096, 3000), (1_000_000, 16 << 20, 90_000)].into_iter().enumerate()
-        {
+        // (maxrowlimit, maxdisk, segment size, lines): batches cut by rows and by segments (a line longer
+        // than a segment among them), by DEFAULT_BATCH_MAX_BYTES, and lines refused for maxdisk (those
+        // that need a new segment once the backlog is full; shorter ones after them still fit).
+        let cases = [(7, u64::MAX, 4096, 3000), (1_000_000, u64::MAX, 16 << 20, 90_000), (50, 16_384, 4096, 3000)];
+        for (case, (max_rows, max_disk, segment_bytes, count)) in cases.into_iter().enumerate() {
             let lines: Vec<Vec<u8>> = (0..count)
                 .map(|i| {
                     let len = if i == 1234 { 6000 } else { 20 + below(200) as usize };
@@ -522,33 +529,42 @@ mod tests {
                     l
                 })
                 .collect();
-            let (mut one_by_one, _d1) = outbox(&format!("{case}-lines"), max_rows, segment_bytes);
-            let (mut runs, _d2) = outbox(&format!("{case}-runs"), max_rows, segment_bytes);
+            let (mut one_by_one, _d1) = outbox(&format!("{case}-lines"), max_rows, max_disk, segment_bytes);
+            let (mut runs, _d2) = outbox(&format!("{case}-runs"), max_rows, max_disk, segment_bytes);
+            let (mut lost_one_by_one, mut lost_in_runs) = (Vec::new(), Vec::new());
             for (request, chunk) in lines.chunks(1000).enumerate() {
+                let first = request * 1000;
                 one_by_one.enter_request(request as u64, b"db=x");
                 runs.enter_request(request as u64, b"db=x");
-                for line in chunk {
-                    one_by_one.append_line(&[line]).unwrap();
+                for (i, line) in chunk.iter().enumerate() {
+                    if one_by_one.append_line(&[line]).is_err() {
+                        lost_one_by_one.push(first + i);
+                    }
                 }
                 // Runs of random lengths, as the lines of a body fall into them.
-                let mut rest = chunk;
-                while !rest.is_empty() {
-                    let (run, after) = rest.split_at((1 + below(400) as usize).min(rest.len()));
+                let mut at = 0;
+                while at < chunk.len() {
+                    let run = &chunk[at..(at + 1 + below(400) as usize).min(chunk.len())];
                     let ends: Vec<usize> =
                         run.iter().scan(0, |end, l| Some(*end + l.len()).inspect(|e| *end = *e)).collect();
-                    runs.append_lines(&run.concat(), &ends).unwrap();
-                    rest = after;
+                    let mut failed = Vec::new();
+                    runs.append_lines(&run.concat(), &ends, &mut failed);
+                    lost_in_runs.extend(failed.iter().map(|(i, _)| first + at + i));
+                    at += run.len();
                 }
                 one_by_one.finish_request(0, 0);
                 runs.finish_request(0, 0);
             }
+            assert_eq!(lost_one_by_one, lost_in_runs, "case {case}: lines refused");
+            let refused = lost_in_runs.len();
+            assert_eq!(refused == 0, max_disk == u64::MAX, "case {case}: {refused} lines refused");
             let (a, b) = (records(&mut one_by_one), records(&mut runs));
             assert!(a.len() > 2, "case {case}: {} batches", a.len());
             assert_eq!(a.len(), b.len(), "case {case}: batch count");
             for (k, (a, b)) in a.iter().zip(&b).enumerate() {
                 assert!(a == b, "case {case}: batch {k} differs ({} and {} lines)", a.2, b.2);
             }
-            assert_eq!(b.iter().map(|r| r.2).sum::<u64>(), count as u64);
+            assert_eq!(b.iter().map(|r| r.2).sum::<u64>(), (count - refused) as u64);
         }
     }
 }

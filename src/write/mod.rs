@@ -432,7 +432,8 @@ fn store_whole(
     tally
 }
 
-/// Stores the lines of `body` one by one into the open batch of each of their backends. `checked`: the
+/// Stores the lines of `body` into the open batch of each of their backends, a run of lines at a time
+/// where they allow it (see [`OpenBatches`]), else one by one. `checked`: the
 /// body's first bytes are already known to be good lines with timestamps for this route
 /// ([`Batch::Begins`]).
 fn store_lines(
@@ -513,9 +514,11 @@ const RUN_LINES: usize = 4096;
 
 /// The open batches a request's lines go into, and what each backend took of them.
 ///
-/// Lines stored as the body holds them, one right after the other and for the same route, make a run,
-/// appended to each outbox in one go when a line that does not continue it comes (one copy per batch
-/// instead of one per line and backend).
+/// Lines stored as the body holds them (timestamp and newline included), one right after the other and
+/// for the same route, make a run of up to [`RUN_LINES`], appended to each outbox in one go when a line
+/// that does not continue it comes (one copy per batch instead of one per line and backend). A line
+/// stored otherwise (receive time added, `\r\n`, no newline at the end of the body), one for another
+/// route, or anything skipped in between (blank, comment, bad or unrouted lines) ends a run.
 struct OpenBatches<'s> {
     config: &'s Config,
     p: &'s WriteParams<'s>,
@@ -550,35 +553,41 @@ impl OpenBatches<'_> {
     }
 
     /// Appends the run gathered so far, if any, to the open batch of each backend of its route, and
-    /// counts each of its lines stored if one took it, refused if none did.
+    /// counts each of its lines stored if one backend took it, refused if none did.
     fn end_run(&mut self, outboxes: &mut Outboxes, tally: &mut Tally) {
         let Some((route, run)) = self.run.take() else {
             return;
         };
         let (config, ends) = (self.config, std::mem::take(self.run_ends));
-        // Each backend takes the run's first lines, all of them unless its disk fails: a line is stored if
-        // the backend that took the most took it.
-        let mut stored = 0;
+        let n = ends.len();
+        // Lines a backend could not store (its disk), and how many backends lost each: only made when one
+        // did. A line is stored if one backend took it.
+        let (mut failed, mut lost_by) = (Vec::new(), Vec::<u16>::new());
+        let mut tried = 0;
         for &b in config.routes.backends(route) {
             let b = usize::from(b);
             let Some(outbox) = self.enter(outboxes, b) else {
                 continue;
             };
-            let took = match outbox.append_lines(&self.body[run.clone()], &ends) {
-                Ok(()) => ends.len(),
-                Err((took, e)) => {
-                    tally.disk_error(config, b, outbox, (ends.len() - took) as u64, e);
-                    took
-                }
-            };
-            if took > 0 {
-                self.lines[b] += took as u64;
-                self.bytes[b] += ends[took - 1] as u64;
+            tried += 1;
+            outbox.append_lines(&self.body[run.clone()], &ends, &mut failed);
+            let (mut lines, mut bytes) = (n as u64, ends[n - 1] as u64);
+            for (i, e) in failed.drain(..) {
+                tally.disk_error(config, b, outbox, 1, e);
+                lost_by.resize(n, 0);
+                lost_by[i] += 1;
+                lines -= 1;
+                bytes -= (ends[i] - if i == 0 { 0 } else { ends[i - 1] }) as u64;
             }
-            stored = stored.max(took);
+            self.lines[b] += lines;
+            self.bytes[b] += bytes;
         }
-        tally.stored += stored as u64;
-        tally.refused += (ends.len() - stored) as u64;
+        let refused = match tried {
+            0 => n,
+            _ => lost_by.iter().filter(|&&k| k == tried).count(),
+        };
+        tally.stored += (n - refused) as u64;
+        tally.refused += refused as u64;
         *self.run_ends = ends;
         self.run_ends.clear();
     }
