@@ -558,6 +558,12 @@ mod tests {
             assert_eq!(lost_one_by_one, lost_in_runs, "case {case}: lines refused");
             let refused = lost_in_runs.len();
             assert_eq!(refused == 0, max_disk == u64::MAX, "case {case}: {refused} lines refused");
+            // The runs' records as a restart finds them: their checksums hold.
+            runs.own().seal();
+            let (backend, opts) = (runs.backend.clone(), runs.opts.clone());
+            drop(runs);
+            let (mut runs, recovery) = Outbox::open(backend, Token(0), &opts).unwrap();
+            assert!(recovery.problems.is_empty() && recovery.cut_bytes == 0, "case {case}: {:?}", recovery.problems);
             let (a, b) = (records(&mut one_by_one), records(&mut runs));
             assert!(a.len() > 2, "case {case}: {} batches", a.len());
             assert_eq!(a.len(), b.len(), "case {case}: batch count");
