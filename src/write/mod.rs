@@ -731,6 +731,69 @@ mod tests {
     }
 
     #[test]
+    fn a_line_counts_as_stored_when_one_replica_takes_it() {
+        use crate::cli::SyncPolicy;
+        use crate::config::RawConfig;
+        use crate::outbox::LogOptions;
+        use crate::upstream::Registry;
+        use std::sync::atomic::Ordering::Relaxed;
+        // Backend a may hold 128 KiB of backlog (nothing is sent here, so it fills up); b takes everything.
+        // `limited`: b is as small as a.
+        let run = |limited: bool| {
+            let b_disk = if limited { "131072" } else { "1000000000" };
+            let json = format!(
+                r#"{{"NODES": {{"l1": {{"interval": "0"}}}},
+                    "BACKENDS": {{"a": {{"url": "http://127.0.0.1:9", "maxdisk": "131072", "interval": "60000"}},
+                                 "b": {{"url": "http://127.0.0.1:10", "maxdisk": "{b_disk}", "interval": "60000"}}}},
+                    "KEYMAPS": {{"_default_": ["a", "b"]}}}}"#
+            );
+            let registry = Registry::default();
+            let config = Config::build(RawConfig::from_json(&json).unwrap(), "l1", &registry).unwrap();
+            let dir = std::env::temp_dir().join(format!("ifxp-store-{}-{limited}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let opts = LogOptions {
+                data_dir: dir.clone(),
+                worker: 0,
+                threads: 1,
+                segment_bytes: 64 << 10,
+                sync: SyncPolicy::Never,
+            };
+            let mut outboxes = Outboxes::open(&config, opts, &registry);
+            let (mut scratch, stats) = (Scratch::default(), crate::stats::ProxyStats::default());
+            let mut answers = Vec::new();
+            for request in 0..20u64 {
+                // 300 lines of ~100 bytes: stored line by line, in runs.
+                let body: String = (0..300)
+                    .map(|i| format!("m,host=h{i} value={request}{i:050} {}\n", 1_700_000_000_000_000_000u64 + i))
+                    .collect();
+                let p = WriteParams { request: request + 1, db: "x", rp: None, precision: None, gzip: None };
+                answers.push(store(&config, &p, body.as_bytes(), &mut outboxes, &mut scratch, &stats));
+            }
+            // Lines each backend kept, and lost for its disk.
+            let kept = |b: usize| {
+                let c = &config.backends[b].state.counters;
+                (c.lines_in.load(Relaxed), c.dropped_disk.load(Relaxed))
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            (answers, kept(0), kept(1))
+        };
+
+        let (answers, a, b) = run(false);
+        assert!(a.1 > 0 && a.0 + a.1 == 6000, "a kept {} lines and lost {}", a.0, a.1);
+        assert_eq!(b, (6000, 0));
+        for r in &answers {
+            assert_eq!((r.status, r.lines), (204, 300), "{r:?}");
+        }
+
+        // Both full: a line lost by both is refused (503), one either took is stored.
+        let (answers, a, b) = run(true);
+        assert_eq!(a, b, "the same lines fit both");
+        let stored: u64 = answers.iter().map(|r| r.lines).sum();
+        assert!(a.1 > 0 && stored == a.0, "{stored} lines answered stored, a kept {} and lost {}", a.0, a.1);
+        assert!(answers.iter().any(|r| r.status == 503 && r.lines < 300), "{answers:?}");
+    }
+
+    #[test]
     fn targets_are_encoded() {
         let p = WriteParams { request: 1, db: "my db", rp: Some("a&b"), precision: Some("s"), gzip: None };
         assert_eq!(target("my db", &p), "db=my%20db&rp=a%26b&precision=s");
