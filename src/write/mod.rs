@@ -749,10 +749,17 @@ mod tests {
             );
             let registry = Registry::default();
             let config = Config::build(RawConfig::from_json(&json).unwrap(), "l1", &registry).unwrap();
-            let dir = std::env::temp_dir().join(format!("ifxp-store-{}-{limited}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            // Removed when the test ends, failing or not.
+            struct Dir(std::path::PathBuf);
+            impl Drop for Dir {
+                fn drop(&mut self) {
+                    let _ = std::fs::remove_dir_all(&self.0);
+                }
+            }
+            let dir = Dir(std::env::temp_dir().join(format!("ifxp-store-{}-{limited}", std::process::id())));
+            let _ = std::fs::remove_dir_all(&dir.0);
             let opts = LogOptions {
-                data_dir: dir.clone(),
+                data_dir: dir.0.clone(),
                 worker: 0,
                 threads: 1,
                 segment_bytes: 64 << 10,
@@ -774,7 +781,6 @@ mod tests {
                 let c = &config.backends[b].state.counters;
                 (c.lines_in.load(Relaxed), c.dropped_disk.load(Relaxed))
             };
-            let _ = std::fs::remove_dir_all(&dir);
             (answers, kept(0), kept(1))
         };
 
