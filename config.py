@@ -21,8 +21,8 @@ import sys
 # Values may be strings, ints or booleans (True/False are stored as 1/0).
 # Fields (only `url` is required):
 #
-#   url              required  http://host:port of the InfluxDB (no path, no https; put credentials in
-#                              username/password, not in the url)
+#   url              required  http://host[:port] or https://host[:port] of the InfluxDB (no path; put
+#                              credentials in username/password, not in the url)
 #   db               ""        if set, every line sent to this backend goes to this database, whatever
 #                              database the client wrote to
 #   zone             ""        zone of the backend; queries prefer healthy backends of the node's zone
@@ -39,6 +39,10 @@ import sys
 #                              past it, new lines for it are dropped and counted
 #   username         ""        user the proxy authenticates as at this backend
 #   password         ""        its password (needs username)
+#   tlsca            ""        https url only: PEM file of the CA(s) the backend's certificate must chain
+#                              to, instead of the system's trust store
+#   tlsinsecure      0         https url only: 1 = do not verify the backend's certificate (logged as a
+#                              warning at every config load)
 BACKENDS = {
     'local': {
         'url': 'http://127.0.0.1:8086',
@@ -80,6 +84,10 @@ KEYMAPS = {
 #   password      ""        the password clients must present (needs username)
 #   querydeny     ""        comma-separated query rules to enforce on top of the defaults
 #   queryallow    ""        comma-separated query rules to lift (wins over querydeny)
+#   tlscert       ""        PEM certificate chain file: with tlskey, the listener serves https only
+#   tlskey        ""        PEM private key file of tlscert
+#   tlsclientca   ""        PEM file of the CA(s) client certificates must chain to: set, clients
+#                           without such a certificate are refused (needs tlscert and tlskey)
 #
 # Query rules: select_star, select_no_time, select_into, delete, drop, grant, revoke, kill, alter,
 # create, create_user, set_password. Enforced by default: select_star (SELECT *), select_no_time
@@ -103,18 +111,18 @@ DEFAULT_NODE = {
 
 NODE_FIELDS = (
     'listenaddr', 'db', 'zone', 'nexts', 'interval', 'idletimeout', 'writetracing', 'querytracing',
-    'username', 'password', 'querydeny', 'queryallow',
+    'username', 'password', 'querydeny', 'queryallow', 'tlscert', 'tlskey', 'tlsclientca',
 )
 BACKEND_FIELDS = (
     'url', 'db', 'zone', 'interval', 'timeout', 'timeoutquery', 'maxrowlimit', 'checkinterval',
-    'rewriteinterval', 'writeonly', 'gzip', 'maxdisk', 'username', 'password',
+    'rewriteinterval', 'writeonly', 'gzip', 'maxdisk', 'username', 'password', 'tlsca', 'tlsinsecure',
 )
 # Fields holding a whole number >= 0, and those holding a 0/1 flag.
 NUMBER_FIELDS = {
     'interval', 'idletimeout', 'timeout', 'timeoutquery', 'maxrowlimit', 'checkinterval',
     'rewriteinterval', 'gzip', 'maxdisk',
 }
-FLAG_FIELDS = {'writetracing', 'querytracing', 'writeonly'}
+FLAG_FIELDS = {'writetracing', 'querytracing', 'writeonly', 'tlsinsecure'}
 QUERY_RULES = (
     'select_star', 'select_no_time', 'select_into', 'delete', 'drop', 'grant', 'revoke', 'kill',
     'alter', 'create', 'create_user', 'set_password',
@@ -183,6 +191,11 @@ def check_node(where, fields, backends):
     if listen and not re.fullmatch(r'.*:[0-9]{1,5}', listen):
         raise ConfigError('%s: field \'listenaddr\' must be HOST:PORT or :PORT, not %r'
                           % (where, listen))
+    cert, key = fields.get('tlscert', '').strip(), fields.get('tlskey', '').strip()
+    if bool(cert) != bool(key):
+        raise ConfigError('%s: fields \'tlscert\' and \'tlskey\' must be set together' % where)
+    if fields.get('tlsclientca', '').strip() and not cert:
+        raise ConfigError('%s: field \'tlsclientca\' needs \'tlscert\' and \'tlskey\'' % where)
 
 
 def validate(default_node, nodes, backends, keymaps):
@@ -201,8 +214,8 @@ def validate(default_node, nodes, backends, keymaps):
         url = checked.get('url', '').strip()
         if not url:
             raise ConfigError('BACKENDS[%r]: field \'url\' is required' % name)
-        if not re.fullmatch(r'http://[^/@\s]+/?', url):
-            raise ConfigError('BACKENDS[%r]: field \'url\' must be http://HOST[:PORT], not %r'
+        if not re.fullmatch(r'https?://[^/@\s]+/?', url):
+            raise ConfigError('BACKENDS[%r]: field \'url\' must be http(s)://HOST[:PORT], not %r'
                               % (name, url))
         if checked.get('gzip', '').strip() and int(checked['gzip']) > 12:
             raise ConfigError('BACKENDS[%r]: field \'gzip\' must be 0 (off) to 12, not %s'

@@ -627,6 +627,86 @@ fn mutual_tls_requires_a_client_certificate_from_tlsclientca() {
     wait_until(WAIT, "the mTLS write delivered", || i1.count(&site.pki, "cpu") == 1);
 }
 
+/// Runs `config.py` on the config `json` (its `--from` format) with `args`: (exit code, stderr).
+fn config_py(json: &serde_json::Value, dir: &TempDir, args: &[&str]) -> (i32, String) {
+    let file = dir.join("config.json");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("--from")
+        .arg(&file)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 config.py");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// config.py writes every TLS field (an https url, `tlsca`, `tlsinsecure`, `tlscert`, `tlskey`,
+/// `tlsclientca`) into Redis, where the proxy puts them in force, and refuses the combinations the
+/// proxy refuses.
+#[test]
+fn config_py_writes_the_tls_fields() {
+    if !tools() {
+        return;
+    }
+    let (i1, site) = site_with_https_backend(&[], &[]);
+    let (ca, cert, key) = (site.ca(), site.pki.path("srv.pem"), site.pki.path("srv.key"));
+    let node = serde_json::json!({
+        "listenaddr": format!("127.0.0.1:{}", site.port), "interval": 0,
+        "tlscert": cert, "tlskey": key, "tlsclientca": ca,
+    });
+    let backend = serde_json::json!({ "url": i1.url(), "tlsca": ca, "tlsinsecure": false, "interval": 20 });
+    let config = serde_json::json!({
+        "DEFAULT_NODE": {}, "NODES": { "n1": node }, "BACKENDS": { "py": backend }, "KEYMAPS": { "_default_": ["py"] },
+    });
+    let dir = TempDir::new("config-py-tls");
+    let port = site.redis.port().to_string();
+    let (code, err) = config_py(&config, &dir, &["-p", &port]);
+    assert_eq!(code, 0, "config.py refused the TLS fields: {err}");
+    // With a client certificate: the poller may have applied the new config already.
+    let (cert, key) = (site.pki.path("client.pem"), site.pki.path("client.key"));
+    let with_cert =
+        |args: &[&str]| curl(&site.ca(), &[&["--cert", cert.as_str(), "--key", key.as_str()], args].concat());
+    assert_eq!(with_cert(&["-XPOST", &site.url("/reload")]).0, 204);
+
+    // The client CA is in force (no certificate, no request), and the https backend written by
+    // config.py gets the lines.
+    let write = site.url(&format!("/write?db={DB}"));
+    assert_eq!(site.write("cpu value=1 1600000000000000000").0, 0, "a client without a certificate got an answer");
+    let (status, body) = with_cert(&["-XPOST", &write, "--data-binary", "cpu value=2 1600000000000000000"]);
+    assert_eq!(status, 204, "{body}");
+    wait_until(WAIT, "the line delivered to config.py's https backend", || i1.count(&site.pki, "cpu") == 1);
+    let (_, health) = with_cert(&[&site.url("/health")]);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["config"]["last_error"], serde_json::Value::Null, "{health}");
+    assert_eq!(health["backends"][0]["name"], "py", "{health}");
+
+    // What the proxy would refuse, config.py refuses before writing anything.
+    let refused = [
+        ("/NODES/n1/tlskey", serde_json::Value::Null, "must be set together"),
+        ("/NODES/n1/tlscert", serde_json::Value::Null, "must be set together"),
+        ("/BACKENDS/py/tlsinsecure", serde_json::json!("maybe"), "must be 0 or 1"),
+        ("/BACKENDS/py/url", serde_json::json!("ftp://127.0.0.1:1"), "http(s)://"),
+    ];
+    for (field, value, reason) in refused {
+        let mut bad = config.clone();
+        *bad.pointer_mut(field).unwrap() = value;
+        if let serde_json::Value::Object(node) = &mut bad["NODES"]["n1"] {
+            node.retain(|_, v| !v.is_null());
+        }
+        let (code, err) = config_py(&bad, &dir, &["--json"]);
+        assert!(code == 1 && err.contains(reason), "{field}: exit {code}: {err}");
+    }
+    let mut bad = config.clone();
+    let node = bad["NODES"]["n1"].as_object_mut().unwrap();
+    node.remove("tlscert");
+    node.remove("tlskey");
+    let (code, err) = config_py(&bad, &dir, &["--json"]);
+    assert!(code == 1 && err.contains("'tlsclientca' needs"), "exit {code}: {err}");
+}
+
 #[test]
 fn an_ip_url_is_verified_against_the_ip_sans() {
     if !tools() {
