@@ -255,3 +255,77 @@ fn python_influxdb_client_through_the_proxy() {
     );
     assert_eq!(rig.i2.count(DB, "py"), 0);
 }
+
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// The CORS headers of an answer, names in lower case, sorted.
+fn cors_headers(r: &util::Response) -> Vec<(String, String)> {
+    let mut cors: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .filter(|(name, _)| name.to_ascii_lowercase().starts_with("access-control-"))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect();
+    cors.sort();
+    cors
+}
+
+/// A web page (Grafana's "browser" access, a dashboard of one's own) talks to InfluxDB across
+/// origins: a preflight `OPTIONS`, then requests whose answers must name its origin. Each request is
+/// sent to a real influxd and to the proxy in front of it: same status, same CORS headers (none on
+/// the router's 404 and 405, none without an `Origin`). The proxy's own endpoints and a node with
+/// credentials answer the same way (no credentials asked for a preflight, CORS on the 401).
+#[test]
+fn a_browser_gets_influxdbs_cors_answers() {
+    let c = Clients::start();
+    let origin = ("Origin", "http://dashboards.example:3000");
+    let preflight =
+        [origin, ("Access-Control-Request-Method", "POST"), ("Access-Control-Request-Headers", "authorization")];
+    let (with_origin, none): (Headers, Headers) = (&[origin], &[]);
+    let show = format!("/query?q={}", util::http::encode("SHOW DATABASES"));
+    let write = format!("/write?db={DB}");
+    let cases: Vec<(&str, &str, Headers, &[u8])> = vec![
+        ("OPTIONS", write.as_str(), &preflight, b""),
+        ("OPTIONS", "/query", &preflight, b""),
+        ("OPTIONS", write.as_str(), none, b""),
+        ("OPTIONS", "/ping", with_origin, b""),
+        ("OPTIONS", "/api/v1/prom/write", with_origin, b""),
+        ("GET", "/ping", with_origin, b""),
+        ("GET", "/ping", none, b""),
+        ("GET", show.as_str(), with_origin, b""),
+        ("POST", write.as_str(), with_origin, b"cors value=1 1600000000000000000\n"),
+        ("POST", write.as_str(), with_origin, b"cors value=\n"),
+        ("GET", write.as_str(), with_origin, b""),
+        ("GET", "/nowhere", with_origin, b""),
+    ];
+    let (proxy, influxd) = (c.rig.addr(), c.i1.addr());
+    for (method, path, headers, body) in cases {
+        let want = util::http::request(&influxd, method, path, headers, body);
+        let got = util::http::request(&proxy, method, path, headers, body);
+        let what = format!("{method} {path} {headers:?}");
+        assert_eq!(got.status, want.status, "{what}: {}", got.text());
+        assert_eq!(cors_headers(&got), cors_headers(&want), "{what}");
+        if method == "OPTIONS" && got.status == 200 {
+            assert_eq!((got.header("content-length"), got.body.len()), (Some("0"), 0), "{what}");
+        }
+    }
+    let echoed = |r: &util::Response| r.header("access-control-allow-origin") == Some(origin.1);
+    assert!(echoed(&util::http::request(&proxy, "GET", show.as_str(), &[origin], b"")), "a query answer");
+    let reload = util::http::request(&proxy, "POST", "/reload", &[origin], b"");
+    assert!(reload.status == 204 && echoed(&reload), "/reload, answered later: {:?}", reload.headers);
+    let health = util::http::request(&proxy, "GET", "/health", &[origin], b"");
+    assert!(health.status == 200 && echoed(&health), "/health");
+
+    // With credentials on the node: a preflight needs none; a request without them gets a 401 the
+    // page can read.
+    let locked = Rig::start(
+        ProxyConfig::new().backend("i1", &c.i1.url(), FAST).keymap("_default_", &["i1"]),
+        &[("username", "admin"), ("password", "s3cret")],
+    );
+    let r = util::http::request(&locked.addr(), "OPTIONS", "/query", &preflight, b"");
+    assert!(r.status == 200 && echoed(&r), "preflight with credentials on the node: {}", r.status);
+    let r = util::http::request(&locked.addr(), "GET", show.as_str(), &[origin], b"");
+    assert!(r.status == 401 && echoed(&r), "401: {} {:?}", r.status, r.headers);
+    let r = util::http::request(&locked.addr(), "GET", &format!("{show}&u=admin&p=s3cret"), &[origin], b"");
+    assert!(r.status == 200 && echoed(&r), "with credentials: {}", r.status);
+}

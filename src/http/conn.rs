@@ -58,12 +58,13 @@ pub enum Producer {
 /// Request framing: waiting for a head, or reading a body.
 enum Phase {
     Head,
-    Body { head: Head, chunked: Option<(ChunkedDecoder, Vec<u8>)> },
+    Body { head: Box<Head>, chunked: Option<(ChunkedDecoder, Vec<u8>)> },
 }
 
 /// A complete request, ready to be handled.
 pub struct Request {
-    pub head: Head,
+    /// Boxed: a connection holds one from its head to its answer, and its enums stay small.
+    pub head: Box<Head>,
     /// Chunked bodies are decoded into their own buffer; Content-Length bodies stay in the read
     /// buffer (see `Connection::take_request`).
     decoded: Option<Vec<u8>>,
@@ -132,6 +133,9 @@ pub struct Connection {
     pub wrote: bool,
     /// Not read for now: its worker paused its writers. Still expires when idle too long.
     pub paused: bool,
+    /// The `Origin` of the request whose answer comes later, to echo in that answer's head once it is
+    /// written ([`Connection::add_cors_headers`]).
+    pub cors_origin: Option<String>,
 }
 
 impl Connection {
@@ -151,6 +155,7 @@ impl Connection {
             interest: Interest::READABLE,
             wrote: false,
             paused: false,
+            cors_origin: None,
         }
     }
 
@@ -268,7 +273,7 @@ impl Connection {
             match &mut self.phase {
                 Phase::Head => {
                     let head = match parse_head(&self.rbuf) {
-                        Ok(Some(h)) => h,
+                        Ok(Some(h)) => Box::new(h),
                         Ok(None) => return Next::Wait,
                         Err(e) => {
                             self.fail(e.status(), &e.to_string());
@@ -370,6 +375,16 @@ impl Connection {
     pub fn await_answer(&mut self, by: Producer, close_after: bool) {
         if self.state == State::Open {
             self.state = State::Awaiting { by, close_after };
+        }
+    }
+
+    /// Puts the CORS headers for [`Connection::cors_origin`] into the awaited answer, whose head starts
+    /// at `at` of the output buffer, once that head is there (`http::cors`).
+    pub fn add_cors_headers(&mut self, at: usize) {
+        if let Some(origin) = &self.cors_origin
+            && crate::http::cors::add_headers(self.out.buf(), at, origin)
+        {
+            self.cors_origin = None;
         }
     }
 

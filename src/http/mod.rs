@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod conn;
+pub mod cors;
 pub mod output;
 pub mod params;
 pub mod request;

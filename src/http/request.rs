@@ -15,6 +15,8 @@ pub enum Method {
     Post,
     /// `DELETE /jobs/ID` cancels a job.
     Delete,
+    /// A browser's preflight of a cross-origin request (`http::cors`).
+    Options,
     Other,
 }
 
@@ -25,6 +27,7 @@ impl Method {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
             Method::Other => "OTHER",
         }
     }
@@ -56,6 +59,8 @@ pub struct Head {
     pub accept_encoding: Option<String>,
     /// Raw `Accept` value (`application/csv`, msgpack...), relayed to backends on queries.
     pub accept: Option<String>,
+    /// A non-empty `Origin` (a browser's cross-origin request), echoed in the answer (`http::cors`).
+    pub origin: Option<String>,
     /// Bytes the head took in the buffer, request line to the blank line included.
     pub len: usize,
 }
@@ -120,6 +125,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         "HEAD" => Method::Head,
         "POST" => Method::Post,
         "DELETE" => Method::Delete,
+        "OPTIONS" => Method::Options,
         _ => Method::Other,
     };
     let target = req.path.unwrap_or("/");
@@ -140,6 +146,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         authorization: None,
         accept_encoding: None,
         accept: None,
+        origin: None,
         len,
     };
     for h in req.headers.iter() {
@@ -184,6 +191,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             let v = trim(value);
             let mime = v.split(|&b| b == b';').next().unwrap_or(v);
             head.form_body = trim(mime).eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = std::str::from_utf8(trim(value)).ok().filter(|o| !o.is_empty()).map(str::to_string);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = std::str::from_utf8(value).ok().map(|s| s.trim().to_string());
         }

@@ -20,6 +20,9 @@ pub enum Route {
     Reload,
     /// `/repair`, `/rebalance`, `/jobs`, `/jobs/ID`: `jobs::handle` checks the method itself.
     Jobs,
+    /// `OPTIONS` on an endpoint InfluxDB answers it for (`/write`, `/api/v2/write`, `/query`): a
+    /// browser's preflight, 200 with no body (`http::cors`).
+    Options,
     /// Known path, wrong method: 405 with these allowed methods.
     MethodNotAllowed {
         allow: &'static str,
@@ -42,9 +45,16 @@ impl Route {
         )
     }
 
+    /// An endpoint's answer, as opposed to the router's 404 and 405: InfluxDB puts its CORS headers on
+    /// those only (`http::cors`).
+    pub fn is_endpoint(self) -> bool {
+        !matches!(self, Route::MethodNotAllowed { .. } | Route::NotFound)
+    }
+
     /// Answers that do not depend on anything but the route.
     pub fn write_static(self, close: bool, out: &mut Vec<u8>) {
         match self {
+            Route::Options => Response { close, ..Response::new(200) }.write_to(out),
             Route::MethodNotAllowed { allow } => Response {
                 close,
                 content_type: Some("text/plain; charset=utf-8"),
@@ -61,13 +71,16 @@ impl Route {
 /// The route of `method path` (a trailing slash is ignored, as InfluxDB's router does).
 pub fn route(method: Method, path: &str) -> Route {
     let path = path.trim_end_matches('/');
+    if method == Method::Options && matches!(path, "/write" | "/api/v2/write" | "/query") {
+        return Route::Options;
+    }
     let get = matches!(method, Method::Get | Method::Head);
     let post = method == Method::Post;
     let (ok, route, allow) = match path {
         "/ping" => (get, Route::Ping, "GET, HEAD"),
         "/write" => (post, Route::Write, "OPTIONS, POST"),
         "/api/v2/write" => (post, Route::WriteV2, "OPTIONS, POST"),
-        "/api/v1/prom/write" => (post, Route::PromWrite, "OPTIONS, POST"),
+        "/api/v1/prom/write" => (post, Route::PromWrite, "POST"),
         "/api/v1/prom/read" => (post, Route::PromRead, "POST"),
         "/query" => (matches!(method, Method::Get | Method::Post), Route::Query, "OPTIONS, GET, POST"),
         "/health" => (get, Route::Health, "GET, HEAD"),
@@ -106,6 +119,13 @@ mod tests {
         assert_eq!(route(Post, "/repair"), Route::Jobs);
         assert_eq!(route(Delete, "/jobs/3"), Route::Jobs);
         assert_eq!(route(Get, "/nope"), Route::NotFound);
+        assert_eq!(route(Options, "/write/"), Route::Options);
+        assert_eq!(route(Options, "/query"), Route::Options);
+        assert_eq!(route(Options, "/api/v2/write"), Route::Options);
+        assert_eq!(route(Options, "/ping"), Route::MethodNotAllowed { allow: "GET, HEAD" });
+        assert_eq!(route(Options, "/api/v1/prom/write"), Route::MethodNotAllowed { allow: "POST" });
+        assert!(!Route::Options.needs_auth() && Route::Options.is_endpoint());
+        assert!(!route(Get, "/write").is_endpoint() && !route(Get, "/nope").is_endpoint());
         assert_eq!(route(Get, "/"), Route::NotFound);
     }
 

@@ -107,7 +107,9 @@ impl Relay {
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", head.status, reason(head.status)).as_bytes());
         for (name, value) in &head.headers {
             let hop = ["connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"];
-            if hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            // CORS headers are the proxy's to give (`http::cors`), whatever a backend says.
+            let cors = name.get(..15).is_some_and(|p| p.eq_ignore_ascii_case("access-control-"));
+            if cors || hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 continue;
             }
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());

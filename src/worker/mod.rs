@@ -455,23 +455,30 @@ impl Worker {
         let peer = c.peer;
         let generation = c.generation;
         let close = !req.head.keep_alive || self.shared.shutting_down();
+        let route = router::route(req.head.method, &req.head.path);
         let mut out = Vec::new();
         let handled = self.dispatch(
             ClientRef { worker: self.id, conn: i, generation },
             peer,
+            route,
             &req.head,
             body.bytes(),
             close,
             &mut out,
         );
+        let cors_origin = req.head.origin.filter(|_| route.is_endpoint());
         let shared = self.shared.clone();
         let Some(c) = self.conn_mut(i) else { return };
         c.give_back(body);
+        if let (Some(origin), Handled::Answered) = (&cors_origin, &handled) {
+            crate::http::cors::add_headers(&mut out, 0, origin);
+        }
         c.out.buf().extend_from_slice(&out);
         shared.release(c.take_reserved());
         match handled {
             Handled::Answered => c.answered(close),
             Handled::Awaiting(by) => {
+                c.cors_origin = cors_origin;
                 c.await_answer(by, close);
                 if let Producer::Query(task) = by {
                     self.pump_task(task);
@@ -481,16 +488,17 @@ impl Worker {
     }
 
     /// Calls the handler of the request's route.
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
         client: ClientRef,
         peer: SocketAddr,
+        route: Route,
         head: &Head,
         body: &[u8],
         close: bool,
         out: &mut Vec<u8>,
     ) -> Handled {
-        let route = router::route(head.method, &head.path);
         if route.needs_auth()
             && let Some(required) = &self.config.node.auth
             && let Err(e) = auth::check(required, head, &Params::parse(&head.query))
@@ -565,7 +573,7 @@ impl Worker {
                 );
                 Response { close, head_only, ..Response::json(status, &body) }.write_to(out);
             }
-            Route::MethodNotAllowed { .. } | Route::NotFound => route.write_static(close, out),
+            Route::Options | Route::MethodNotAllowed { .. } | Route::NotFound => route.write_static(close, out),
         }
         Handled::Answered
     }
@@ -577,11 +585,13 @@ impl Worker {
         if c.generation != client.generation {
             return;
         }
+        let at = c.out.buf().len();
         match error {
             None => Response { close: close_after, content_type: Some("application/json"), ..Response::new(status) }
                 .write_to(c.out.buf()),
             Some(e) => write_error(c.out.buf(), status, &e, close_after),
         }
+        c.add_cors_headers(at);
         c.answer_complete(false);
         self.revisit.push(client.conn);
     }
@@ -600,7 +610,9 @@ impl Worker {
         // come for the backend (its answer can already sit in our socket): pump again at once.
         let mut rounds = 0;
         let (state, alive, again) = loop {
+            let at = c.out.buf().len();
             let state = r.task.pump(&mut c.out, poll.registry(), now);
+            c.add_cors_headers(at);
             let full = c.out.room() == 0;
             let alive = c.flush();
             let again = state == TaskState::Running && alive && full && c.out.room() > 0;
