@@ -329,3 +329,39 @@ fn a_browser_gets_influxdbs_cors_answers() {
     let r = util::http::request(&locked.addr(), "GET", &format!("{show}&u=admin&p=s3cret"), &[origin], b"");
     assert!(r.status == 200 && echoed(&r), "with credentials: {}", r.status);
 }
+
+/// The headers InfluxDB puts on its answers are on the proxy's too (a `Date` among them), with the
+/// same `Content-Type`, for what clients ask most: a ping, writes good and bad, queries answered by
+/// one backend or merged from two. Only InfluxDB's request ids are left out: no client reads them.
+#[test]
+fn answers_carry_the_headers_influxdbs_do() {
+    let c = Clients::start();
+    let show = format!("/query?db={DB}&q={}", util::http::encode("SHOW DATABASES"));
+    let select = format!("/query?db={DB}&q={}", util::http::encode("SELECT count(value) FROM cpu WHERE time > 0"));
+    let write = format!("/write?db={DB}");
+    let cases: Vec<(&str, &str, &[u8])> = vec![
+        ("GET", "/ping", b""),
+        ("HEAD", "/ping", b""),
+        ("POST", write.as_str(), b"cpu value=1 1600000000000000000\n"),
+        ("POST", write.as_str(), b"cpu value=\n"),
+        ("GET", show.as_str(), b""),
+        ("GET", select.as_str(), b""),
+    ];
+    let names = |r: &util::Response| -> std::collections::BTreeSet<String> {
+        // Request ids, and the framing, which is each server's own choice (a length or chunks).
+        let not = ["request-id", "x-request-id", "content-length", "transfer-encoding", "connection"];
+        r.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).filter(|n| !not.contains(&n.as_str())).collect()
+    };
+    let (proxy, influxd) = (c.rig.addr(), c.i1.addr());
+    for (method, path, body) in cases {
+        let want = util::http::request(&influxd, method, path, &[], body);
+        let got = util::http::request(&proxy, method, path, &[], body);
+        let what = format!("{method} {path}");
+        assert_eq!(got.status, want.status, "{what}: {}", got.text());
+        let missing: Vec<String> = names(&want).difference(&names(&got)).cloned().collect();
+        assert!(missing.is_empty(), "{what}: the proxy's answer lacks {missing:?}: {:?}", got.headers);
+        assert_eq!(got.header("content-type"), want.header("content-type"), "{what}");
+        let date = got.header("date").unwrap_or_default();
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{what}: Date {date:?}");
+    }
+}

@@ -1,8 +1,10 @@
 //! Writing responses to clients the way InfluxDB 1.x writes them: `X-Influxdb-Version` and
-//! `X-Influxdb-Build` on every answer, errors as `{"error":"..."}` with the message repeated in
-//! `X-Influxdb-Error`.
+//! `X-Influxdb-Build` on every answer, a `Date` on every final one, errors as `{"error":"..."}` with
+//! the message repeated in `X-Influxdb-Error`.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::defaults::INFLUXDB_VERSION;
 
@@ -64,6 +66,10 @@ impl<'a> Response<'a> {
             reason(self.status),
             INFLUXDB_VERSION
         );
+        // As InfluxDB's (Go's) server, and as RFC 9110 asks of a server with a clock: not on 1xx.
+        if self.status >= 200 {
+            write_date(out);
+        }
         if let Some(ct) = self.content_type {
             let _ = write!(out, "Content-Type: {ct}\r\n");
         }
@@ -82,6 +88,38 @@ impl<'a> Response<'a> {
             out.extend_from_slice(self.body);
         }
     }
+}
+
+/// Appends the `Date` header of the current second. Made once a second per thread: answers come by
+/// the hundred thousand a second.
+fn write_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(secs, line)| {
+        if *secs != now {
+            *secs = now;
+            *line = format!("Date: {}\r\n", http_date(now));
+        }
+        out.extend_from_slice(line.as_bytes());
+    });
+}
+
+/// `secs` after the epoch as HTTP dates are written (IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = crate::logger::civil_from_days(days as i64);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m as usize - 1) % 12],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `{"error":"msg"}` as InfluxDB writes it, with `X-Influxdb-Error`. A 503 tells the client when to
@@ -145,6 +183,22 @@ fn header_safe(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT"); // RFC 9110's example
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(http_date(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+        let mut out = Vec::new();
+        Response::new(204).write_to(&mut out);
+        Response::new(100).write_to(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let (final_answer, interim) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(final_answer.matches("\r\nDate: ").count(), 1, "{final_answer}");
+        assert!(!interim.contains("Date"), "{interim}");
+    }
 
     #[test]
     fn error_is_influx_json() {
