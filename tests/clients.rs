@@ -328,6 +328,37 @@ fn a_browser_gets_influxdbs_cors_answers() {
     assert!(r.status == 401 && echoed(&r), "401: {} {:?}", r.status, r.headers);
     let r = util::http::request(&locked.addr(), "GET", &format!("{show}&u=admin&p=s3cret"), &[origin], b"");
     assert!(r.status == 200 && echoed(&r), "with credentials: {}", r.status);
+
+    // On one keep-alive connection, requests sent back to back: each answer carries the headers its
+    // own request asks for, answered at once (ping) or later (a query relayed from one backend, one
+    // merged from two), never those of the request before.
+    let select = format!("/query?db={DB}&q={}", util::http::encode("SELECT count(value) FROM cors WHERE time > 0"));
+    let requests = [
+        (select.as_str(), with_origin),
+        (select.as_str(), none),
+        ("/ping", with_origin),
+        (show.as_str(), none),
+        (show.as_str(), with_origin),
+        ("/ping", none),
+    ];
+    let mut conn = util::HttpConn::connect(&proxy);
+    for (path, headers) in requests {
+        conn.send("GET", path, headers, b"");
+    }
+    for (path, headers) in requests {
+        let r = conn.read_response();
+        assert!(r.status < 300, "{path}: {} {}", r.status, r.text());
+        assert_eq!(echoed(&r), !headers.is_empty(), "{path} {headers:?}: {:?}", r.headers);
+        assert_eq!(cors_headers(&r).len(), if headers.is_empty() { 0 } else { 4 }, "{path}: {:?}", r.headers);
+    }
+    // Refused before its body is read (too large), a request is still answered with its CORS headers.
+    let mut conn = util::HttpConn::connect(&proxy);
+    conn.send_raw(
+        format!("POST {write} HTTP/1.1\r\nHost: x\r\nOrigin: {}\r\nContent-Length: 999999999999\r\n\r\n", origin.1)
+            .as_bytes(),
+    );
+    let r = conn.read_response();
+    assert!(r.status == 413 && echoed(&r), "{} {:?}", r.status, r.headers);
 }
 
 /// The headers InfluxDB puts on its answers are on the proxy's too (a `Date` among them), with the

@@ -111,6 +111,11 @@ pub enum Verdict {
     Close,
 }
 
+/// The `Origin` a request's answer must echo: its own, if it goes to an endpoint (`http::cors`).
+pub fn cors_origin(head: &Head) -> Option<String> {
+    head.origin.clone().filter(|_| crate::http::router::route(head.method, &head.path).is_endpoint())
+}
+
 pub struct Connection {
     /// Plain TCP, or TLS when the node has `tlscert`.
     pub stream: Stream,
@@ -263,6 +268,17 @@ impl Connection {
         self.state = State::Closing;
     }
 
+    /// [`Connection::fail`] for a request whose head was read: a page on another origin can read the
+    /// answer, as it can an endpoint's own (`http::cors`); `cors_origin` is the request's, as
+    /// [`cors_origin`] finds it.
+    fn fail_request(&mut self, cors_origin: Option<String>, status: u16, msg: &str) {
+        let at = self.out.buf().len();
+        self.fail(status, msg);
+        if let Some(origin) = cors_origin {
+            crate::http::cors::add_headers(self.out.buf(), at, &origin);
+        }
+    }
+
     /// The next complete request, if the connection may start one now. `reserve(n)` takes `n` bytes
     /// of the shared in-flight budget (false: refused).
     pub fn next_request(&mut self, max_body: usize, mut reserve: impl FnMut(usize) -> bool) -> Next {
@@ -283,7 +299,7 @@ impl Connection {
                     self.rbuf.drain(..head.len);
                     // Refused before a byte of the body is read: the client can split its batch.
                     if head.content_length.is_some_and(|n| n > max_body as u64) {
-                        self.fail(413, "Request Entity Too Large");
+                        self.fail_request(cors_origin(&head), 413, "Request Entity Too Large");
                         return Next::Wait;
                     }
                     if !head.has_body() {
@@ -291,7 +307,12 @@ impl Connection {
                     }
                     let want = head.content_length.map_or(READ_CHUNK, |n| n as usize);
                     if !reserve(want) {
-                        self.fail(503, "proxy overloaded: too much request data in flight, retry later");
+                        let origin = cors_origin(&head);
+                        self.fail_request(
+                            origin,
+                            503,
+                            "proxy overloaded: too much request data in flight, retry later",
+                        );
                         return Next::Wait;
                     }
                     self.reserved += want;
@@ -314,12 +335,13 @@ impl Connection {
                     };
                     return Next::Request(Request { head, decoded: None, len });
                 }
-                Phase::Body { chunked: Some((decoder, body)), .. } => {
+                Phase::Body { head, chunked: Some((decoder, body)) } => {
                     let before = body.len();
                     let used = match decoder.decode(&self.rbuf, body, max_body) {
                         Ok(n) => n,
                         Err(e) => {
-                            self.fail(e.status(), &e.to_string());
+                            let origin = cors_origin(head);
+                            self.fail_request(origin, e.status(), &e.to_string());
                             return Next::Wait;
                         }
                     };
@@ -328,7 +350,12 @@ impl Connection {
                     // The budget follows the decoded body as it grows.
                     if body.len() > self.reserved {
                         if !reserve(grown) {
-                            self.fail(503, "proxy overloaded: too much request data in flight, retry later");
+                            let origin = cors_origin(head);
+                            self.fail_request(
+                                origin,
+                                503,
+                                "proxy overloaded: too much request data in flight, retry later",
+                            );
                             return Next::Wait;
                         }
                         self.reserved += grown;

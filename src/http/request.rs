@@ -191,7 +191,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             let v = trim(value);
             let mime = v.split(|&b| b == b';').next().unwrap_or(v);
             head.form_body = trim(mime).eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
-        } else if name.eq_ignore_ascii_case("origin") {
+        } else if name.eq_ignore_ascii_case("origin") && head.origin.is_none() {
+            // The first, as Go's `Header.Get` in InfluxDB.
             head.origin = std::str::from_utf8(trim(value)).ok().filter(|o| !o.is_empty()).map(str::to_string);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = std::str::from_utf8(value).ok().map(|s| s.trim().to_string());
