@@ -174,8 +174,9 @@ def split_names(text):
     return [n.strip() for n in text.split(',') if n.strip()]
 
 
-def check_node(where, fields, backends):
-    """Checks the cross-field rules of one node (DEFAULT_NODE merged with its own fields)."""
+def check_node(where, fields, backends, tls=True):
+    """Checks the cross-field rules of one node (DEFAULT_NODE merged with its own fields); `tls`:
+    also the rules on the TLS fields, which may be completed by each node's own."""
     for name in split_names(fields.get('nexts', '')):
         if name not in backends:
             raise ConfigError('%s: field \'nexts\' names backend %r, which is not in BACKENDS'
@@ -191,6 +192,8 @@ def check_node(where, fields, backends):
     if listen and not re.fullmatch(r'.*:[0-9]{1,5}', listen):
         raise ConfigError('%s: field \'listenaddr\' must be HOST:PORT or :PORT, not %r'
                           % (where, listen))
+    if not tls:
+        return
     cert, key = fields.get('tlscert', '').strip(), fields.get('tlskey', '').strip()
     if bool(cert) != bool(key):
         raise ConfigError('%s: fields \'tlscert\' and \'tlskey\' must be set together' % where)
@@ -233,7 +236,9 @@ def validate(default_node, nodes, backends, keymaps):
         if not isinstance(name, str) or not name:
             raise ConfigError('NODES: %r is not a usable node name' % (name,))
         out_nodes[name] = check_fields('NODES', name, fields, NODE_FIELDS)
-    check_node('DEFAULT_NODE', out_default, out_backends)
+    # A DEFAULT_NODE may hold part of the TLS settings (a shared tlsclientca, say) that every node
+    # completes with its own certificate: checked as a whole only when no node completes it.
+    check_node('DEFAULT_NODE', out_default, out_backends, tls=not out_nodes)
     for name, fields in out_nodes.items():
         merged = dict(out_default)
         merged.update(fields)
