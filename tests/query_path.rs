@@ -765,6 +765,15 @@ fn missing_q_wrong_method_and_syntax_errors() {
     assert_eq!(series(&direct)[0]["name"], "cpu", "{}", direct.text());
     let got = exchange(&addr, "POST", &path, &form, body.as_bytes());
     assert_relayed(&got, &direct, "q in URL and body");
+
+    // A body that is not a form (another Content-Type, or none) is not read for parameters: with `q`
+    // only there, InfluxDB answers that it is missing.
+    for ct in [&[("Content-Type", "text/plain")][..], &[]] {
+        let direct = exchange(&i1.addr(), "POST", &format!("/query?db={DB}"), ct, body.as_bytes());
+        let got = exchange(&addr, "POST", &format!("/query?db={DB}"), ct, body.as_bytes());
+        assert_eq!((got.status, got.text()), (direct.status, direct.text()), "q in a body of type {ct:?}");
+        assert_eq!(direct.status, 400, "{}", direct.text());
+    }
 }
 
 // 11 ---------------------------------------------------------------------------------------------

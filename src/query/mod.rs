@@ -158,7 +158,7 @@ pub fn start_remote_read(cx: QueryContext, head: &Head, body: &[u8], close: bool
 fn trace(peer: SocketAddr, head: &Head, body: &[u8]) {
     let params = Params::parse(&head.query);
     let mut q = params.get("q").unwrap_or("").to_string();
-    if q.is_empty() {
+    if q.is_empty() && head.form_body {
         q = Params::parse(&String::from_utf8_lossy(body)).get("q").unwrap_or("").to_string();
     }
     log::info!("query from {peer}: db={} q={q}", params.get("db").unwrap_or(""));
@@ -170,7 +170,8 @@ const MERGE_DROPS: &[&str] = &["chunked", "chunk_size", "pretty", "q"];
 pub fn prepare(config: &Config, head: &Head, body: &[u8]) -> Result<Prepared, QueryError> {
     let mut url = Params::parse(&head.query);
     let mut form = Params::default();
-    if head.method == Method::Post && !body.is_empty() {
+    // Only a form is read for parameters, as Go's `ParseForm` reads it.
+    if head.method == Method::Post && head.form_body && !body.is_empty() {
         form.extend_from(body);
     }
     // Go's FormValue, which InfluxDB uses: the form body wins over the URL.
