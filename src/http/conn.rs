@@ -111,9 +111,9 @@ pub enum Verdict {
     Close,
 }
 
-/// The `Origin` a request's answer must echo: its own, if it goes to an endpoint (`http::cors`).
-pub fn cors_origin(head: &Head) -> Option<String> {
-    head.origin.clone().filter(|_| crate::http::router::route(head.method, &head.path).is_endpoint())
+/// The `Origin` the answer to a request refused while it is read must echo (`http::cors`).
+fn cors_origin(head: &Head) -> Option<String> {
+    crate::http::cors::origin_to_echo(head, crate::http::router::route(head.method, &head.path))
 }
 
 pub struct Connection {

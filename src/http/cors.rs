@@ -8,11 +8,19 @@
 //! Any origin is allowed, as InfluxDB allows it; no `Access-Control-Allow-Credentials` is sent, so a
 //! browser never attaches cookies or its own HTTP authentication: a page must give credentials itself.
 
+use crate::http::request::Head;
+use crate::http::router::Route;
+
 const ALLOW: &[u8] = b"Access-Control-Allow-Headers: Accept, Accept-Encoding, Authorization, Content-Length, \
 Content-Type, X-CSRF-Token, X-HTTP-Method-Override\r\n\
 Access-Control-Allow-Methods: DELETE, GET, OPTIONS, POST, PUT\r\n\
 Access-Control-Expose-Headers: Date, X-InfluxDB-Version, X-InfluxDB-Build\r\n\
 Access-Control-Allow-Origin: ";
+
+/// The `Origin` the answer to `head`, going to `route`, must echo: the request's own, for an endpoint.
+pub fn origin_to_echo(head: &Head, route: Route) -> Option<String> {
+    head.origin.clone().filter(|_| route.is_endpoint())
+}
 
 /// Puts the CORS headers for `origin` right after the status line of the answer that starts at `at`
 /// in `buf`. `false` (nothing changed) while no status line is complete there.
@@ -20,12 +28,9 @@ pub fn add_headers(buf: &mut Vec<u8>, at: usize, origin: &str) -> bool {
     let Some(line_end) = buf.get(at..).and_then(|answer| memchr::memmem::find(answer, b"\r\n")) else {
         return false;
     };
-    let mut headers = Vec::with_capacity(ALLOW.len() + origin.len() + 2);
-    headers.extend_from_slice(ALLOW);
-    headers.extend_from_slice(origin.as_bytes());
-    headers.extend_from_slice(b"\r\n");
     let after = at + line_end + 2;
-    buf.splice(after..after, headers);
+    let headers = ALLOW.iter().chain(origin.as_bytes()).chain(b"\r\n");
+    buf.splice(after..after, headers.copied());
     true
 }
 

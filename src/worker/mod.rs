@@ -466,7 +466,7 @@ impl Worker {
             close,
             &mut out,
         );
-        let cors_origin = req.head.origin.filter(|_| route.is_endpoint());
+        let cors_origin = crate::http::cors::origin_to_echo(&req.head, route);
         let shared = self.shared.clone();
         let Some(c) = self.conn_mut(i) else { return };
         c.give_back(body);
