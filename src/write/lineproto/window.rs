@@ -1,33 +1,35 @@
-//! The quickest path: a common good line of up to 127 bytes, accepted from bit masks of its bytes with
-//! no loop over its parts.
+//! The quickest path: a common good line accepted from bit masks of its bytes, checked all at once,
+//! with no loop over its fields.
 //!
-//! The 128 bytes from the line's start are classified at once (space, comma, `=`, newline, `"` or
-//! `\`, digit, dot, `-`, `i`), one 128-bit mask per class, and the line's grammar is checked on the
-//! masks as a whole:
+//! A line is read in three blocks of 64 bytes, each classified at once (space, comma, `=`, newline,
+//! `"` or `\`, digit, dot, `-`, `i`: one 64-bit mask per class): the one at its start holds the
+//! measurement and tags up to the first space, the one after that space the field set up to the
+//! next space or newline, and the one after that the timestamp. On each block's masks:
 //!
-//! * **Parts.** The `,`, `=` and spaces cut the line into names and values. No two cuts may touch
-//!   (every name and value is at least a byte long), there are one or two spaces, and the measurement
-//!   holds no `=`.
-//! * **Order of the cuts.** Counting the `,` and `=` from the line's start, the odd ones (first,
-//!   third, ...) are the `,` before a tag key and, in the field set, the `=` after a field key; the
-//!   even ones are the `=` after a tag key and the `,` between fields. The parity of that count at each
-//!   byte (a prefix XOR) so checks the whole order at once, and also marks which bytes of the field
-//!   set are values (after an `=`, before the next `,`).
+//! * **Parts.** The `,`, `=` and the space or newline that ends the block's part cut it into names
+//!   and values. No two cuts may touch (every name and value is at least a byte long), nothing in it
+//!   is a `"` or `\`, and the measurement holds no `=`.
+//! * **Order of the cuts.** Counting the `,` and `=` of the part, the odd ones (first, third, ...)
+//!   must be the `,` before each tag key, or in the field set the `=` after each field key; the parity
+//!   of that count at each byte (a prefix XOR) checks the whole order at once. It also marks which
+//!   bytes of the field set are values (after an `=`, before the next `,`).
 //! * **Values.** Each field value is a number InfluxDB takes without a range check: digits with an
-//!   optional leading `-`, at most one `.`, or an `i` at the end and then no `.`, at least one digit,
-//!   at most 16 characters. Each of these is a mask test; the "at least one digit" and "at most one dot"
-//!   ones let an addition's carry run along each value.
-//! * **Timestamp.** After the second space, 1 to 19 digits that InfluxDB can store.
+//!   optional leading `-`, at most one `.` or else an `i` at the end, at least one digit, at most 16
+//!   characters. Each of these is a mask test; "at least one digit" and "at most one `.` or `i`" let
+//!   an addition's carry run along each value.
+//! * **Timestamp.** Nothing, or after the second space 1 to 19 digits InfluxDB can store, then the
+//!   newline or the end of the body.
 //!
-//! Like `fast`, this path only ever says "good" or "not sure"; a line with a `"` or `\`, a boolean, a
-//! repeated-looking tag key, a longer value or line, or any fault goes on to `fast` and the walks after
-//! it. The tag keys are the only loop (one step per tag), for the repeated-key check.
+//! Like `fast`, this path only ever says "good" or "not sure". A line with a `"` or `\`, a boolean,
+//! tag keys that may repeat, a long value, tags or fields longer than a block, or any fault goes on
+//! to `fast` and the walks after it. The tag keys are the only loop (a step per tag), for the
+//! repeated-key check.
 
 use super::Line;
 use super::validate::check_nanos;
 
-/// The bytes judged at once; a longer line is left to the next path.
-const WINDOW: usize = 128;
+/// The bytes classified at once.
+const BLOCK: usize = 64;
 /// Longest field value this path accepts: no float or integer this short needs a range check.
 const LONGEST_VALUE: u32 = 16;
 /// A timestamp of this many digits may be past InfluxDB's largest time.
@@ -58,25 +60,26 @@ impl Short {
     }
 }
 
-/// Bit `k` of each mask stands for byte `k` of the window.
+/// Bit `k` of each mask stands for byte `k` of a block.
 #[derive(Default)]
 struct Classes {
-    space: u128,
-    comma: u128,
-    equals: u128,
-    newline: u128,
+    space: u64,
+    comma: u64,
+    equals: u64,
+    /// `\n`, and the end of the body when it falls within the block.
+    newline: u64,
     /// `"` or `\`.
-    special: u128,
-    digit: u128,
-    dot: u128,
-    minus: u128,
+    special: u64,
+    digit: u64,
+    dot: u64,
+    minus: u64,
     /// `i`, the integer suffix.
-    int: u128,
+    int: u64,
 }
 
-/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line no longer
-/// than the window; `None` when not sure. Only a CPU with AVX-512 classifies a window cheaply enough
-/// for this path to pay (known after the first call); on others every line goes on to `fast`.
+/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line; `None`
+/// when not sure. Only a CPU with AVX-512 classifies a block cheaply enough for this path to pay
+/// (known after the first call); on others every line goes on to `fast`.
 #[inline(always)]
 pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
     #[cfg(target_arch = "x86_64")]
@@ -91,93 +94,104 @@ pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option<Short>
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw,pclmulqdq,bmi1,popcnt")]
 fn accept_avx512(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
-    judge(buf, start, multiplier, |w| classify_avx512(w), |x| prefix_xor_clmul(x))
+    judge(buf, start, multiplier, |block| classify_avx512(block), |x| prefix_xor_clmul(x))
 }
 
-/// [`accept`] with a way to classify a window's bytes and a prefix XOR.
+/// [`accept`] with a way to classify a block and a prefix XOR.
 #[inline(always)]
 fn judge(
     buf: &[u8],
     start: usize,
     multiplier: i64,
-    classify: impl Fn(&[u8; WINDOW]) -> Classes,
-    prefix_xor: impl Fn(u128) -> u128,
+    classify: impl Fn(&[u8; BLOCK]) -> Classes,
+    prefix_xor: impl Fn(u64) -> u64,
 ) -> Option<Short> {
-    let rest = buf.get(start..)?;
-    // The last bytes of the body are padded with zeros, which are in no class.
-    let padded: [u8; WINDOW];
-    let window: &[u8; WINDOW] = match rest.get(..WINDOW) {
-        Some(window) => window.try_into().ok()?,
-        None => {
-            let mut bytes = [0u8; WINDOW];
-            bytes[..rest.len()].copy_from_slice(rest);
-            padded = bytes;
-            &padded
-        }
-    };
-    let c = classify(window);
-    // The bit after the line: its newline, or the body's end within the window (a longer line is
-    // left to the other paths).
-    let end_bit = match c.newline {
-        0 if rest.len() < WINDOW => 1 << rest.len(),
-        newline => lowest(newline),
-    };
-    if end_bit == 0 {
-        return None;
-    }
-    let line = end_bit - 1;
-    let (space, comma, equals) = (c.space & line, c.comma & line, c.equals & line);
-    let cuts = space | comma | equals | end_bit;
-    if c.special & line != 0 || cuts & (cuts >> 1) != 0 || cuts & 1 != 0 {
-        return None;
-    }
-    // The measurement runs to the first `,` or space; an `=` in it is left to the other paths. One
-    // space ends the tags; a second, if any, starts the timestamp.
-    let measurement_end = lowest(space | comma);
-    let tags_end = lowest(space);
-    let fields_end = lowest((space ^ tags_end) | end_bit);
-    if tags_end == 0 || equals & (measurement_end - 1) != 0 || space & !(tags_end | fields_end) != 0 {
-        return None;
-    }
-    let tags = (tags_end - 1) ^ (measurement_end - 1);
-    let fields = (fields_end - 1) ^ ((tags_end << 1) - 1);
-    // The order of the cuts: see the module comment. The tags end on an even count, the fields on an
-    // odd one.
-    let marks = comma | equals;
-    let odd = prefix_xor(marks);
-    if comma & tags != marks & tags & odd
-        || equals & fields != marks & fields & odd
-        || odd & tags_end != 0
-        || odd & (fields_end >> 1) == 0
+    // Measurement and tags, up to the first space.
+    let key = buf.get(start..)?;
+    let k = classes(key, &classify);
+    let key_end = lowest(k.space);
+    let before = key_end.wrapping_sub(1);
+    let marks = (k.comma | k.equals) & before;
+    let cuts = marks | key_end;
+    let measurement_end = lowest(k.comma & before | key_end);
+    if key_end == 0
+        || (k.special | k.newline) & before != 0
+        || cuts & (cuts >> 1 | 1) != 0
+        || k.equals & (measurement_end - 1) != 0
     {
         return None;
     }
-    let values = odd & fields & !marks;
-    if !common_numbers(&c, values, (equals & fields) << 1, cuts >> 1) {
+    // The commas are the odd marks, and the count is even: each tag is `,key=value`.
+    let odd = prefix_xor(marks);
+    if k.comma & before != marks & odd || odd & key_end != 0 {
         return None;
     }
-    // After the fields, only the timestamp's digits.
-    let after_fields = (fields_end << 1).wrapping_sub(1);
-    if line & !after_fields & !c.digit != 0 {
+    let key_len = position(key_end);
+    if !distinct_tag_keys(key, k.comma & before, k.equals & before) {
         return None;
     }
-    let at = |bit: u128| bit.trailing_zeros() as usize;
-    let (len, timestamp) = (at(end_bit), at(fields_end) + 1);
-    let has_timestamp = timestamp < len;
-    if has_timestamp && !storable_timestamp(&rest[timestamp..len], multiplier) {
+    // The field set, up to the next space or newline.
+    let fields = key.get(key_len + 1..)?;
+    let f = classes(fields, &classify);
+    let fields_end = lowest(f.space | f.newline);
+    let before = fields_end.wrapping_sub(1);
+    let marks = (f.comma | f.equals) & before;
+    let cuts = marks | fields_end;
+    if fields_end == 0 || f.special & before != 0 || cuts & (cuts >> 1 | 1) != 0 {
         return None;
     }
-    if !distinct_tag_keys(window, comma & tags, equals & tags) {
+    // The `=` are the odd marks, and the count is odd: `key=value` joined by commas.
+    let odd = prefix_xor(marks);
+    if f.equals & before != marks & odd || odd & (fields_end >> 1) == 0 {
         return None;
     }
-    // Both fit a byte: the line is shorter than the window.
-    Some(Short { len: len as u8, measurement_len: at(measurement_end) as u8, has_timestamp })
+    let values = odd & before & !marks;
+    if !common_numbers(&f, values, (f.equals & before) << 1, cuts >> 1) {
+        return None;
+    }
+    let fields_len = position(fields_end);
+    let mut len = key_len + 1 + fields_len;
+    let has_timestamp = f.space & fields_end != 0;
+    if has_timestamp {
+        // Digits up to the newline or the end of the body.
+        let timestamp = fields.get(fields_len + 1..)?;
+        let t = classes(timestamp, &classify);
+        let digits = position(lowest(!t.digit));
+        if digits > LONGEST_TIMESTAMP
+            || t.newline & 1 << digits == 0
+            || !storable_timestamp(timestamp.get(..digits)?, multiplier)
+        {
+            return None;
+        }
+        len += 1 + digits;
+    }
+    // At most 63 + 1 + 63 + 1 + 19 bytes: they fit a byte.
+    Some(Short { len: len as u8, measurement_len: position(measurement_end) as u8, has_timestamp })
+}
+
+/// The classes of the block at the start of `rest`; past the end of the body, a newline and then
+/// zeros, which are in no class.
+#[inline(always)]
+fn classes(rest: &[u8], classify: &impl Fn(&[u8; BLOCK]) -> Classes) -> Classes {
+    match rest.first_chunk::<BLOCK>() {
+        Some(block) => classify(block),
+        None => classes_of_tail(rest, classify),
+    }
+}
+
+#[cold]
+fn classes_of_tail(rest: &[u8], classify: &impl Fn(&[u8; BLOCK]) -> Classes) -> Classes {
+    let mut block = [0u8; BLOCK];
+    block[..rest.len()].copy_from_slice(rest);
+    let mut c = classify(&block);
+    c.newline |= 1 << rest.len();
+    c
 }
 
 /// Every field value is a number InfluxDB takes as it is: `values` marks their bytes, `starts` the
 /// first byte of each, `last_bytes` (at least) the last byte of each.
 #[inline(always)]
-fn common_numbers(c: &Classes, values: u128, starts: u128, last_bytes: u128) -> bool {
+fn common_numbers(c: &Classes, values: u64, starts: u64, last_bytes: u64) -> bool {
     // Besides digits, a value holds a `-` as its first byte, `.`s, and an `i` as its last byte.
     let non_digits = values & !c.digit;
     let ends = values & (c.dot | (c.int & last_bytes));
@@ -185,7 +199,7 @@ fn common_numbers(c: &Classes, values: u128, starts: u128, last_bytes: u128) -> 
         return false;
     }
     // A carry started at each value's first byte runs over its non-digits up to its first digit: it
-    // must stop on a digit, not on the byte after the value.
+    // must stop on a digit, not on the byte after the value. (Values end before bit 63: no carry out.)
     if (non_digits + (starts & non_digits)) & !values != 0 {
         return false;
     }
@@ -205,11 +219,11 @@ fn common_numbers(c: &Classes, values: u128, starts: u128, last_bytes: u128) -> 
     run & (run >> (LONGEST_VALUE + 1 - width)) == 0
 }
 
-/// The timestamp `ts` (digits only) is at most 19 digits, a time InfluxDB can store once scaled by
+/// The timestamp `ts` (digits only) is 1 to 19 digits, a time InfluxDB can store once scaled by
 /// `multiplier`.
 #[inline(always)]
 fn storable_timestamp(ts: &[u8], multiplier: i64) -> bool {
-    if ts.len() > LONGEST_TIMESTAMP {
+    if ts.is_empty() || ts.len() > LONGEST_TIMESTAMP {
         return false;
     }
     if multiplier == 1 && (ts.len() < LONGEST_TIMESTAMP || ts[0] < b'9') {
@@ -220,25 +234,20 @@ fn storable_timestamp(ts: &[u8], multiplier: i64) -> bool {
     i64::try_from(value).is_ok_and(|t| check_nanos(t, multiplier).is_ok())
 }
 
-/// No two tag keys are the same. Each key (after a bit of `commas`, up to the next bit of `equals`)
-/// sets one bit picked by its length and its first and last bytes; equal keys set the same bit, so
-/// keys with distinct bits are distinct. Two keys on one bit: not sure (the other paths compare them).
+/// No two tag keys are the same. Each key (after a bit of `commas`, up to the next bit of `equals`,
+/// in `key`) sets one bit picked by its length and its first and last bytes; equal keys set the same
+/// bit, so keys with distinct bits are distinct. Two keys on one bit: not sure (the other paths
+/// compare them).
 #[inline(always)]
-fn distinct_tag_keys(window: &[u8; WINDOW], commas: u128, equals: u128) -> bool {
-    // Most tag sets end within 64 bytes, where the walk is cheaper on 64-bit masks.
-    if (commas | equals) >> 64 == 0 {
-        distinct_keys(window, commas as u64, equals as u64)
-    } else {
-        distinct_keys(window, commas, equals)
-    }
-}
-
-#[inline(always)]
-fn distinct_keys<M: Mask>(window: &[u8; WINDOW], mut commas: M, mut equals: M) -> bool {
+fn distinct_tag_keys(key: &[u8], mut commas: u64, mut equals: u64) -> bool {
     let mut seen = 0u64;
-    while !commas.is_empty() {
-        let (start, end) = (commas.pop_lowest() + 1, equals.pop_lowest());
-        let (first, last) = (window[start % WINDOW], window[end.wrapping_sub(1) % WINDOW]);
+    while commas != 0 {
+        let (start, end) = (position(commas) + 1, position(equals));
+        commas &= commas - 1;
+        equals &= equals.wrapping_sub(1);
+        let (Some(&first), Some(&last)) = (key.get(start), key.get(end.wrapping_sub(1))) else {
+            return false;
+        };
         let len = end.wrapping_sub(start) as u32;
         let bit = 1u64 << (len.wrapping_mul(7).wrapping_add(u32::from(first)).wrapping_add(u32::from(last) * 3) & 63);
         if seen & bit != 0 {
@@ -249,97 +258,67 @@ fn distinct_keys<M: Mask>(window: &[u8; WINDOW], mut commas: M, mut equals: M) -
     true
 }
 
-/// A mask walked bit by bit.
-trait Mask: Copy {
-    fn is_empty(self) -> bool;
-    /// The position of the lowest set bit, which is cleared.
-    fn pop_lowest(&mut self) -> usize;
-}
-
-macro_rules! mask {
-    ($t:ty) => {
-        impl Mask for $t {
-            #[inline(always)]
-            fn is_empty(self) -> bool {
-                self == 0
-            }
-            #[inline(always)]
-            fn pop_lowest(&mut self) -> usize {
-                let at = self.trailing_zeros() as usize;
-                *self &= self.wrapping_sub(1);
-                at
-            }
-        }
-    };
-}
-mask!(u64);
-mask!(u128);
-
 /// The lowest set bit of `x` alone (0 for 0).
 #[inline(always)]
-fn lowest(x: u128) -> u128 {
+fn lowest(x: u64) -> u64 {
     x & x.wrapping_neg()
+}
+
+/// The position of the lowest set bit of `x` (64 for 0).
+#[inline(always)]
+fn position(x: u64) -> usize {
+    x.trailing_zeros() as usize
 }
 
 /// Bit `k` is the parity of the bits of `x` at `0..=k`: what [`prefix_xor_clmul`] computes, written
 /// out (the tests' reference).
 #[cfg(test)]
-fn prefix_xor(mut x: u128) -> u128 {
+fn prefix_xor(mut x: u64) -> u64 {
     let mut shift = 1;
-    while shift < 128 {
+    while shift < 64 {
         x ^= x << shift;
         shift *= 2;
     }
     x
 }
 
-/// [`prefix_xor`] as a carry-less multiplication by all ones, 64 bits at a time.
+/// [`prefix_xor`] as a carry-less multiplication by all ones.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "pclmulqdq")]
-fn prefix_xor_clmul(x: u128) -> u128 {
+fn prefix_xor_clmul(x: u64) -> u64 {
     use std::arch::x86_64::{_mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x};
-    let half = |h: u64| {
-        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, h as i64), _mm_set_epi64x(0, -1), 0);
-        _mm_cvtsi128_si64(product) as u64
-    };
-    let (low, high) = (half(x as u64), half((x >> 64) as u64));
-    // The high half continues from the parity of the whole low half (its top bit).
-    let carry = 0u64.wrapping_sub(low >> 63);
-    u128::from(low) | u128::from(high ^ carry) << 64
+    let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set_epi64x(0, -1), 0);
+    _mm_cvtsi128_si64(product) as u64
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
-fn classify_avx512(window: &[u8; WINDOW]) -> Classes {
+fn classify_avx512(block: &[u8; BLOCK]) -> Classes {
     use std::arch::x86_64::{
         __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_sub_epi8,
     };
-    let mut c = Classes::default();
-    for half in 0..2 {
-        // SAFETY: reads bytes `64 * half..64 * half + 64` of the 128-byte window, with no alignment
-        // requirement.
-        let v = unsafe { _mm512_loadu_si512(window.as_ptr().add(64 * half).cast::<__m512i>()) };
-        let is = |b: u8| u128::from(_mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8))) << (64 * half);
-        let digit = _mm512_cmple_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8)), _mm512_set1_epi8(9));
-        c.space |= is(b' ');
-        c.comma |= is(b',');
-        c.equals |= is(b'=');
-        c.newline |= is(b'\n');
-        c.special |= is(b'"') | is(b'\\');
-        c.digit |= u128::from(digit) << (64 * half);
-        c.dot |= is(b'.');
-        c.minus |= is(b'-');
-        c.int |= is(b'i');
+    // SAFETY: reads the 64 bytes of `block`, with no alignment requirement.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+    let is = |b: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8));
+    Classes {
+        space: is(b' '),
+        comma: is(b','),
+        equals: is(b'='),
+        newline: is(b'\n'),
+        special: is(b'"') | is(b'\\'),
+        digit: _mm512_cmple_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8)), _mm512_set1_epi8(9)),
+        dot: is(b'.'),
+        minus: is(b'-'),
+        int: is(b'i'),
     }
-    c
 }
 
 /// What [`classify_avx512`] computes, byte by byte (the tests' reference).
 #[cfg(test)]
-fn classify_portable(window: &[u8; WINDOW]) -> Classes {
+fn classify_portable(block: &[u8; BLOCK]) -> Classes {
     let mut c = Classes::default();
-    for (k, &b) in window.iter().enumerate() {
-        let bit = 1u128 << k;
+    for (k, &b) in block.iter().enumerate() {
+        let bit = 1u64 << k;
         let mark = |yes: bool| if yes { bit } else { 0 };
         c.space |= mark(b == b' ');
         c.comma |= mark(b == b',');
@@ -370,8 +349,8 @@ mod tests {
     fn agrees(line: &[u8], multiplier: i64) -> Option<Short> {
         let mut verdict = None;
         let mut bodies = vec![line.to_vec(), [line, b"\n"].concat(), [line, b"\nm v=1 1\n"].concat()];
-        // Also where the window runs past the end of a longer body (no padding).
-        bodies.push([line, b"\n", &[b'x'; WINDOW][..]].concat());
+        // Also where the blocks run past the end of a longer body (no padding).
+        bodies.push([line, b"\n", &[b'x'; 3 * BLOCK][..]].concat());
         for body in &bodies {
             let got = portable(body, 0, multiplier);
             if let Some(short) = got {
@@ -466,19 +445,22 @@ mod tests {
     }
 
     #[test]
-    fn takes_lines_up_to_the_window() {
-        let line = |len: usize| format!("cpu v={}", "1".repeat(len - 6).chars().collect::<String>());
-        // Values are at most 16 bytes: pad with fields instead.
-        let line = |len: usize| {
-            let mut l = String::from("cpu,t=");
-            l.push_str(&"x".repeat(len - "cpu,t= v=1".len()));
-            l.push_str(" v=1");
-            let _ = line;
-            l
+    fn takes_tags_and_fields_up_to_a_block_each() {
+        // Tags: the first space at byte 63 is within the first block; at 64 it is not.
+        let tags = |n: usize| format!("cpu,t={}", "x".repeat(n - "cpu,t=".len()));
+        // Fields: `vNN=1,` repeated, then `w=` and 1 to 6 digits.
+        let fields = |n: usize| {
+            let k = (n - 3) / 6;
+            let f: String = (0..k).map(|i| format!("v{i:02}=1,")).collect();
+            format!("{f}w={}", "1".repeat(n - f.len() - 2))
         };
-        assert!(agrees(line(127).as_bytes(), 1).is_some());
-        assert!(agrees(line(128).as_bytes(), 1).is_none());
-        assert!(agrees(line(200).as_bytes(), 1).is_none());
+        for (key, fields_len, ok) in [(63, 20, true), (64, 20, false), (20, 63, true), (20, 64, false), (63, 63, true)]
+        {
+            let line = format!("{} {} 1700000000000000000", tags(key), fields(fields_len));
+            assert_eq!(line.find(' '), Some(key));
+            assert_eq!(line.rfind(' '), Some(key + 1 + fields_len));
+            assert_eq!(agrees(line.as_bytes(), 1).is_some(), ok, "{line}");
+        }
     }
 
     #[test]
@@ -529,24 +511,24 @@ mod tests {
     fn every_way_of_classifying_agrees() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for round in 0..3000 {
-            let window: [u8; WINDOW] = std::array::from_fn(|k| {
+            let block: [u8; BLOCK] = std::array::from_fn(|k| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 if round < 256 { (round + k) as u8 } else { b" ,=\n\"\\.-i09/:a\x80\xff"[(x % 16) as usize] }
             });
-            let want = classify_portable(&window);
-            let marks = want.comma | want.equals | u128::from(x) << 64;
+            let want = classify_portable(&block);
+            let marks = want.comma | want.equals;
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("pclmulqdq") {
                 // SAFETY: the CPU has AVX-512BW and PCLMULQDQ.
-                let (got, odd) = unsafe { (classify_avx512(&window), prefix_xor_clmul(marks)) };
+                let (got, odd) = unsafe { (classify_avx512(&block), prefix_xor_clmul(marks)) };
                 let all =
                     |c: &Classes| [c.space, c.comma, c.equals, c.newline, c.special, c.digit, c.dot, c.minus, c.int];
-                assert_eq!(all(&got), all(&want), "{window:?}");
+                assert_eq!(all(&got), all(&want), "{block:?}");
                 assert_eq!(odd, prefix_xor(marks));
             }
-            assert_eq!(prefix_xor(marks) >> 127, u128::from(marks.count_ones() % 2));
+            assert_eq!(prefix_xor(marks) >> 63, u64::from(marks.count_ones() % 2));
         }
     }
 }
