@@ -128,6 +128,8 @@ pub struct Lines<'a> {
     tag_keys: Vec<(usize, usize)>,
     /// Where the stop bytes are around the walk, for the quickest path (`fast`).
     masks: StopMasks,
+    /// The CPU can take the window path ([`window::available`]).
+    window: bool,
 }
 
 impl<'a> Lines<'a> {
@@ -145,6 +147,7 @@ impl<'a> Lines<'a> {
             multiplier: precision_multiplier(precision),
             tag_keys: Vec::new(),
             masks: StopMasks::new(buf),
+            window: window::available(),
         }
     }
 
@@ -224,7 +227,10 @@ impl<'a> Iterator for Lines<'a> {
                 b'#' => self.pos = scan_line(buf, line_start) + 1,
                 _ => {
                     // Most lines: accepted by the window path, which knows the line's end.
-                    if let Some(short) = window::accept(buf, start, self.multiplier) {
+                    // SAFETY: `self.window` is what `window::available` said.
+                    if self.window
+                        && let Some(short) = unsafe { window::accept(buf, start, self.multiplier) }
+                    {
                         let line = short.line(buf, start);
                         self.pos = start + line.text.len() + 1;
                         return Some(Ok(line));

@@ -1,10 +1,12 @@
 //! The quickest path: a common good line accepted from bit masks of its bytes, checked all at once,
 //! with no loop over its fields.
 //!
-//! A line is read in three blocks of 64 bytes, each classified at once (space, comma, `=`, newline,
-//! `"` or `\`, digit, dot, `-`, `i`: one 64-bit mask per class): the one at its start holds the
-//! measurement and tags up to the first space, the one after that space the field set up to the
-//! next space or newline, and the one after that the timestamp. On each block's masks:
+//! Blocks of 64 bytes are classified at once (space, comma, `=`, newline, `"` or `\`, digit, dot,
+//! `-`, `i`: one 64-bit mask per class): the block at the line's start holds the measurement and tags
+//! up to the first space, and the block after that space the field set up to the next space or
+//! newline. The line's end, the first newline in the 128 bytes from its start, is found from the
+//! first block and the one after it, apart from the checks: the next line need not wait for them.
+//! On each part's masks:
 //!
 //! * **Parts.** The `,`, `=` and the space or newline that ends the block's part cut it into names
 //!   and values. No two cuts may touch (every name and value is at least a byte long), nothing in it
@@ -17,13 +19,13 @@
 //!   optional leading `-`, at most one `.` or else an `i` at the end, at least one digit, at most 16
 //!   characters. Each of these is a mask test; "at least one digit" and "at most one `.` or `i`" let
 //!   an addition's carry run along each value.
-//! * **Timestamp.** Nothing, or after the second space 1 to 19 digits InfluxDB can store, then the
-//!   newline or the end of the body.
+//! * **Timestamp.** The fields end the line, or after the second space 1 to 19 digits InfluxDB can
+//!   store run to its end.
 //!
 //! Like `fast`, this path only ever says "good" or "not sure". A line with a `"` or `\`, a boolean,
-//! tag keys that may repeat, a long value, tags or fields longer than a block, or any fault goes on
-//! to `fast` and the walks after it. The tag keys are the only loop (a step per tag), for the
-//! repeated-key check.
+//! tag keys that may repeat, a long value, tags or fields longer than a block, a line over 127 bytes,
+//! or any fault goes on to `fast` and the walks after it. The tag keys are the only loop (a step per
+//! tag), for the repeated-key check.
 
 use super::Line;
 use super::validate::check_nanos;
@@ -77,18 +79,30 @@ struct Classes {
     int: u64,
 }
 
-/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line; `None`
-/// when not sure. Only a CPU with AVX-512 classifies a block cheaply enough for this path to pay
-/// (known after the first call); on others every line goes on to `fast`.
-#[inline(always)]
-pub(super) fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
+/// Whether this CPU can take the window path: only one with AVX-512 classifies a block cheaply
+/// enough for this path to pay; on others every line goes on to `fast`.
+pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("pclmulqdq") {
-        // SAFETY: the CPU has AVX-512BW and PCLMULQDQ (checked just above).
-        return unsafe { accept_avx512(buf, start, multiplier) };
+    return std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Accepts the line starting at `start` (a non-blank byte) when it is a common good line; `None`
+/// when not sure.
+///
+/// # Safety
+/// Only where [`available`] said yes: this runs AVX-512 and PCLMULQDQ instructions.
+#[inline(always)]
+pub(super) unsafe fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked that the CPU has the features.
+    return unsafe { accept_avx512(buf, start, multiplier) };
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (buf, start, multiplier);
+        None
     }
-    let _ = (buf, start, multiplier);
-    None
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -109,6 +123,19 @@ fn judge(
     // Measurement and tags, up to the first space.
     let key = buf.get(start..)?;
     let k = classes(key, &classify);
+    // The line's end, up to 128 bytes on, found apart from its parts: where the next line starts
+    // then waits on two loads only, not on the parts' checks (which must end there too).
+    // Its digits, for the timestamp.
+    let (line_len, digits) = match k.newline {
+        0 => {
+            let next = classes(key.get(BLOCK..)?, &classify);
+            if next.newline == 0 {
+                return None;
+            }
+            (BLOCK + position(next.newline), u128::from(k.digit) | u128::from(next.digit) << BLOCK)
+        }
+        newline => (position(newline), u128::from(k.digit)),
+    };
     let key_end = lowest(k.space);
     let before = key_end.wrapping_sub(1);
     let marks = (k.comma | k.equals) & before;
@@ -149,24 +176,21 @@ fn judge(
     if !common_numbers(&f, values, (f.equals & before) << 1, cuts >> 1) {
         return None;
     }
+    // Then the line ends, or a timestamp runs to its end: 1 to 19 digits InfluxDB can store.
     let fields_len = position(fields_end);
-    let mut len = key_len + 1 + fields_len;
     let has_timestamp = f.space & fields_end != 0;
     if has_timestamp {
-        // Digits up to the newline or the end of the body.
-        let timestamp = fields.get(fields_len + 1..)?;
-        let t = classes(timestamp, &classify);
-        let digits = position(lowest(!t.digit));
-        if digits > LONGEST_TIMESTAMP
-            || t.newline & 1 << digits == 0
-            || !storable_timestamp(timestamp.get(..digits)?, multiplier)
-        {
+        let timestamp = key_len + 1 + fields_len + 1;
+        let n = line_len.checked_sub(timestamp).filter(|n| (1..=LONGEST_TIMESTAMP).contains(n))?;
+        let all = (1 << n) - 1;
+        if (digits >> timestamp) as u64 & all != all || !storable_timestamp(&key[timestamp..line_len], multiplier) {
             return None;
         }
-        len += 1 + digits;
+    } else if key_len + 1 + fields_len != line_len {
+        return None;
     }
-    // At most 63 + 1 + 63 + 1 + 19 bytes: they fit a byte.
-    Some(Short { len: len as u8, measurement_len: position(measurement_end) as u8, has_timestamp })
+    // At most 127 bytes: they fit a byte.
+    Some(Short { len: line_len as u8, measurement_len: position(measurement_end) as u8, has_timestamp })
 }
 
 /// The classes of the block at the start of `rest`; past the end of the body, a newline and then
@@ -445,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn takes_tags_and_fields_up_to_a_block_each() {
+    fn takes_tags_and_fields_up_to_a_block_each_and_lines_up_to_two() {
         // Tags: the first space at byte 63 is within the first block; at 64 it is not.
         let tags = |n: usize| format!("cpu,t={}", "x".repeat(n - "cpu,t=".len()));
         // Fields: `vNN=1,` repeated, then `w=` and 1 to 6 digits.
@@ -454,13 +478,18 @@ mod tests {
             let f: String = (0..k).map(|i| format!("v{i:02}=1,")).collect();
             format!("{f}w={}", "1".repeat(n - f.len() - 2))
         };
-        for (key, fields_len, ok) in [(63, 20, true), (64, 20, false), (20, 63, true), (20, 64, false), (63, 63, true)]
+        // With a 19-digit timestamp: lines of 127 bytes are taken (the newline is the 128th byte), of
+        // 128 not.
+        for (key, fields_len, ok) in
+            [(63, 20, true), (64, 20, false), (20, 63, true), (20, 64, false), (63, 43, true), (63, 44, false)]
         {
             let line = format!("{} {} 1700000000000000000", tags(key), fields(fields_len));
             assert_eq!(line.find(' '), Some(key));
             assert_eq!(line.rfind(' '), Some(key + 1 + fields_len));
             assert_eq!(agrees(line.as_bytes(), 1).is_some(), ok, "{line}");
         }
+        // Without one, the fields run to the end of the line.
+        assert!(agrees(format!("{} {}", tags(63), fields(63)).as_bytes(), 1).is_some());
     }
 
     #[test]
