@@ -123,9 +123,9 @@ fn judge(
     // Measurement and tags, up to the first space.
     let key = buf.get(start..)?;
     let k = classes(key, &classify);
-    // The line's end, up to 128 bytes on, found apart from its parts: where the next line starts
-    // then waits on two loads only, not on the parts' checks (which must end there too).
-    // Its digits, for the timestamp.
+    // The line's end (its first newline, within the 128 bytes from its start) is found apart from
+    // its parts, which must end there too: where the next line starts then waits on two loads only,
+    // not on the parts' checks. The digits of those bytes are the timestamp's.
     let (line_len, digits) = match k.newline {
         0 => {
             let next = classes(key.get(BLOCK..)?, &classify);
