@@ -198,9 +198,10 @@ fn repeated_tag_key(tags: &[u8]) -> Option<bool> {
     Some((1..n).any(|j| (0..j).any(|k| keys[k].2 == keys[j].2 && key(keys[k]) == key(keys[j]))))
 }
 
-/// The bit of a tag key in a line's `seen` mask: equal keys always get the same bit.
+/// The bit of a tag key in a line's `seen` mask: equal keys always get the same bit. (The window
+/// path files keys the same way.)
 #[inline(always)]
-fn key_bit(len: usize, first: u8, last: u8) -> u64 {
+pub(super) fn key_bit(len: usize, first: u8, last: u8) -> u64 {
     1 << ((len as u32).wrapping_mul(7).wrapping_add(u32::from(first)).wrapping_add(u32::from(last) * 3) & 63)
 }
 

@@ -28,6 +28,7 @@
 //! tag), for the repeated-key check.
 
 use super::Line;
+use super::fast::key_bit;
 use super::validate::check_nanos;
 
 /// The bytes classified at once.
@@ -259,9 +260,9 @@ fn storable_timestamp(ts: &[u8], multiplier: i64) -> bool {
 }
 
 /// No two tag keys are the same. Each key (after a bit of `commas`, up to the next bit of `equals`,
-/// in `key`) sets one bit picked by its length and its first and last bytes; equal keys set the same
-/// bit, so keys with distinct bits are distinct. Two keys on one bit: not sure (the other paths
-/// compare them).
+/// in `key`) sets its bit ([`key_bit`]: from its length and first and last bytes); equal keys set
+/// the same bit, so keys with distinct bits are distinct. Two keys on one bit: not sure (the other
+/// paths compare them).
 #[inline(always)]
 fn distinct_tag_keys(key: &[u8], mut commas: u64, mut equals: u64) -> bool {
     let mut seen = 0u64;
@@ -272,8 +273,7 @@ fn distinct_tag_keys(key: &[u8], mut commas: u64, mut equals: u64) -> bool {
         let (Some(&first), Some(&last)) = (key.get(start), key.get(end.wrapping_sub(1))) else {
             return false;
         };
-        let len = end.wrapping_sub(start) as u32;
-        let bit = 1u64 << (len.wrapping_mul(7).wrapping_add(u32::from(first)).wrapping_add(u32::from(last) * 3) & 63);
+        let bit = key_bit(end.wrapping_sub(start), first, last);
         if seen & bit != 0 {
             return false;
         }
