@@ -22,13 +22,14 @@
 //!
 //! Speed: four paths, each taken only when the one before is not sure. Most lines are common good
 //! lines (no `"` or `\`, short decimal or boolean values, one space between the parts). On a CPU with
-//! AVX-512, `window` accepts those up to 127 bytes with numbers for values from masks of the 128 bytes
-//! at the line's start, checked all at once; `fast` accepts the common lines it leaves (longer ones,
-//! booleans) by walking from stop byte to stop byte of the same kind of masks. Neither says anything
-//! about any other line. The position of the next `"` or `\` in the body is remembered, and a line
-//! that ends before it is otherwise checked by `plain` in a single walk that also finds its end, its
-//! measurement and its timestamp and names the fault of a bad line. Only a line holding `"` or `\` is
-//! first delimited by the `scanLine` walk and then checked (`parse_point`).
+//! AVX-512, `window` accepts those of up to 127 bytes with numbers for values from masks of 64-byte
+//! blocks at the line's start and at its fields, checked all at once; `fast` accepts the common
+//! lines it leaves (longer ones, booleans) by walking from stop byte to stop byte of the same kind of
+//! masks. Neither says anything about any other line. The position of the next `"` or `\` in the
+//! body is remembered, and a line that ends before it is otherwise checked by `plain` in a single
+//! walk that also finds its end, its measurement and its timestamp and names the fault of a bad line.
+//! Only a line holding `"` or `\` is first delimited by the `scanLine` walk and then checked
+//! (`parse_point`).
 //!
 //! Layout: this file splits the body ([`Lines`]), delimits careful lines (`scan_line`) and holds the
 //! careful check (`parse_point`); `window` and `fast` hold the two quick paths, `plain` the single
@@ -126,7 +127,7 @@ pub struct Lines<'a> {
     multiplier: i64,
     /// Tag key positions, only for the duplicate check of a large unsorted tag set (rare).
     tag_keys: Vec<(usize, usize)>,
-    /// Where the stop bytes are around the walk, for the quickest path (`fast`).
+    /// Where the stop bytes are around the walk, for the stop-walk path (`fast`).
     masks: StopMasks,
     /// The CPU can take the window path ([`window::available`]).
     window: bool,
