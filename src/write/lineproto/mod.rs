@@ -129,8 +129,8 @@ pub struct Lines<'a> {
     tag_keys: Vec<(usize, usize)>,
     /// Where the stop bytes are around the walk, for the stop-walk path (`fast`).
     masks: StopMasks,
-    /// The CPU can take the window path ([`window::available`]).
-    window: bool,
+    /// How this CPU takes the window path, if it can ([`window::available`]).
+    window: Option<window::Cpu>,
 }
 
 impl<'a> Lines<'a> {
@@ -228,9 +228,8 @@ impl<'a> Iterator for Lines<'a> {
                 b'#' => self.pos = scan_line(buf, line_start) + 1,
                 _ => {
                     // Most lines: accepted by the window path, which knows the line's end.
-                    // SAFETY: `self.window` is what `window::available` said.
-                    if self.window
-                        && let Some(short) = unsafe { window::accept(buf, start, self.multiplier) }
+                    if let Some(cpu) = self.window
+                        && let Some(short) = window::accept(cpu, buf, start, self.multiplier)
                     {
                         let line = short.line(buf, start);
                         self.pos = start + line.text.len() + 1;

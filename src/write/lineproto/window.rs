@@ -80,29 +80,55 @@ struct Classes {
     int: u64,
 }
 
-/// Whether this CPU can take the window path: only one with AVX-512 classifies a block cheaply
-/// enough for this path to pay; on others every line goes on to `fast`.
-pub(super) fn available() -> bool {
+/// Proof that this CPU can take the window path, and with which instructions: made only by
+/// [`available`].
+#[derive(Clone, Copy)]
+pub(super) struct Cpu(Simd);
+
+#[derive(Clone, Copy)]
+enum Simd {
+    /// A block in one compare per class.
+    Avx512,
+    /// A block in two halves.
+    Avx2,
+}
+
+/// Whether this CPU can take the window path: one with AVX-512 or AVX2 (and carry-less multiply and
+/// BMI1) classifies a block cheaply enough for this path to pay; on others every line goes on to
+/// `fast`.
+pub(super) fn available() -> Option<Cpu> {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("pclmulqdq");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if !(has!("pclmulqdq") && has!("bmi1") && has!("popcnt")) {
+            return None;
+        }
+        if has!("avx512bw") {
+            return Some(Cpu(Simd::Avx512));
+        }
+        if has!("avx2") {
+            return Some(Cpu(Simd::Avx2));
+        }
+    }
+    None
 }
 
 /// Accepts the line starting at `start` (a non-blank byte) when it is a common good line; `None`
 /// when not sure.
-///
-/// # Safety
-/// Only where [`available`] said yes: this runs AVX-512 and PCLMULQDQ instructions.
 #[inline(always)]
-pub(super) unsafe fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the caller checked that the CPU has the features.
-    return unsafe { accept_avx512(buf, start, multiplier) };
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (buf, start, multiplier);
-        None
+pub(super) fn accept(cpu: Cpu, buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
+    match cpu.0 {
+        // SAFETY: `available` made `cpu` only after finding the features these functions enable.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { accept_avx512(buf, start, multiplier) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { accept_avx2(buf, start, multiplier) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => {
+            let _ = (buf, start, multiplier);
+            None
+        }
     }
 }
 
@@ -110,6 +136,12 @@ pub(super) unsafe fn accept(buf: &[u8], start: usize, multiplier: i64) -> Option
 #[target_feature(enable = "avx512bw,pclmulqdq,bmi1,popcnt")]
 fn accept_avx512(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
     judge(buf, start, multiplier, |block| classify_avx512(block), |x| prefix_xor_clmul(x))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq,bmi1,popcnt")]
+fn accept_avx2(buf: &[u8], start: usize, multiplier: i64) -> Option<Short> {
+    judge(buf, start, multiplier, |block| classify_avx2(block), |x| prefix_xor_clmul(x))
 }
 
 /// [`accept`] with a way to classify a block and a prefix XOR.
@@ -337,7 +369,43 @@ fn classify_avx512(block: &[u8; BLOCK]) -> Classes {
     }
 }
 
-/// What [`classify_avx512`] computes, byte by byte (the tests' reference).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn classify_avx2(block: &[u8; BLOCK]) -> Classes {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_sub_epi8,
+    };
+    // SAFETY: reads bytes 0..32 and 32..64 of `block`, with no alignment requirement.
+    let (low, high) = unsafe {
+        let at = |k: usize| _mm256_loadu_si256(block.as_ptr().add(k).cast::<__m256i>());
+        (at(0), at(32))
+    };
+    let join = |l: __m256i, h: __m256i| {
+        u64::from(_mm256_movemask_epi8(l) as u32) | u64::from(_mm256_movemask_epi8(h) as u32) << 32
+    };
+    let eq = |v: __m256i, b: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b as i8));
+    let is = |b: u8| join(eq(low, b), eq(high, b));
+    // A digit is a byte whose distance above `0`, taken unsigned, is at most 9.
+    let digit = |v: __m256i| {
+        let from_zero = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
+        _mm256_cmpeq_epi8(_mm256_min_epu8(from_zero, _mm256_set1_epi8(9)), from_zero)
+    };
+    let special = |v: __m256i| _mm256_or_si256(eq(v, b'"'), eq(v, b'\\'));
+    Classes {
+        space: is(b' '),
+        comma: is(b','),
+        equals: is(b'='),
+        newline: is(b'\n'),
+        special: join(special(low), special(high)),
+        digit: join(digit(low), digit(high)),
+        dot: is(b'.'),
+        minus: is(b'-'),
+        int: is(b'i'),
+    }
+}
+
+/// What [`classify_avx512`] and [`classify_avx2`] compute, byte by byte (the tests' reference).
 #[cfg(test)]
 fn classify_portable(block: &[u8; BLOCK]) -> Classes {
     let mut c = Classes::default();
@@ -548,14 +616,22 @@ mod tests {
             });
             let want = classify_portable(&block);
             let marks = want.comma | want.equals;
+            let all = |c: &Classes| [c.space, c.comma, c.equals, c.newline, c.special, c.digit, c.dot, c.minus, c.int];
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("pclmulqdq") {
-                // SAFETY: the CPU has AVX-512BW and PCLMULQDQ.
-                let (got, odd) = unsafe { (classify_avx512(&block), prefix_xor_clmul(marks)) };
-                let all =
-                    |c: &Classes| [c.space, c.comma, c.equals, c.newline, c.special, c.digit, c.dot, c.minus, c.int];
-                assert_eq!(all(&got), all(&want), "{block:?}");
-                assert_eq!(odd, prefix_xor(marks));
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512bw") {
+                    // SAFETY: the CPU has AVX-512BW.
+                    assert_eq!(all(&unsafe { classify_avx512(&block) }), all(&want), "{block:?}");
+                }
+                if has!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    assert_eq!(all(&unsafe { classify_avx2(&block) }), all(&want), "{block:?}");
+                }
+                if has!("pclmulqdq") {
+                    // SAFETY: the CPU has PCLMULQDQ.
+                    assert_eq!(unsafe { prefix_xor_clmul(marks) }, prefix_xor(marks));
+                }
             }
             assert_eq!(prefix_xor(marks) >> 63, u64::from(marks.count_ones() % 2));
         }
