@@ -1,5 +1,5 @@
-//! The second quick path (after `window`, and the first on a CPU without AVX-512): accepting the
-//! common good line from masks of its bytes instead of a walk byte by byte.
+//! The second quick path (after `window`, and the first on a CPU with neither AVX-512 nor AVX2):
+//! accepting the common good line from masks of its bytes instead of a walk byte by byte.
 //!
 //! The common line holds no `"` and no `\`, has tags written once each, decimal or boolean field
 //! values of up to 16 characters, one space between its parts and a timestamp InfluxDB can store (or
