@@ -22,10 +22,10 @@
 //!
 //! Speed: four paths, each taken only when the one before is not sure. Most lines are common good
 //! lines (no `"` or `\`, short decimal or boolean values, one space between the parts). On a CPU with
-//! AVX-512 or AVX2, `window` accepts those of up to 127 bytes with numbers for values from masks of 64-byte
-//! blocks at the line's start and at its fields, checked all at once; `fast` accepts the common
-//! lines it leaves (longer ones, booleans) by walking from stop byte to stop byte of the same kind of
-//! masks. Neither says anything about any other line. The position of the next `"` or `\` in the
+//! AVX-512 or AVX2, `window` accepts those of up to 127 bytes with numbers for values from masks of
+//! 64-byte blocks at the line's start and at its fields, checked all at once; `fast` accepts the
+//! common lines it leaves (longer ones, booleans) by walking from stop byte to stop byte of the same
+//! kind of masks. Neither says anything about any other line. The position of the next `"` or `\` in the
 //! body is remembered, and a line that ends before it is otherwise checked by `plain` in a single
 //! walk that also finds its end, its measurement and its timestamp and names the fault of a bad line.
 //! Only a line holding `"` or `\` is first delimited by the `scanLine` walk and then checked
