@@ -35,7 +35,7 @@ use super::validate::check_nanos;
 const BLOCK: usize = 64;
 /// Longest field value this path accepts: no float or integer this short needs a range check.
 const LONGEST_VALUE: u32 = 16;
-/// A timestamp of this many digits may be past InfluxDB's largest time.
+/// The most digits a timestamp has; one this long may be past InfluxDB's largest time.
 const LONGEST_TIMESTAMP: usize = 19;
 
 /// A good line found by [`accept`]: its length (up to its `\n` or the end of the body), its
