@@ -19,6 +19,9 @@
 use super::errors::MAX_KEY_LENGTH;
 use super::validate::{FIELD_KEY_SEPARATOR, check_nanos};
 
+/// Longest field value a quick path accepts: no float or integer this short needs a range check.
+pub(super) const LONGEST_VALUE: usize = 16;
+
 /// Tags of one line this path compares for a repeated key (more, when two might repeat: not sure).
 const TAGS: usize = 32;
 
@@ -216,7 +219,7 @@ fn common_value(buf: &[u8], start: usize, end: usize) -> bool {
             b"t" | b"T" | b"f" | b"F" | b"true" | b"True" | b"TRUE" | b"false" | b"False" | b"FALSE"
         );
     }
-    if len > 16 {
+    if len > LONGEST_VALUE {
         return false;
     }
     let Some((digits, dots)) = digits_and_dots(buf, start) else {
@@ -242,13 +245,19 @@ fn storable_timestamp(buf: &[u8], start: usize, end: usize, multiplier: i64) -> 
     if !(all_digits(start, len.min(16)) && (len <= 16 || all_digits(end - 16, 16))) {
         return false;
     }
-    let ts = &buf[start..end];
+    storable_digits(&buf[start..end], multiplier)
+}
+
+/// `ts`, 1 to 19 digits (the caller has checked), is a time InfluxDB can store once scaled by
+/// `multiplier`. (The window path checks its timestamps here too.)
+#[inline(always)]
+pub(super) fn storable_digits(ts: &[u8], multiplier: i64) -> bool {
     if multiplier == 1 {
         // Most timestamps start below 9: no need to compare the rest.
-        return len < 19 || ts[0] < b'9' || ts <= &MAX_NANO_DIGITS[..];
+        return ts.len() < 19 || ts[0] < b'9' || ts <= &MAX_NANO_DIGITS[..];
     }
     // Up to 19 digits always fit a u64.
-    let value = ts.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+    let value = ts.iter().fold(0u64, |v, &d| v * 10 + u64::from(d.wrapping_sub(b'0')));
     i64::try_from(value).is_ok_and(|t| check_nanos(t, multiplier).is_ok())
 }
 

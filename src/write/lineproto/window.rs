@@ -28,13 +28,10 @@
 //! tag), for the repeated-key check.
 
 use super::Line;
-use super::fast::key_bit;
-use super::validate::check_nanos;
+use super::fast::{LONGEST_VALUE, key_bit, storable_digits};
 
 /// The bytes classified at once.
 const BLOCK: usize = 64;
-/// Longest field value this path accepts: no float or integer this short needs a range check.
-const LONGEST_VALUE: u32 = 16;
 /// The most digits a timestamp has; one this long may be past InfluxDB's largest time.
 const LONGEST_TIMESTAMP: usize = 19;
 
@@ -216,7 +213,7 @@ fn judge(
         let timestamp = key_len + 1 + fields_len + 1;
         let n = line_len.checked_sub(timestamp).filter(|n| (1..=LONGEST_TIMESTAMP).contains(n))?;
         let all = (1 << n) - 1;
-        if (digits >> timestamp) as u64 & all != all || !storable_timestamp(&key[timestamp..line_len], multiplier) {
+        if (digits >> timestamp) as u64 & all != all || !storable_digits(&key[timestamp..line_len], multiplier) {
             return None;
         }
     } else if key_len + 1 + fields_len != line_len {
@@ -274,21 +271,6 @@ fn common_numbers(c: &Classes, values: u64, starts: u64, last_bytes: u64) -> boo
         width *= 2;
     }
     run & (run >> (LONGEST_VALUE + 1 - width)) == 0
-}
-
-/// The timestamp `ts` (digits only) is 1 to 19 digits, a time InfluxDB can store once scaled by
-/// `multiplier`.
-#[inline(always)]
-fn storable_timestamp(ts: &[u8], multiplier: i64) -> bool {
-    if ts.is_empty() || ts.len() > LONGEST_TIMESTAMP {
-        return false;
-    }
-    if multiplier == 1 && (ts.len() < LONGEST_TIMESTAMP || ts[0] < b'9') {
-        return true;
-    }
-    // Up to 19 digits always fit a u64.
-    let value = ts.iter().fold(0u64, |v, &d| v * 10 + u64::from(d.wrapping_sub(b'0')));
-    i64::try_from(value).is_ok_and(|t| check_nanos(t, multiplier).is_ok())
 }
 
 /// No two tag keys are the same. Each key (after a bit of `commas`, up to the next bit of `equals`,
